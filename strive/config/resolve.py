@@ -1,0 +1,179 @@
+"""Fill in verl's interpolated defaults, map deprecated spellings, and reject impossible values.
+
+verl writes many defaults as interpolations (`critic.ppo_epochs: ${actor.ppo_epochs}`) and has renamed keys
+over its releases. Users have command lines from every era, so both spellings are accepted; a value strive
+changes or infers is reported as a note, which `strive config` and the trainer print at start.
+"""
+
+from __future__ import annotations
+
+import os
+
+from strive.config.loader import ConfigError
+from strive.config.schema import StriveConfig
+
+ENGINES = ("hf", "vllm", "sglang")
+ADV_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+KL_TYPES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
+LOGGERS = ("console", "file", "tensorboard", "wandb", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
+
+
+def _fill(obj, name: str, value) -> None:
+    if getattr(obj, name) is None:
+        setattr(obj, name, value)
+
+
+def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
+    """Resolve interpolations and aliases in place; return notes on what was changed or inferred."""
+    notes: list[str] = []
+    _legacy_aliases(cfg, explicit, notes)
+    _interpolations(cfg)
+    _validate_choices(cfg, explicit, notes)
+    return notes
+
+
+def _legacy_aliases(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    actor = cfg.actor_rollout_ref.actor
+    rollout = cfg.actor_rollout_ref.rollout
+    if any(k.startswith("ray_init.") for k in explicit):
+        for name in ("num_cpus", "timeline_json_file"):
+            if f"ray_init.{name}" in explicit and f"ray_kwargs.ray_init.{name}" not in explicit:
+                setattr(cfg.ray_kwargs.ray_init, name, getattr(cfg.ray_init, name))
+        if cfg.ray_init.timeline_json_file and not cfg.ray_kwargs.timeline_json_file:
+            cfg.ray_kwargs.timeline_json_file = cfg.ray_init.timeline_json_file
+        notes.append("ray_init.* is verl ≤ 0.5's spelling; used as ray_kwargs.ray_init.*")
+    for key in [k for k in cfg.extras if k.startswith("ray_init.")]:
+        cfg.extras["ray_kwargs." + key] = cfg.extras.pop(key)
+    if rollout.mode == "sync":
+        notes.append("actor_rollout_ref.rollout.mode=sync: strive drives the engine the same way in both modes")
+    for optim_owner, prefix in ((actor, "actor_rollout_ref.actor"), (cfg.critic, "critic")):
+        optim = optim_owner.optim
+        if optim.warmup_style is not None:
+            if f"{prefix}.optim.lr_scheduler_type" in explicit and optim.lr_scheduler_type != optim.warmup_style:
+                raise ConfigError(f"{prefix}.optim.warmup_style={optim.warmup_style} and "
+                                  f"{prefix}.optim.lr_scheduler_type={optim.lr_scheduler_type} disagree; "
+                                  "drop warmup_style (deprecated)")
+            optim.lr_scheduler_type = optim.warmup_style
+            notes.append(f"{prefix}.optim.warmup_style is deprecated; used as lr_scheduler_type")
+    sp_key = "actor_rollout_ref.actor.ulysses_sequence_parallel_size"
+    if sp_key in explicit:
+        actor.fsdp_config.ulysses_sequence_parallel_size = actor.ulysses_sequence_parallel_size
+    if "actor_rollout_ref.actor.clip_ratio" in explicit:
+        for side in ("low", "high"):
+            if f"actor_rollout_ref.actor.clip_ratio_{side}" not in explicit:
+                setattr(actor, f"clip_ratio_{side}", actor.clip_ratio)
+        notes.append(f"actor.clip_ratio={actor.clip_ratio} set; clip_ratio_low/high not set, so both use it")
+    if cfg.trainer.remove_previous_ckpt_in_save:
+        cfg.trainer.max_actor_ckpt_to_keep = cfg.trainer.max_actor_ckpt_to_keep or 1
+        cfg.trainer.max_critic_ckpt_to_keep = cfg.trainer.max_critic_ckpt_to_keep or 1
+        notes.append("trainer.remove_previous_ckpt_in_save is deprecated; keeping 1 checkpoint per role")
+    if isinstance(cfg.trainer.logger, str):
+        cfg.trainer.logger = [cfg.trainer.logger]
+    for key in ("data.train_files", "data.val_files"):
+        section, name = key.split(".")
+        value = getattr(cfg.data, name)
+        if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+            setattr(cfg.data, name, [v.strip(" '\"") for v in value[1:-1].split(",") if v.strip()])
+
+
+def _interpolations(cfg: StriveConfig) -> None:
+    arr = cfg.actor_rollout_ref
+    actor, ref, rollout, model = arr.actor, arr.ref, arr.rollout, arr.model
+    critic = cfg.critic
+    _fill(actor, "rollout_n", rollout.n)
+    _fill(actor, "use_remove_padding", model.use_remove_padding)
+    _fill(actor, "use_fused_kernels", model.use_fused_kernels)
+    _fill(ref, "strategy", actor.strategy)
+    _fill(ref, "rollout_n", rollout.n)
+    _fill(ref, "use_torch_compile", actor.use_torch_compile)
+    _fill(ref, "log_prob_use_dynamic_bsz", actor.use_dynamic_bsz)
+    _fill(ref, "log_prob_max_token_len_per_gpu", actor.ppo_max_token_len_per_gpu)
+    _fill(ref, "ulysses_sequence_parallel_size", actor.ulysses_sequence_parallel_size)
+    _fill(rollout, "prompt_length", cfg.data.max_prompt_length)
+    _fill(rollout, "response_length", cfg.data.max_response_length)
+    _fill(rollout, "log_prob_use_dynamic_bsz", actor.use_dynamic_bsz)
+    _fill(rollout, "log_prob_max_token_len_per_gpu", actor.ppo_max_token_len_per_gpu)
+    for cp in (actor.checkpoint, critic.checkpoint):
+        _fill(cp, "load_contents", list(cp.save_contents))
+    _fill(critic, "rollout_n", rollout.n)
+    _fill(critic, "ppo_mini_batch_size", actor.ppo_mini_batch_size)
+    _fill(critic, "use_dynamic_bsz", actor.use_dynamic_bsz)
+    _fill(critic, "forward_max_token_len_per_gpu", critic.ppo_max_token_len_per_gpu)
+    _fill(critic, "ppo_epochs", actor.ppo_epochs)
+    _fill(critic, "shuffle", actor.shuffle)
+    _fill(critic, "loss_agg_mode", actor.loss_agg_mode)
+    _fill(critic.model, "tokenizer_path", model.path)
+    _fill(critic.model, "external_lib", model.external_lib)
+    _fill(critic.model, "trust_remote_code", model.trust_remote_code)
+    _fill(cfg.reward_model, "use_dynamic_bsz", critic.use_dynamic_bsz)
+    _fill(cfg.reward_model, "forward_max_token_len_per_gpu", critic.forward_max_token_len_per_gpu)
+    _fill(cfg.reward_manager, "name", cfg.reward_model.reward_manager)
+    _fill(cfg.data, "gen_batch_size", cfg.data.train_batch_size)
+    _fill(cfg.trainer, "default_local_dir",
+          os.path.join("checkpoints", cfg.trainer.project_name, cfg.trainer.experiment_name))
+    if critic.enable is None:
+        critic.enable = cfg.algorithm.adv_estimator == "gae"
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    arr = cfg.actor_rollout_ref
+    actor, rollout = arr.actor, arr.rollout
+    algo = cfg.algorithm
+    _check(rollout.name in ENGINES, f"actor_rollout_ref.rollout.name={rollout.name} is not one of {', '.join(ENGINES)}")
+    _check(algo.adv_estimator in ADV_ESTIMATORS,
+           f"algorithm.adv_estimator={algo.adv_estimator} is not one of {', '.join(ADV_ESTIMATORS)}")
+    for key, mode in (("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode),
+                      ("critic.loss_agg_mode", cfg.critic.loss_agg_mode)):
+        _check(mode in LOSS_AGG_MODES, f"{key}={mode} is not one of {', '.join(LOSS_AGG_MODES)}")
+    for key, kind in (("actor_rollout_ref.actor.kl_loss_type", actor.kl_loss_type),
+                      ("algorithm.kl_penalty", algo.kl_penalty)):
+        _check(kind.rstrip("+") in KL_TYPES, f"{key}={kind} is not one of {', '.join(KL_TYPES)} (optionally with +)")
+    _check(actor.clip_ratio_c > 1.0, f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be > 1")
+    _check(actor.policy_loss.loss_mode == "vanilla",
+           f"actor_rollout_ref.actor.policy_loss.loss_mode={actor.policy_loss.loss_mode}: only vanilla is implemented")
+    _check(algo.kl_ctrl.type in ("fixed", "adaptive"), f"algorithm.kl_ctrl.type={algo.kl_ctrl.type}: fixed or adaptive")
+    _check(algo.kl_ctrl.type != "adaptive" or algo.kl_ctrl.horizon > 0, "algorithm.kl_ctrl.horizon must be > 0")
+    _check(cfg.data.truncation in ("error", "left", "right", "middle"),
+           f"data.truncation={cfg.data.truncation} is not one of error, left, right, middle")
+    _check(cfg.trainer.resume_mode in ("auto", "disable", "resume_path"),
+           f"trainer.resume_mode={cfg.trainer.resume_mode} is not one of auto, disable, resume_path")
+    _check(cfg.trainer.resume_mode != "resume_path" or "global_step_" in str(cfg.trainer.resume_from_path or ""),
+           "trainer.resume_mode=resume_path needs trainer.resume_from_path=.../global_step_N")
+    _check(cfg.trainer.default_hdfs_dir is None,
+           f"trainer.default_hdfs_dir={cfg.trainer.default_hdfs_dir}: HDFS mirroring is not supported; set it to null")
+    _check(cfg.trainer.device in ("cuda", "cpu"), f"trainer.device={cfg.trainer.device}: cuda or cpu")
+    _check(cfg.actor_rollout_ref.hybrid_engine, "actor_rollout_ref.hybrid_engine=False is not supported (as in verl)")
+    _check(not cfg.reward_model.enable, "reward_model.enable=True: learned reward models are not implemented yet; "
+           "use rule rewards or custom_reward_function.path")
+    _check(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank > 0: LoRA is not implemented")
+    unknown = [name for name in cfg.trainer.logger if name not in LOGGERS]
+    _check(not unknown, f"trainer.logger: unknown backend(s) {unknown}; choose from {', '.join(LOGGERS)}")
+    val = rollout.val_kwargs
+    _check(not val.do_sample or val.temperature > 0,
+           "actor_rollout_ref.rollout.val_kwargs.do_sample=True needs val_kwargs.temperature > 0")
+    sp = (arr.actor.fsdp_config.ulysses_sequence_parallel_size, cfg.critic.ulysses_sequence_parallel_size)
+    _check(max(sp) == 1, "ulysses_sequence_parallel_size > 1 is not supported yet; set it to 1")
+    if not cfg.critic.enable and any(k.startswith("critic.") for k in explicit):
+        notes.append("critic.* is set but algorithm.adv_estimator is not gae, so no critic is created")
+    if cfg.critic.enable and algo.adv_estimator != "gae":
+        notes.append(f"critic.enable=True with adv_estimator={algo.adv_estimator}: the critic trains but its values "
+                     "do not enter the advantages")
+    if algo.adv_estimator in ("grpo", "rloo", "reinforce_plus_plus_baseline") and rollout.n == 1:
+        notes.append(f"adv_estimator={algo.adv_estimator} with rollout.n=1: every group has one sample")
+    if algo.use_kl_in_reward and actor.use_kl_loss:
+        notes.append("both algorithm.use_kl_in_reward and actor.use_kl_loss are on: KL is penalised twice")
+
+
+def needs_reference(cfg: StriveConfig) -> bool:
+    """A reference model exists only when a KL term uses it."""
+    return cfg.algorithm.use_kl_in_reward or cfg.actor_rollout_ref.actor.use_kl_loss
+
+
+def needs_critic(cfg: StriveConfig) -> bool:
+    return bool(cfg.critic.enable)

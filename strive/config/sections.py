@@ -1,0 +1,417 @@
+"""The other top-level sections: data, critic, reward, algorithm, trainer, Ray.
+
+Key names and defaults are verl's (reference/verl_compat_spec.md §1.1, §1.7-1.11). "null: same as X" marks
+verl's interpolations, filled in by `strive.config.resolve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from strive.config.common import (
+    CheckpointConfig,
+    FsdpConfig,
+    OptimConfig,
+    PathName,
+    default_profiler,
+)
+from strive.config.actor_rollout_ref import TiledMlp
+
+
+@dataclass
+class SamplerConfig:
+    class_path: Optional[str] = None
+    """File or module of a curriculum sampler class."""
+    class_name: Optional[str] = None
+    """Its class name."""
+
+
+@dataclass
+class DataConfig:
+    tokenizer: Optional[str] = None
+    """Tokenizer path; null means the actor model's tokenizer."""
+    use_shm: bool = False
+    """Stage data files through /dev/shm."""
+    train_files: Union[str, list[str]] = "~/data/rlhf/gsm8k/train.parquet"
+    """Training parquet/json file(s)."""
+    val_files: Union[str, list[str]] = "~/data/rlhf/gsm8k/test.parquet"
+    """Validation parquet/json file(s)."""
+    train_max_samples: int = -1
+    """Use only this many training rows (-1: all)."""
+    val_max_samples: int = -1
+    """Use only this many validation rows (-1: all)."""
+    prompt_key: str = "prompt"
+    """Column holding the chat messages."""
+    reward_fn_key: str = "data_source"
+    """Column whose value picks the scoring function."""
+    max_prompt_length: int = 512
+    """Prompt budget in tokens; prompts are left-padded to it."""
+    max_response_length: int = 512
+    """Maximum number of generated tokens."""
+    train_batch_size: int = 1024
+    """Prompts per training step (each is sampled rollout.n times)."""
+    val_batch_size: Optional[int] = None
+    """Deprecated; null validates the whole set as one batch."""
+    tool_config_path: Optional[str] = None
+    """Tool schemas used when templating."""
+    return_raw_input_ids: bool = False
+    """Also return ids without the chat template."""
+    return_raw_chat: bool = True
+    """Return the untemplated messages as raw_prompt."""
+    return_full_prompt: bool = False
+    """Also return the templated prompt string."""
+    shuffle: bool = True
+    """Shuffle the training data each epoch."""
+    seed: Optional[int] = None
+    """Seed of that shuffle (null: 1, as in verl)."""
+    dataloader_num_workers: int = 8
+    """DataLoader worker processes (strive tokenises up front and ignores this)."""
+    image_patch_size: int = 14
+    """Vision models only."""
+    validation_shuffle: bool = False
+    """Shuffle the validation data."""
+    filter_overlong_prompts: bool = False
+    """Drop rows whose templated prompt is longer than max_prompt_length, once at load time."""
+    filter_overlong_prompts_workers: int = 1
+    """Processes for that filter."""
+    truncation: str = "error"
+    """Over-long prompts: error, left (keep the end), right (keep the start) or middle."""
+    image_key: str = "images"
+    """Image column (vision models)."""
+    video_key: str = "videos"
+    """Video column (vision models)."""
+    trust_remote_code: bool = False
+    """Passed to the tokenizer."""
+    custom_cls: PathName = field(default_factory=PathName)
+    """A user Dataset class (path + name)."""
+    return_multi_modal_inputs: bool = True
+    """Vision models only."""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """Curriculum sampler."""
+    datagen: PathName = field(default_factory=PathName)
+    """Dynamic data generator."""
+    apply_chat_template_kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments for apply_chat_template."""
+    gen_batch_size: Optional[int] = None
+    """Batch size of the training dataloader; null means train_batch_size."""
+
+
+@dataclass
+class CriticModelConfig:
+    path: str = "~/models/deepseek-llm-7b-chat"
+    """Model the critic starts from (a value head replaces its LM head); may differ from the actor's."""
+    tokenizer_path: Optional[str] = None
+    """null: same as actor_rollout_ref.model.path."""
+    override_config: dict = field(default_factory=dict)
+    """Keys written over the critic's HF config."""
+    external_lib: Optional[str] = None
+    """null: same as actor_rollout_ref.model.external_lib."""
+    trust_remote_code: Optional[bool] = None
+    """null: same as actor_rollout_ref.model.trust_remote_code."""
+    use_shm: bool = False
+    """Stage weights through /dev/shm."""
+    enable_gradient_checkpointing: bool = True
+    """Recompute activations in backward."""
+    enable_activation_offload: bool = False
+    """Offload saved activations to the CPU."""
+    use_remove_padding: bool = False
+    """Packed, padding-free forward."""
+    lora_rank: int = 0
+    """LoRA rank; 0 trains all weights."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    target_modules: Union[str, list[str]] = "all-linear"
+    """Modules LoRA adapts."""
+    tiled_mlp: TiledMlp = field(default_factory=TiledMlp)
+    """Memory-saving tiled MLP."""
+    fsdp_config: FsdpConfig = field(default_factory=FsdpConfig)
+    """FSDP2 settings of the critic."""
+
+
+@dataclass
+class CriticConfig:
+    strategy: str = "fsdp"
+    """Training strategy (FSDP2)."""
+    enable: Optional[bool] = None
+    """null: a critic exists exactly when algorithm.adv_estimator is gae."""
+    rollout_n: Optional[int] = None
+    """null: same as rollout.n."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    """Critic optimizer (lr 1e-5 by default)."""
+    model: CriticModelConfig = field(default_factory=CriticModelConfig)
+    """The value model."""
+    ppo_mini_batch_size: Optional[int] = None
+    """null: same as actor.ppo_mini_batch_size (prompts per optimizer step)."""
+    ppo_micro_batch_size: Optional[int] = None
+    """Deprecated: micro-batch over all GPUs. Use ppo_micro_batch_size_per_gpu."""
+    ppo_micro_batch_size_per_gpu: Optional[int] = None
+    """Sequences per forward/backward on one GPU."""
+    use_dynamic_bsz: Optional[bool] = None
+    """null: same as actor.use_dynamic_bsz."""
+    ppo_max_token_len_per_gpu: int = 32768
+    """Token budget per micro-batch when dynamic."""
+    forward_max_token_len_per_gpu: Optional[int] = None
+    """null: same as ppo_max_token_len_per_gpu."""
+    forward_micro_batch_size: Optional[int] = None
+    """Deprecated: value-computation micro-batch over all GPUs."""
+    forward_micro_batch_size_per_gpu: Optional[int] = None
+    """null: same as ppo_micro_batch_size_per_gpu (sequences per value forward on one GPU)."""
+    ppo_epochs: Optional[int] = None
+    """null: same as actor.ppo_epochs."""
+    shuffle: Optional[bool] = None
+    """null: same as actor.shuffle."""
+    data_loader_seed: int = 42
+    """Seed of the between-epoch shuffle."""
+    cliprange_value: float = 0.5
+    """Half-width of value clipping around the old values."""
+    loss_agg_mode: Optional[str] = None
+    """null: same as actor.loss_agg_mode."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """What critic checkpoints hold."""
+    profiler: dict = field(default_factory=default_profiler)
+    """Per-role profiler settings."""
+    ulysses_sequence_parallel_size: int = 1
+    """Sequence-parallel degree (1 only)."""
+    grad_clip: float = 1.0
+    """Clip the critic's gradient norm to this value."""
+
+
+@dataclass
+class RewardModelModel:
+    input_tokenizer: Optional[str] = None
+    """Tokenizer of the policy, when it differs from the reward model's."""
+    path: str = "~/models/FsfairX-LLaMA3-RM-v0.1"
+    """The learned reward model."""
+    external_lib: Optional[str] = None
+    """Module imported to register custom models."""
+    trust_remote_code: bool = False
+    """Allow code shipped with the checkpoint."""
+    override_config: dict = field(default_factory=dict)
+    """HF config overrides."""
+    use_shm: bool = False
+    """Stage weights through /dev/shm."""
+    use_remove_padding: bool = False
+    """Packed forward."""
+    use_fused_kernels: bool = False
+    """Fused kernels."""
+    fsdp_config: FsdpConfig = field(default_factory=lambda: FsdpConfig(forward_only=True))
+    """FSDP2 settings."""
+
+
+@dataclass
+class SandboxFusion:
+    url: Optional[str] = None
+    """Remote code-execution sandbox for code datasets."""
+    max_concurrent: int = 64
+    """Concurrent sandbox requests."""
+    memory_limit_mb: int = 1024
+    """Memory limit per sandbox run."""
+
+
+@dataclass
+class RewardModelConfig:
+    enable: bool = False
+    """Use a learned reward model (not implemented in strive; rule rewards are)."""
+    enable_resource_pool: bool = False
+    """Separate GPUs for the reward model."""
+    n_gpus_per_node: int = 8
+    """GPUs per node of that pool."""
+    nnodes: int = 0
+    """Nodes of that pool."""
+    strategy: str = "fsdp"
+    """Strategy of the reward model."""
+    model: RewardModelModel = field(default_factory=RewardModelModel)
+    """The reward model itself."""
+    micro_batch_size: Optional[int] = None
+    """Deprecated global micro-batch."""
+    micro_batch_size_per_gpu: Optional[int] = None
+    """Sequences per reward-model forward on one GPU."""
+    max_length: Optional[int] = None
+    """Maximum input length."""
+    use_dynamic_bsz: Optional[bool] = None
+    """null: same as critic.use_dynamic_bsz."""
+    forward_max_token_len_per_gpu: Optional[int] = None
+    """null: same as critic.forward_max_token_len_per_gpu."""
+    reward_manager: str = "naive"
+    """Deprecated name of reward_manager.name."""
+    reward_loop_source: str = "register"
+    """Where the reward loop comes from."""
+    reward_loop_module_path: Optional[str] = None
+    """Custom reward-loop module."""
+    reward_loop_class_name: Optional[str] = None
+    """Custom reward-loop class."""
+    launch_reward_fn_async: bool = False
+    """Score rule rewards in a Ray task while log-probs are computed."""
+    sandbox_fusion: SandboxFusion = field(default_factory=SandboxFusion)
+    """Code sandbox."""
+    use_reward_loop: bool = True
+    """verl's per-sample reward loop (strive scores on the controller either way)."""
+    num_workers: int = 1
+    """Reward workers."""
+    rollout: dict = field(default_factory=dict)
+    """Generative reward-model engine settings."""
+    reward_kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments for the reward manager."""
+    profiler: dict = field(default_factory=default_profiler)
+    """Profiler settings."""
+
+
+@dataclass
+class RewardManagerConfig:
+    source: str = "register"
+    """register (a built-in name) or importlib (module.path + module.name)."""
+    name: Optional[str] = None
+    """null: same as reward_model.reward_manager (naive)."""
+    module: PathName = field(default_factory=lambda: PathName(name="custom_reward_manager"))
+    """A user reward-manager class."""
+
+
+@dataclass
+class CustomRewardFunction:
+    path: Optional[str] = None
+    """A .py file with your scoring function; it replaces the built-in scorers."""
+    name: str = "compute_score"
+    """The function's name in that file."""
+    reward_kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments passed to every call (they win over the standard ones)."""
+
+
+@dataclass
+class KLControl:
+    type: str = "fixed"
+    """fixed or adaptive."""
+    kl_coef: float = 0.001
+    """β (the initial β when adaptive)."""
+    horizon: int = 10000
+    """Adaptive controller horizon (> 0)."""
+    target_kl: float = 0.1
+    """Adaptive controller target KL."""
+
+
+@dataclass
+class PfPpo:
+    reweight_method: str = "pow"
+    """pow, max_min or max_random."""
+    weight_pow: float = 2.0
+    """Exponent for pow."""
+
+
+@dataclass
+class RolloutCorrection:
+    rollout_is: Optional[str] = None
+    """Importance-sampling correction level between rollout and trainer log-probs (token/sequence)."""
+    rollout_is_threshold: float = 2.0
+    """Truncation of those weights."""
+    rollout_rs: Optional[str] = None
+    """Rejection-sampling correction."""
+    rollout_rs_threshold: Optional[float] = None
+    """Rejection threshold."""
+    bypass_mode: bool = False
+    """Use rollout log-probs as the old log-probs."""
+    loss_type: str = "ppo_clip"
+    """Loss used in bypass mode."""
+    rollout_is_batch_normalize: bool = False
+    """Normalise IS weights over the batch."""
+
+
+@dataclass
+class AlgorithmConfig:
+    gamma: float = 1.0
+    """Discount factor."""
+    lam: float = 1.0
+    """GAE λ."""
+    adv_estimator: str = "gae"
+    """gae (PPO with a critic), grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline, remax."""
+    norm_adv_by_std_in_grpo: bool = True
+    """Divide GRPO advantages by the group std (False gives Dr.GRPO)."""
+    use_kl_in_reward: bool = False
+    """Subtract β·KL(old ‖ ref) from token rewards; needs the reference model."""
+    kl_penalty: str = "kl"
+    """KL estimator of the in-reward penalty."""
+    kl_ctrl: KLControl = field(default_factory=KLControl)
+    """How β is set."""
+    use_pf_ppo: bool = False
+    """Preference-feedback PPO resampling (not implemented)."""
+    pf_ppo: PfPpo = field(default_factory=PfPpo)
+    """PF-PPO settings."""
+    rollout_correction: RolloutCorrection = field(default_factory=RolloutCorrection)
+    """Off-policy corrections between rollout and trainer."""
+
+
+@dataclass
+class TrainerConfig:
+    balance_batch: bool = True
+    """Reorder samples so each data-parallel rank gets a similar number of tokens."""
+    total_epochs: int = 30
+    """Passes over the training data."""
+    total_training_steps: Optional[int] = None
+    """Stop after this many steps (overrides total_epochs)."""
+    project_name: str = "verl_examples"
+    """Tracking project; also part of the default checkpoint directory."""
+    experiment_name: str = "gsm8k"
+    """Tracking run name; also part of the default checkpoint directory."""
+    logger: Union[str, list[str]] = field(default_factory=lambda: ["console", "wandb"])
+    """Loggers: console, file, tensorboard, wandb, mlflow (those not installed are skipped with a warning)."""
+    log_val_generations: int = 0
+    """Validation samples logged as a table."""
+    rollout_data_dir: Optional[str] = None
+    """Dump each step's rollouts to {step}.jsonl here."""
+    validation_data_dir: Optional[str] = None
+    """Dump validation generations here."""
+    nnodes: int = 1
+    """Nodes in the resource pool."""
+    n_gpus_per_node: int = 8
+    """GPUs per node (with trainer.device=cpu: worker processes per node)."""
+    save_freq: int = -1
+    """Checkpoint every N steps and at the last step (-1: never)."""
+    esi_redundant_time: int = 0
+    """Force a save this long before an elastic instance expires."""
+    resume_mode: str = "auto"
+    """auto (latest checkpoint if any), disable, or resume_path."""
+    resume_from_path: Optional[str] = None
+    """A global_step_N directory, for resume_mode=resume_path."""
+    val_before_train: bool = True
+    """Validate once before the first step."""
+    val_only: bool = False
+    """Validate and exit."""
+    test_freq: int = -1
+    """Validate every N steps and at the last step (-1: never)."""
+    critic_warmup: int = 0
+    """Update only the critic for this many steps."""
+    default_hdfs_dir: Optional[str] = None
+    """Remote checkpoint mirror (not supported: must stay null)."""
+    del_local_ckpt_after_load: bool = False
+    """Delete the local checkpoint after resuming from it."""
+    default_local_dir: Optional[str] = None
+    """Checkpoint root; null: checkpoints/{project_name}/{experiment_name}."""
+    max_actor_ckpt_to_keep: Optional[int] = None
+    """Keep only the newest N actor checkpoints."""
+    max_critic_ckpt_to_keep: Optional[int] = None
+    """Keep only the newest N critic checkpoints."""
+    remove_previous_ckpt_in_save: bool = False
+    """Deprecated: same as keeping 1 checkpoint."""
+    ray_wait_register_center_timeout: int = 300
+    """Seconds to wait for workers to register."""
+    device: str = "cuda"
+    """cuda or cpu (cpu runs the same topology with gloo, one process per slot)."""
+    use_legacy_worker_impl: str = "auto"
+    """Accepted for compatibility."""
+    plot_curves: bool = True
+    """Write a PNG of the main curves at the end of the run (strive)."""
+
+
+@dataclass
+class RayInitConfig:
+    num_cpus: Optional[int] = None
+    """CPUs of a locally started Ray cluster (null: all). Other keys given with + go straight to ray.init."""
+    timeline_json_file: Optional[str] = None
+    """Old location of ray_kwargs.timeline_json_file."""
+
+
+@dataclass
+class RayKwargs:
+    ray_init: RayInitConfig = field(default_factory=RayInitConfig)
+    """Arguments of ray.init."""
+    timeline_json_file: Optional[str] = None
+    """Write a Ray timeline here after the run."""

@@ -1,0 +1,240 @@
+"""Config: verl's key tree, override syntax, deprecated keys, batch-size arithmetic, the `strive config` command."""
+
+import subprocess
+import sys
+
+import pytest
+
+from strive.config import ConfigError, StriveConfig, explain, load_config, parse_value, prepare, to_dict
+from strive.config.report import undocumented_fields
+
+# The two command lines of the seed page (verl's SGLang backend doc), as users type them (module name aside).
+SEED_SINGLE_NODE = """
+data.train_files=/home/u/data/gsm8k/train.parquet data.val_files=/home/u/data/gsm8k/test.parquet
+data.train_batch_size=4096 data.max_prompt_length=4096 data.max_response_length=4096
+actor_rollout_ref.rollout.name=sglang actor_rollout_ref.model.path=Qwen/Qwen2-7B-Instruct
+actor_rollout_ref.actor.optim.lr=1e-6 actor_rollout_ref.actor.ppo_mini_batch_size=64
+actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8
+actor_rollout_ref.model.enable_gradient_checkpointing=True actor_rollout_ref.actor.fsdp_config.param_offload=True
+actor_rollout_ref.actor.fsdp_config.optimizer_offload=True actor_rollout_ref.rollout.tensor_model_parallel_size=2
+actor_rollout_ref.rollout.gpu_memory_utilization=0.8 actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4
+critic.optim.lr=1e-5 critic.model.path=Qwen/Qwen2-7B-Instruct critic.ppo_micro_batch_size_per_gpu=4
+critic.model.fsdp_config.param_offload=True critic.model.fsdp_config.optimizer_offload=True
+algorithm.kl_ctrl.kl_coef=0.001 trainer.logger=['console'] trainer.val_before_train=False
+trainer.default_hdfs_dir=null trainer.n_gpus_per_node=4 trainer.nnodes=1 trainer.save_freq=-1
+trainer.test_freq=10 trainer.total_epochs=15
+""".split()
+
+SEED_MULTI_NODE = """
+actor_rollout_ref.rollout.name=sglang data.train_files=/d/train.parquet data.val_files=/d/test.parquet
+data.train_batch_size=4096 data.max_prompt_length=4096 data.max_response_length=4096
+actor_rollout_ref.model.path=meta-llama/Llama-3.1-8B-Instruct actor_rollout_ref.actor.optim.lr=1e-6
+actor_rollout_ref.model.use_remove_padding=True actor_rollout_ref.actor.ppo_mini_batch_size=64
+actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16 actor_rollout_ref.model.enable_gradient_checkpointing=True
+actor_rollout_ref.actor.fsdp_config.param_offload=True actor_rollout_ref.actor.fsdp_config.optimizer_offload=True
+actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16 actor_rollout_ref.rollout.tensor_model_parallel_size=16
+actor_rollout_ref.rollout.gpu_memory_utilization=0.8 actor_rollout_ref.rollout.free_cache_engine=True
+actor_rollout_ref.ref.log_prob_micro_batch_size=16 actor_rollout_ref.ref.fsdp_config.param_offload=True
+critic.optim.lr=1e-5 critic.model.use_remove_padding=True critic.model.path=meta-llama/Llama-3.1-8B-Instruct
+critic.model.enable_gradient_checkpointing=True critic.ppo_micro_batch_size=16
+critic.model.fsdp_config.param_offload=True critic.model.fsdp_config.optimizer_offload=True
+algorithm.kl_ctrl.kl_coef=0.001 trainer.critic_warmup=0 trainer.logger=['console'] trainer.val_before_train=True
+trainer.default_hdfs_dir=null trainer.n_gpus_per_node=8 trainer.nnodes=2 trainer.save_freq=-1 trainer.test_freq=10
+trainer.total_epochs=15
+""".split()
+
+
+def test_defaults_are_verls():
+    cfg = load_config()
+    assert cfg.data.train_batch_size == 1024
+    assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 256
+    assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6
+    assert cfg.critic.optim.lr == 1e-5
+    assert cfg.actor_rollout_ref.rollout.val_kwargs.temperature == 0
+    assert cfg.actor_rollout_ref.ref.fsdp_config.forward_only is True
+    assert cfg.trainer.default_local_dir == "checkpoints/verl_examples/gsm8k"
+    assert cfg.critic.enable is True  # gae needs a critic
+    assert cfg.actor_rollout_ref.rollout.prompt_length == 512  # interpolated from data.max_prompt_length
+
+
+def test_seed_single_node_resolves_with_verls_worked_example():
+    run = prepare(SEED_SINGLE_NODE)
+    cfg, sizes = run.config, run.sizes
+    assert cfg.actor_rollout_ref.rollout.name == "sglang"
+    assert cfg.trainer.logger == ["console"]
+    assert cfg.trainer.default_hdfs_dir is None
+    assert cfg.actor_rollout_ref.actor.optim.lr == pytest.approx(1e-6)
+    # spec §1.12 worked example: 16 sequences per GPU per mini-batch, 4 micro-batches, 64 optimizer steps.
+    assert sizes.actor.mini_batch_per_rank == 16
+    assert sizes.actor.grad_accum_steps == 4
+    assert sizes.actor.optimizer_steps_per_step == 64
+    assert sizes.critic.grad_accum_steps == 4
+    assert sizes.old_log_prob.micro_batch_per_rank == 8
+    assert sizes.ref is None  # no KL term is on, so no reference model
+
+
+def test_seed_multi_node_accepts_oversized_micro_batch_and_says_so():
+    run = prepare(SEED_MULTI_NODE)
+    sizes = run.sizes
+    assert sizes.world_size == 16
+    assert sizes.actor.mini_batch_per_rank == 4  # 64 prompts × 1 / 16 GPUs
+    assert sizes.actor.micro_batch_per_rank == 4  # 16 requested, shrunk to the rank's share
+    assert sizes.actor.grad_accum_steps == 1
+    assert any("ppo_micro_batch_size_per_gpu=16 is larger than the 4 sequences" in n for n in run.notes)
+    # deprecated global critic key: 16 over 16 ranks → 1 per rank
+    assert sizes.critic.micro_batch_per_rank == 1
+    assert sizes.critic.grad_accum_steps == 4
+
+
+def test_indivisible_batch_names_keys_and_numbers():
+    with pytest.raises(ConfigError) as err:
+        prepare(SEED_SINGLE_NODE + ["trainer.n_gpus_per_node=3"])
+    assert str(err.value) == ("data.train_batch_size × rollout.n = 4096 × 1 is not divisible by "
+                              "trainer.n_gpus_per_node × trainer.nnodes = 3")
+
+
+def test_mini_batch_smaller_than_dp_fails():
+    with pytest.raises(ConfigError, match="ppo_mini_batch_size × rollout.n = 2 × 1"):
+        prepare(["data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+                 "trainer.n_gpus_per_node=4"])
+
+
+def test_both_micro_batch_forms_is_an_error():
+    with pytest.raises(ConfigError, match="keep only actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"):
+        prepare(["actor_rollout_ref.actor.ppo_micro_batch_size=8",
+                 "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"])
+    with pytest.raises(ConfigError, match="critic.ppo_micro_batch_size"):
+        prepare(["critic.ppo_micro_batch_size=8", "critic.ppo_micro_batch_size_per_gpu=2"])
+
+
+def test_deprecated_global_micro_is_divided_by_dp():
+    run = prepare(["trainer.n_gpus_per_node=4", "data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=32",
+                   "actor_rollout_ref.actor.ppo_micro_batch_size=16", "actor_rollout_ref.actor.use_kl_loss=True",
+                   "actor_rollout_ref.ref.log_prob_micro_batch_size=8"])
+    assert run.sizes.actor.micro_batch_per_rank == 4
+    assert run.sizes.actor.grad_accum_steps == 2
+    assert run.sizes.ref.micro_batch_per_rank == 2
+
+
+def test_uneven_micro_batch_is_accepted_with_a_note():
+    run = prepare(["trainer.n_gpus_per_node=1", "data.train_batch_size=10", "actor_rollout_ref.actor.ppo_mini_batch_size=10",
+                   "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4"])
+    assert run.sizes.actor.grad_accum_steps == 3
+    assert any("last micro-batch has 2" in n for n in run.notes)
+
+
+def test_override_value_syntax():
+    assert parse_value("null") is None and parse_value("None") is None
+    assert parse_value("True") is True and parse_value("false") is False
+    assert parse_value("1e-6") == 1e-6 and parse_value("4096") == 4096 and parse_value("0.8") == 0.8
+    assert parse_value("['console','tensorboard']") == ["console", "tensorboard"]
+    assert parse_value("[console, wandb]") == ["console", "wandb"]
+    assert parse_value("[0.9,1e-3]") == [0.9, 1e-3]
+    assert parse_value("Qwen/Qwen2-7B-Instruct") == "Qwen/Qwen2-7B-Instruct"
+    assert parse_value("'123'") == "123"
+
+
+def test_types_are_coerced_and_wrong_types_name_the_key():
+    cfg = load_config(["actor_rollout_ref.actor.clip_ratio_high=1", "trainer.experiment_name=7",
+                       "trainer.logger=console"])
+    assert isinstance(cfg.actor_rollout_ref.actor.clip_ratio_high, float)
+    assert cfg.trainer.experiment_name == "7"
+    assert cfg.trainer.logger == ["console"]
+    with pytest.raises(ConfigError, match="data.train_batch_size expects int"):
+        load_config(["data.train_batch_size=abc"])
+    with pytest.raises(ConfigError, match="trainer.val_before_train expects bool"):
+        load_config(["trainer.val_before_train=maybe"])
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError) as err:
+        load_config(["actor_rollout_ref.actor.ppo_mini_batchsize=4"])
+    assert "actor_rollout_ref.actor.ppo_mini_batch_size" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(["trainer.n_gpu_per_node=4"])
+    assert "trainer.n_gpus_per_node" in str(err.value)
+
+
+def test_plus_adds_keys_and_ray_init_passthrough():
+    run = prepare(["+ray_kwargs.ray_init.address=auto", "+trainer.my_flag=3", "+data.gen_batch_size=16",
+                   "+custom_reward_function.reward_kwargs.bonus=0.5"])
+    cfg = run.config
+    assert cfg.extras["ray_kwargs.ray_init.address"] == "auto"
+    assert cfg.extras["trainer.my_flag"] == 3
+    assert cfg.data.gen_batch_size == 16
+    assert cfg.custom_reward_function.reward_kwargs == {"bonus": 0.5}
+    assert to_dict(cfg)["ray_kwargs"]["ray_init"]["address"] == "auto"
+
+
+def test_legacy_ray_init_and_other_aliases():
+    run = prepare(["ray_init.num_cpus=4", "actor_rollout_ref.actor.optim.warmup_style=cosine",
+                   "actor_rollout_ref.actor.clip_ratio=0.3", "actor_rollout_ref.rollout.mode=sync"])
+    cfg = run.config
+    assert cfg.ray_kwargs.ray_init.num_cpus == 4
+    assert cfg.actor_rollout_ref.actor.optim.lr_scheduler_type == "cosine"
+    assert cfg.actor_rollout_ref.actor.clip_ratio_low == 0.3 == cfg.actor_rollout_ref.actor.clip_ratio_high
+    assert "_target_" not in str(cfg)
+    load_config(["actor_rollout_ref.actor._target_=verl.workers.config.FSDPActorConfig"])
+
+
+def test_bad_choices_fail_naming_the_key():
+    for override, key in [("algorithm.adv_estimator=foo", "algorithm.adv_estimator"),
+                          ("actor_rollout_ref.actor.loss_agg_mode=mean", "actor_rollout_ref.actor.loss_agg_mode"),
+                          ("actor_rollout_ref.rollout.name=trtllm", "actor_rollout_ref.rollout.name"),
+                          ("actor_rollout_ref.actor.clip_ratio_c=0.5", "clip_ratio_c"),
+                          ("actor_rollout_ref.rollout.val_kwargs.do_sample=True", "val_kwargs.temperature")]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            prepare([override])
+
+
+def test_grpo_needs_no_critic_and_kl_loss_needs_ref():
+    run = prepare(["algorithm.adv_estimator=grpo", "actor_rollout_ref.actor.use_kl_loss=True",
+                   "actor_rollout_ref.rollout.n=5", "trainer.n_gpus_per_node=1"])
+    assert run.sizes.critic is None and run.sizes.ref is not None
+    assert run.sizes.samples_per_step == 1024 * 5
+
+
+def test_yaml_file_under_overrides(tmp_path):
+    (tmp_path / "exp.yaml").write_text(
+        "defaults:\n  - ppo_trainer\n  - _self_\n"
+        "data:\n  train_batch_size: 32\n  max_prompt_length: 64\n"
+        "actor_rollout_ref:\n  actor:\n    ppo_mini_batch_size: 16\n    optim:\n      lr: 3e-6\n"
+        "  model:\n    override_config:\n      attention_dropout: 0.0\n")
+    cfg = load_config(["data.train_batch_size=64"], config_path=str(tmp_path), config_name="exp")
+    assert cfg.data.train_batch_size == 64
+    assert cfg.data.max_prompt_length == 64 == cfg.actor_rollout_ref.rollout.prompt_length
+    assert cfg.actor_rollout_ref.actor.optim.lr == 3e-6
+    assert cfg.actor_rollout_ref.model.override_config == {"attention_dropout": 0.0}
+    (tmp_path / "bad.yaml").write_text("trainer:\n  total_epoch: 3\n")
+    with pytest.raises(ConfigError, match="trainer.total_epochs"):
+        load_config(config_path=str(tmp_path), config_name="bad")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(config_path=str(tmp_path), config_name="missing")
+
+
+def test_every_field_has_a_docstring():
+    assert undocumented_fields(StriveConfig) == []
+    assert "Prompts per optimizer step" in explain("actor_rollout_ref.actor.ppo_mini_batch_size")
+
+
+def _strive(*args):
+    return subprocess.run([sys.executable, "-m", "strive.cli", *args], capture_output=True, text=True)
+
+
+def test_strive_config_command():
+    ok = _strive("config", *SEED_MULTI_NODE)
+    assert ok.returncode == 0, ok.stderr
+    assert "rollout:" in ok.stdout and "name: sglang" in ok.stdout
+    assert "derived sizes" in ok.stdout and "grad-accum steps" in ok.stdout
+    assert "using 4" in ok.stdout
+    bad = _strive("config", *SEED_SINGLE_NODE, "trainer.n_gpus_per_node=3")
+    assert bad.returncode == 1
+    assert "trainer.n_gpus_per_node × trainer.nnodes = 3" in bad.stderr
+
+
+def test_package_imports_without_heavy_dependencies():
+    code = ("import sys, strive, strive.config, strive.cli; "
+            "heavy = [m for m in ('torch', 'ray', 'sglang', 'vllm', 'transformers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
