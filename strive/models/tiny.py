@@ -1,0 +1,92 @@
+"""A tiny, randomly initialised chat model with a real tokenizer, built offline in a second.
+
+Tests and CPU examples need a model without a model hub. This writes an ordinary Hugging Face directory
+(config, safetensors, tokenizer with a ChatML chat template) that every loader in strive reads like any other
+checkpoint: byte-level tokenizer (256 byte tokens + specials), Llama or Qwen2 architecture, head_dim 32 (the
+smallest vLLM's CPU backend accepts).
+
+    python -m strive.models.tiny /tmp/tiny-llama [--arch qwen2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def build_tokenizer():
+    """Byte-level BPE with no merges: every byte is one token, so any text round-trips."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for tok in SPECIAL_TOKENS:
+        vocab[tok] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  bos_token=None, unk_token=None, additional_special_tokens=SPECIAL_TOKENS[1:2])
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def build_config(arch: str = "llama", vocab_size: int = 259, layers: int = 2, hidden: int = 64, seed: int = 0):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                  num_attention_heads=hidden // 32, num_key_value_heads=1, head_dim=32,
+                  max_position_embeddings=2048, bos_token_id=None, eos_token_id=vocab_size - 1,
+                  pad_token_id=vocab_size - 3, tie_word_embeddings=False, dtype="float32")
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        return Qwen2Config(**common)
+    raise ValueError(f"unknown tiny architecture {arch!r}: llama or qwen2")
+
+
+def make_tiny_model(out_dir: str, arch: str = "llama", seed: int = 0, layers: int = 2, hidden: int = 64) -> str:
+    """Write a tiny random model + tokenizer to out_dir (idempotent: an existing complete directory is reused)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    marker = os.path.join(out_dir, "strive_tiny.json")
+    spec = {"arch": arch, "seed": seed, "layers": layers, "hidden": hidden}
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            if json.load(fh) == spec:
+                return out_dir
+    tok = build_tokenizer()
+    config = build_config(arch, vocab_size=len(tok), layers=layers, hidden=hidden)
+    config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    config.pad_token_id = tok.pad_token_id
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    with open(marker, "w") as fh:
+        json.dump(spec, fh)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write a tiny random chat model for tests and CPU examples.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(make_tiny_model(args.out_dir, args.arch, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
