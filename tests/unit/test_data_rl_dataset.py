@@ -1,0 +1,180 @@
+"""RLDataset: templating, left padding, truncation modes, length filter, position ids, collate."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from strive.data.rl_dataset import RLDataset, collate, truncate_ids
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Tokens around the content: <|im_start|> "user\n" | content | <|im_end|> "\n" <|im_start|> "assistant\n"
+OVERHEAD = 1 + 5 + 1 + 1 + 1 + 10
+
+
+def build_tokenizer(chat_template=CHATML, pad=True):
+    """Byte-level tokenizer (one token per byte) with ChatML specials; no files, no hub."""
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = {"pad_token": "<|endoftext|>"} if pad else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"],
+        chat_template=chat_template, **specials,
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def _rows(contents, split="train"):
+    return [
+        {
+            "data_source": "openai/gsm8k",
+            "prompt": [{"role": "user", "content": c}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": str(i)},
+            "extra_info": {"split": split, "index": 100 + i},
+        }
+        for i, c in enumerate(contents)
+    ]
+
+
+@pytest.fixture
+def parquet(tmp_path):
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(_rows(["ab", "x" * 30, "hello"])), path)
+    return path
+
+
+def test_template_then_left_padding(tokenizer, parquet):
+    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=32)
+    assert len(ds) == 3
+    item = ds[0]
+    expected = tokenizer.encode("<|im_start|>user\nab<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    assert len(expected) == OVERHEAD + 2
+    n = len(expected)
+    assert item["input_ids"].shape == (32,) and item["input_ids"].dtype == torch.long
+    assert item["input_ids"][: 32 - n].eq(tokenizer.pad_token_id).all()
+    assert item["input_ids"][32 - n:].tolist() == expected == item["raw_prompt_ids"]
+    assert item["attention_mask"].tolist() == [0] * (32 - n) + [1] * n
+    assert item["position_ids"].tolist() == [0] * (32 - n) + list(range(n))
+    assert item["raw_prompt"] == [{"role": "user", "content": "ab"}]
+    assert item["index"] == 100 and item["ground_truth"] == "0" and item["data_source"] == "openai/gsm8k"
+    assert item["ability"] == "math" and "prompt" not in item
+
+
+@pytest.mark.parametrize(
+    "mode, keep",
+    [("left", lambda ids, L: ids[-L:]), ("right", lambda ids, L: ids[:L]),
+     ("middle", lambda ids, L: ids[: L // 2] + ids[-(L - L // 2):])],
+)
+def test_truncation_modes(tokenizer, parquet, mode, keep):
+    L = 25  # odd, so middle keeps 12 from the front and 13 from the back
+    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=L, truncation=mode)
+    full = ds.prompt_ids(ds[1]["raw_prompt"])
+    assert len(full) == OVERHEAD + 30
+    item = ds[1]
+    assert item["raw_prompt_ids"] == keep(full, L)
+    assert item["input_ids"].tolist() == keep(full, L) and item["attention_mask"].all()
+    assert item["position_ids"].tolist() == list(range(L))
+
+
+def test_truncate_ids_middle_exact():
+    assert truncate_ids(list(range(10)), 5, "middle", 0) == [0, 1, 7, 8, 9]
+    assert truncate_ids(list(range(10)), 4, "middle", 0) == [0, 1, 8, 9]
+    assert truncate_ids([1, 2], 5, "error", 0) == [1, 2]
+
+
+def test_truncation_error_names_row_and_lengths(tokenizer, parquet):
+    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=25)
+    ds[0]
+    with pytest.raises(ValueError) as err:
+        ds[1]
+    message = str(err.value)
+    assert "row 1" in message and f"{OVERHEAD + 30} tokens" in message and "max_prompt_length=25" in message
+    assert "filter_overlong_prompts" in message and "truncation" in message
+
+
+def test_filter_overlong_prompts(tokenizer, parquet, capsys):
+    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=25, filter_overlong_prompts=True)
+    assert [ds[i]["raw_prompt"][0]["content"] for i in range(len(ds))] == ["ab", "hello"]
+    assert "dropped 1 of 3 rows" in capsys.readouterr().out
+    assert ds[1]["index"] == 102  # extra_info.index survives the filter
+
+
+def test_many_files_json_jsonl_and_tilde(tokenizer, tmp_path, monkeypatch, parquet):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "a.json").write_text(json.dumps(_rows(["j1", "j2"])))
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in _rows(["l1"])) + "\n")
+    ds = RLDataset(["~/a.json", str(tmp_path / "b.jsonl"), "~/train.parquet"], tokenizer, max_prompt_length=64)
+    assert [ds[i]["raw_prompt"][0]["content"] for i in range(len(ds))] == ["j1", "j2", "l1", "ab", "x" * 30, "hello"]
+
+
+def test_max_samples(tokenizer, tmp_path):
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _rows([f"p{i}" for i in range(20)])))
+    first = RLDataset(str(path), tokenizer, max_prompt_length=64, max_samples=4)
+    assert [first[i]["index"] for i in range(4)] == [100, 101, 102, 103]
+    rand_a = RLDataset(str(path), tokenizer, max_prompt_length=64, max_samples=4, shuffle_subset_seed=1)
+    rand_b = RLDataset(str(path), tokenizer, max_prompt_length=64, max_samples=4, shuffle_subset_seed=1)
+    picked = [rand_a[i]["index"] for i in range(4)]
+    assert picked == [rand_b[i]["index"] for i in range(4)] and picked != [100, 101, 102, 103]
+
+
+def test_index_defaults_to_row_number(tokenizer, tmp_path):
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"prompt": [{"role": "user", "content": "q"}]}) + "\n")
+    item = RLDataset(str(path), tokenizer, max_prompt_length=64, return_raw_chat=False)[0]
+    assert item["index"] == 0 and item["ground_truth"] is None and "raw_prompt" not in item
+
+
+def test_missing_chat_template_and_custom_template(tmp_path, parquet):
+    bare = build_tokenizer(chat_template=None)
+    with pytest.raises(ValueError, match="custom_chat_template"):
+        RLDataset(str(parquet), bare, max_prompt_length=64)
+    plain = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    ds = RLDataset(str(parquet), bare, max_prompt_length=8, custom_chat_template=plain)
+    assert ds[0]["raw_prompt_ids"] == bare.encode("ab>", add_special_tokens=False)
+
+
+def test_chat_template_kwargs_are_passed(tokenizer, parquet):
+    template = "{% if shout %}!{% endif %}{{ messages[0]['content'] }}"
+    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=8, custom_chat_template=template,
+                   chat_template_kwargs={"shout": True})
+    assert ds[0]["raw_prompt_ids"] == tokenizer.encode("!ab", add_special_tokens=False)
+
+
+def test_pad_falls_back_to_eos(parquet):
+    no_pad = build_tokenizer(pad=False)
+    assert no_pad.pad_token_id is None
+    item = RLDataset(str(parquet), no_pad, max_prompt_length=32)[0]
+    assert item["input_ids"][0] == no_pad.eos_token_id
+
+
+def test_config_errors(tokenizer, parquet, tmp_path):
+    with pytest.raises(ValueError, match="truncation='cut'"):
+        RLDataset(str(parquet), tokenizer, truncation="cut")
+    with pytest.raises(KeyError, match="'messages'"):
+        RLDataset(str(parquet), tokenizer, prompt_key="messages")
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        RLDataset(str(tmp_path / "missing.parquet"), tokenizer)
+
+
+def test_collate(tokenizer, parquet):
+    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=32)
+    batch = collate([ds[0], ds[2]])
+    assert batch["input_ids"].shape == (2, 32) and batch["position_ids"].shape == (2, 32)
+    assert batch["ground_truth"] == ["0", "2"] and batch["index"] == [100, 102]
+    assert isinstance(batch["raw_prompt_ids"], list) and len(batch["raw_prompt_ids"][1]) == OVERHEAD + 5
