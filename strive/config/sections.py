@@ -399,6 +399,8 @@ class TrainerConfig:
     """Accepted for compatibility."""
     plot_curves: bool = True
     """Write a PNG of the main curves at the end of the run (strive)."""
+    colocate_critic: bool = True
+    """Run the critic in the actor's worker processes (True) or in a group of its own on other slots (strive)."""
 
 
 @dataclass

@@ -67,6 +67,15 @@ class ResumableSampler:
         self.epoch += 1
         self.position = 0
 
+    def next_batch(self) -> list[int]:
+        """The next batch of indices, moving to the next epoch when this one is used up."""
+        if self.position >= len(self):
+            self.epoch += 1
+            self.position = 0
+        start = self.position * self.batch_size
+        self.position += 1
+        return self.epoch_order(self.epoch)[start:start + self.batch_size]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,

@@ -74,3 +74,16 @@ def test_mismatched_state_is_refused():
 def test_too_small_dataset():
     with pytest.raises(ValueError, match="3 rows, fewer than one batch of 8"):
         ResumableSampler(3, batch_size=8)
+
+
+def test_next_batch_crosses_epochs_and_resumes():
+    from strive.data.sampler import ResumableSampler
+
+    a = ResumableSampler(10, 4, shuffle=True, seed=3)
+    seq = [a.next_batch() for _ in range(5)]  # 2 batches per epoch → crosses two epoch boundaries
+    assert a.epoch == 2 and seq[0] != seq[2]
+    b = ResumableSampler(10, 4, shuffle=True, seed=3)
+    first = [b.next_batch() for _ in range(3)]
+    c = ResumableSampler(10, 4, shuffle=True, seed=3)
+    c.load_state_dict(b.state_dict())
+    assert first + [c.next_batch(), c.next_batch()] == seq

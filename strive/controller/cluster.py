@@ -1,0 +1,99 @@
+"""Starting or joining Ray, and deciding which node hosts which rank.
+
+strive never starts a cluster of several machines itself: start Ray the usual way (`ray start --head` on one
+node, `ray start --address=HEAD:6379` on the others) or set RAY_ADDRESS, and the trainer joins it. Without an
+existing cluster it starts a local one. Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting
+`trainer.n_gpus_per_node` ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from strive.config.schema import StriveConfig
+
+# Environment every worker gets unless the caller already set the variable (then the caller's value wins).
+WORKER_ENV_DEFAULTS = {
+    "TOKENIZERS_PARALLELISM": "true",
+    "NCCL_DEBUG": "WARN",
+    "VLLM_LOGGING_LEVEL": "WARN",
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true",
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+    "NCCL_CUMEM_ENABLE": "0",
+    "VLLM_DISABLE_COMPILE_CACHE": "1",
+    "SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK": "True",
+    "SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK": "false",
+}
+PASS_THROUGH = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+                "NVSHMEM_DISABLE_NVLS", "STRIVE_CACHE", "PYTHONPATH")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def worker_env(cfg: StriveConfig, threads_per_worker: int) -> dict[str, str]:
+    env = {k: os.environ.get(k, v) for k, v in WORKER_ENV_DEFAULTS.items()}
+    env.update({k: os.environ[k] for k in PASS_THROUGH if k in os.environ})
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_worker))
+    env["STRIVE_THREADS"] = str(threads_per_worker)
+    return env
+
+
+def ray_init_kwargs(cfg: StriveConfig) -> dict:
+    kwargs = {"num_cpus": cfg.ray_kwargs.ray_init.num_cpus}
+    prefix = "ray_kwargs.ray_init."
+    kwargs.update({k[len(prefix):]: v for k, v in cfg.extras.items() if k.startswith(prefix)})
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def init_ray(cfg: StriveConfig, processes: int) -> None:
+    """Join RAY_ADDRESS / an address given with +ray_kwargs.ray_init.address, or start a local cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = ray_init_kwargs(cfg)
+    cpus = os.cpu_count() or 1
+    threads = max(1, cpus // max(1, processes)) if cfg.trainer.device == "cpu" else 4
+    runtime_env = dict(kwargs.pop("runtime_env", {}) or {})
+    runtime_env.setdefault("env_vars", {}).update(worker_env(cfg, threads))
+    address = kwargs.pop("address", None) or os.environ.get("RAY_ADDRESS")
+    kwargs.setdefault("logging_level", "WARNING")
+    kwargs.setdefault("log_to_driver", True)
+    if address:
+        kwargs.pop("num_cpus", None)
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+        return
+    if cfg.trainer.device == "cpu":
+        kwargs.setdefault("num_cpus", max(cpus, processes))
+    kwargs.setdefault("include_dashboard", False)
+    ray.init(runtime_env=runtime_env, **kwargs)
+
+
+@dataclass
+class Placement:
+    node_ids: list[str]
+    """Ray node id hosting each rank (rank = position)."""
+    resource: str
+    """'GPU' or 'CPU': what one rank reserves."""
+
+
+def plan_placement(nnodes: int, per_node: int, device: str) -> Placement:
+    """Pick `nnodes` alive nodes that each have `per_node` free slots; the driver's node first."""
+    import ray
+
+    resource = "GPU" if device == "cuda" else "CPU"
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    nodes.sort(key=lambda n: (n["NodeID"] != here, n["NodeID"]))
+    fitting = [n for n in nodes if n.get("Resources", {}).get(resource, 0) >= per_node]
+    if len(fitting) < nnodes:
+        seen = ", ".join(f"{n['NodeManagerAddress']} ({int(n.get('Resources', {}).get(resource, 0))} {resource})"
+                         for n in nodes)
+        hint = " (on a machine without GPUs set trainer.device=cpu)" if resource == "GPU" else ""
+        raise ClusterError(f"trainer.nnodes={nnodes} × trainer.n_gpus_per_node={per_node} needs {nnodes} Ray node(s) "
+                           f"with ≥{per_node} {resource} each; the cluster has {len(nodes)}: {seen}{hint}")
+    chosen = fitting[:nnodes]
+    return Placement([n["NodeID"] for n in chosen for _ in range(per_node)], resource)

@@ -1,0 +1,173 @@
+"""One worker process per GPU slot, hosting the roles colocated on it.
+
+Colocation is placement: actor, rollout and reference (verl's "hybrid engine") are separate classes that
+happen to live in this one process, sharing its GPU and its torch.distributed group; the critic lives here
+too unless it has its own group. Each public method is one phase of a training step, called by the controller
+on every rank with that rank's share of the batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from strive.batch import Batch
+from strive.config.schema import StriveConfig
+from strive.config.sizes import Sizes
+from strive.engines import SamplingParams
+
+
+@dataclass
+class ProcessSpec:
+    rank: int
+    world_size: int
+    roles: tuple[str, ...]
+    """Subset of ("actor", "rollout", "ref", "critic")."""
+    device: str
+    """cuda or cpu."""
+    seed: int = 0
+
+
+class WorkerProcess:
+    def __init__(self, spec: ProcessSpec):
+        self.spec = spec
+        threads = int(os.environ.get("STRIVE_THREADS", "0") or 0)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.device = torch.device("cuda", 0) if spec.device == "cuda" else torch.device("cpu")
+        if spec.device == "cuda":
+            torch.cuda.set_device(self.device)
+        self.actor = self.rollout = self.ref = self.critic = None
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+    def address(self) -> tuple[str, int]:
+        """An address and a free port for the process group's rendezvous (asked of rank 0)."""
+        host = socket.gethostbyname(socket.gethostname())
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return host, port
+
+    def init_distributed(self, master: tuple[str, int], timeout_s: int) -> None:
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+
+        host, port = master
+        backend = "nccl" if self.spec.device == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{_bracket(host)}:{port}", rank=self.spec.rank,
+                                world_size=self.spec.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+        self.mesh = init_device_mesh(self.spec.device, (self.spec.world_size,))
+
+    def build(self, cfg: StriveConfig, sizes: Sizes, total_steps: int, eos_ids: list[int], pad_id: int) -> dict:
+        """Create the roles: the engine first (before any training weights occupy memory), then the trainers."""
+        from transformers.utils import logging as hf_logging
+
+        from strive.workers.actor import ActorWorker
+        from strive.workers.critic import CriticWorker
+        from strive.workers.ref import RefWorker
+        from strive.workers.rollout import RolloutWorker
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        torch.manual_seed(cfg.actor_rollout_ref.actor.fsdp_config.seed)
+        arr, roles = cfg.actor_rollout_ref, self.spec.roles
+        if "rollout" in roles:
+            self.rollout = RolloutWorker(arr, self.device, eos_ids, pad_id, seed=self.spec.seed)
+        if "actor" in roles:
+            self.actor = ActorWorker(arr, sizes.actor, sizes.old_log_prob, self.mesh, self.device, total_steps)
+        if "ref" in roles:
+            self.ref = RefWorker(arr, sizes.ref, self.mesh, self.device)
+        if "critic" in roles:
+            self.critic = CriticWorker(cfg.critic, sizes.critic, sizes.values, self.mesh, self.device, total_steps)
+        return self.memory()
+
+    # -- phases -----------------------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:
+        return self.rollout.generate(prompts, params, release_after)
+
+    def compute_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.actor.compute_log_probs(batch)
+
+    def compute_ref_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.ref.compute_log_probs(batch)
+
+    def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.critic.compute_values(batch)
+
+    def update_critic(self, batch: Batch, step: int) -> dict[str, float]:
+        return self.critic.update(batch, step)
+
+    def update_actor(self, batch: Batch, step: int) -> dict[str, float]:
+        return self.actor.update(batch, step)
+
+    def sync_weights(self) -> dict[str, float]:
+        bucket_bytes = max(1, self.actor.cfg.rollout.update_weights_bucket_megabytes) * 2**20
+        return self.rollout.sync_from(self.actor.full_weight_buckets(bucket_bytes))
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def save(self, step_dir: str, hf_dir_source: Optional[str]) -> None:
+        from strive.workers.checkpoint import save_shards
+
+        r, w = self.spec.rank, self.spec.world_size
+        for name, role in (("actor", self.actor), ("critic", self.critic)):
+            if role is not None:
+                path = os.path.join(step_dir, name)
+                save_shards(path, role.module, role.optimizer, role.scheduler, r, w, _contents(role, "save"))
+                if r == 0:
+                    _write_hf_meta(role.module, os.path.join(path, "huggingface"), hf_dir_source)
+
+    def load(self, step_dir: str) -> None:
+        from strive.workers.checkpoint import load_shards
+
+        r, w = self.spec.rank, self.spec.world_size
+        for name, role in (("actor", self.actor), ("critic", self.critic)):
+            if role is not None:
+                load_shards(os.path.join(step_dir, name), role.module, role.optimizer, role.scheduler, r, w,
+                            _contents(role, "load"))
+
+    # -- introspection ----------------------------------------------------------------------------------------
+    def memory(self) -> dict[str, float]:
+        import resource
+
+        out = {"perf/cpu_memory_used_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        if self.spec.device == "cuda":
+            out["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            out["perf/max_memory_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
+        return out
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def shutdown(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _contents(role, which: str) -> list[str]:
+    cp = role.cfg.actor.checkpoint if hasattr(role.cfg, "actor") else role.cfg.checkpoint
+    return list(cp.save_contents if which == "save" else cp.load_contents)
+
+
+def _write_hf_meta(module, out_dir: str, tokenizer_source: Optional[str]) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    module.hf.config.save_pretrained(out_dir)
+    gen = getattr(module.hf, "generation_config", None)
+    if gen is not None:
+        gen.save_pretrained(out_dir)
+    if tokenizer_source:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(out_dir)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,0 +1,135 @@
+"""Per-token log-probs, entropy and values of the response, without full-vocabulary logits for the batch.
+
+A causal LM's logits for a batch are B × L × V floats: for Qwen2.5 (V = 151,936) at 8 × 1,024 tokens that is
+5 GB in fp32, and autograd keeps them. Here the backbone runs once, only the hidden states that predict
+response tokens are kept, and the LM head is applied in chunks of a fixed token budget; with gradients each
+chunk is recomputed in backward (activation checkpointing), so peak memory is one chunk of logits.
+
+`remove_padding=True` packs the valid tokens of all rows into one row with restarting position ids and no
+attention mask: transformers then builds a block-diagonal causal mask, and padding is never computed.
+
+The wrappers are ordinary modules: FSDP is applied to them from outside (strive/workers/fsdp.py).
+Exercised by: pytest tests/unit/test_forward.py
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from strive.algos import entropy_from_logits, logprobs_from_logits
+
+HEAD_CHUNK_BYTES = 256 * 2**20  # fp32 logits per head chunk
+
+
+def response_hidden(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    position_ids: torch.Tensor, response_length: int, remove_padding: bool) -> torch.Tensor:
+    """Hidden states at the positions that predict each response token: (B, T, H)."""
+    B, L = input_ids.shape
+    T = response_length
+    if not remove_padding:
+        out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).last_hidden_state  # (B, L, H)
+        return out[:, L - T - 1: L - 1]
+    flat = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,) indices of real tokens
+    ids = input_ids.reshape(-1)[flat].unsqueeze(0)  # (1, N)
+    pos = position_ids.reshape(-1)[flat].unsqueeze(0)  # (1, N)
+    packed = backbone(input_ids=ids, position_ids=pos, attention_mask=None, use_cache=False).last_hidden_state[0]
+    full = packed.new_zeros(B * L, packed.shape[-1]).index_copy(0, flat, packed)  # (B·L, H)
+    return full.view(B, L, -1)[:, L - T - 1: L - 1]
+
+
+def _head_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, temperature: float,
+                   with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = head(hidden).float()  # (N, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = logprobs_from_logits(logits, labels)  # (N,)
+    ent = entropy_from_logits(logits) if with_entropy else logp.new_zeros(())
+    return logp, ent
+
+
+def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                     temperature: float = 1.0, with_entropy: bool = False,
+                     chunk_bytes: int = HEAD_CHUNK_BYTES) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """log p(label) and entropy for the masked tokens only, chunk by chunk. Returns (B, T) tensors, 0 off-mask."""
+    B, T, H = hidden.shape
+    index = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+    h = hidden.reshape(B * T, H)[index]  # (N, H)
+    y = labels.reshape(-1)[index]  # (N,)
+    vocab = head.weight.shape[0]
+    chunk = max(1, chunk_bytes // (4 * vocab))
+    logps, ents = [], []
+    for start in range(0, h.shape[0], chunk):
+        args = (head, h[start: start + chunk], y[start: start + chunk], temperature, with_entropy)
+        if torch.is_grad_enabled():
+            lp, en = checkpoint(_head_logprobs, *args, use_reentrant=False)
+        else:
+            lp, en = _head_logprobs(*args)
+        logps.append(lp)
+        ents.append(en)
+    rows, cols = index // T, index % T  # (N,), (N,)
+    zeros = hidden.new_zeros(B, T, dtype=torch.float32)
+    logp = zeros.index_put((rows, cols), torch.cat(logps)) if logps else zeros  # (B, T)
+    entropy = None
+    if with_entropy:
+        entropy = zeros.index_put((rows, cols), torch.cat(ents)) if ents else zeros  # (B, T)
+    return logp, entropy
+
+
+class PolicyForward(nn.Module):
+    """A causal LM whose forward returns the response tokens' log-probs (and entropy)."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                response_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
+                remove_padding: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        T = response_mask.shape[1]
+        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, remove_padding)
+        labels = input_ids[:, -T:]  # (B, T)
+        return chunked_logprobs(self.hf.get_output_embeddings(), hidden, labels, response_mask, temperature,
+                                with_entropy)
+
+
+class ValueForward(nn.Module):
+    """A token-classification model with one output: V(s_t) for the state before each response token."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                response_mask: torch.Tensor, remove_padding: bool = False) -> torch.Tensor:
+        T = response_mask.shape[1]
+        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, remove_padding)
+        head = getattr(self.hf, "score", None) or self.hf.classifier
+        values = head(hidden).squeeze(-1).float()  # (B, T)
+        return values * response_mask
+
+
+def enable_activation_checkpointing(hf_model: nn.Module) -> None:
+    """Recompute each decoder layer in backward (transformers renamed the method in 5.x; accept both)."""
+    if hasattr(hf_model, "activation_checkpointing_enable"):
+        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def hf_state_name(name: str) -> str:
+    """Parameter name inside the wrapper → name in the HF checkpoint."""
+    return name[3:] if name.startswith("hf.") else name
+
+
+def decoder_layers(hf_model: nn.Module) -> list[nn.Module]:
+    """The repeated transformer blocks (the units FSDP shards one by one)."""
+    base = hf_model.base_model
+    layers = getattr(base, "layers", None) or getattr(base, "h", None)
+    if layers is None:
+        raise ValueError(f"cannot find the decoder layers of {type(hf_model).__name__}")
+    return list(layers)

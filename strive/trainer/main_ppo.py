@@ -1,0 +1,71 @@
+"""Entry point users call: `python -m strive.trainer.main_ppo [--config-path D --config-name N] [key=value ...]`.
+
+Same command lines as verl's `verl.trainer.main_ppo` (only the module name changes). The config is resolved
+and checked before anything heavy starts; the derived batch sizes and any notes on what strive inferred are
+printed first, and the full resolved config is written next to the logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m strive.trainer.main_ppo", add_help=True,
+                                     description="PPO/GRPO training with verl-compatible key=value overrides.")
+    parser.add_argument("--config-path", default=None)
+    parser.add_argument("--config-name", default=None)
+    args, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if a.startswith("-")]
+    if unknown:
+        parser.error(f"unknown option(s): {unknown}; overrides are key=value")
+    return args, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from strive.config import ConfigError, prepare, to_yaml
+
+    args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        run = prepare(overrides, args.config_path, args.config_name)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 1
+    cfg = run.config
+    print(run.report(with_yaml=False), flush=True)
+    log_dir = os.path.join(os.path.expanduser(cfg.trainer.default_local_dir), "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    with open(os.path.join(log_dir, "config.yaml"), "w") as fh:
+        fh.write(to_yaml(cfg))
+    return run_ppo(run)
+
+
+def run_ppo(run) -> int:
+    from strive.trainer.ppo import run_training
+    from strive.trainer.setup import build_runtime
+
+    cfg = run.config
+    if cfg.trainer.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("[strive] trainer.device=cuda but no GPU is visible; running on the CPU instead "
+                  "(set trainer.device=cpu to silence this)", flush=True)
+            cfg.trainer.device = "cpu"
+    start = time.time()
+    runtime = build_runtime(run)
+    try:
+        run_training(runtime)
+    finally:
+        runtime.group.shutdown()
+        if runtime.critic_group:
+            runtime.critic_group.shutdown()
+    print(f"[strive] done in {time.time() - start:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""verl's metric names, computed on the controller from the step's batch and timings (spec §5.3)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+from strive.batch import Batch
+
+
+def _stats(prefix: str, x: torch.Tensor) -> dict[str, float]:
+    if x.numel() == 0:
+        return {}
+    x = x.float()
+    return {f"{prefix}/mean": x.mean().item(), f"{prefix}/max": x.max().item(), f"{prefix}/min": x.min().item()}
+
+
+def data_metrics(batch: Batch, max_response_length: int, use_critic: bool) -> dict[str, float]:
+    mask = batch.response_mask.bool()  # (B, T)
+    resp_len = batch.response_mask.sum(-1)  # (B,)
+    prompt_len = batch.attention_mask[:, : batch.prompts.shape[1]].sum(-1).float()  # (B,)
+    alive = resp_len > 0
+    out: dict[str, float] = {}
+    out.update(_stats("critic/score", batch.token_level_scores.sum(-1)[alive]))
+    out.update(_stats("critic/rewards", batch.token_level_rewards.sum(-1)[alive]))
+    out.update(_stats("critic/advantages", batch.advantages[mask]))
+    out.update(_stats("critic/returns", batch.returns[mask]))
+    if use_critic and batch.values is not None:
+        values, returns = batch.values[mask], batch.returns[mask]
+        out.update(_stats("critic/values", values))
+        var_r = returns.var() if returns.numel() > 1 else torch.tensor(0.0)
+        out["critic/vf_explained_var"] = (1 - (returns - values).var() / (var_r + 1e-5)).item() if returns.numel() > 1 else 0.0
+    out.update(_stats("response_length", resp_len))
+    out["response_length/clip_ratio"] = (resp_len >= max_response_length).float().mean().item()
+    out["response/aborted_ratio"] = (~alive).float().mean().item()
+    out.update(_stats("prompt_length", prompt_len))
+    out["prompt_length/clip_ratio"] = (prompt_len >= batch.prompts.shape[1]).float().mean().item()
+    return out
+
+
+def throughput_metrics(batch: Batch, timings: dict[str, float], n_workers: int) -> dict[str, float]:
+    tokens = batch.attention_mask.sum().item()
+    response_tokens = batch.response_mask.sum().item()
+    step = timings.get("step", 0.0)
+    out = {"perf/total_num_tokens": float(tokens), "perf/time_per_step": step,
+           "perf/throughput": tokens / max(step, 1e-9) / max(n_workers, 1)}
+    for name, seconds in timings.items():
+        out[f"timing_s/{name}"] = seconds
+        if name == "gen" and response_tokens:
+            out["timing_per_token_ms/gen"] = 1000 * seconds / response_tokens
+        elif name in ("ref", "values", "adv", "update_critic", "update_actor", "old_log_prob") and tokens:
+            out[f"timing_per_token_ms/{name}"] = 1000 * seconds / tokens
+    return out
+
+
+@contextmanager
+def timer(name: str, timings: dict[str, float]):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def mean_over_ranks(results: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in results for k in r}
+    return {k: sum(r[k] for r in results if k in r) / sum(1 for r in results if k in r) for k in keys}
+
+
+def max_over_ranks(results: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in results for k in r}
+    return {k: max(r[k] for r in results if k in r) for k in keys}

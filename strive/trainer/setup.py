@@ -1,0 +1,156 @@
+"""Everything a run needs before its first step: tokenizer, data, rewards, Ray, worker groups, loggers.
+
+Kept apart from the loop so ppo.py reads like the algorithm. Order matters for memory: every rank creates its
+rollout engine first (same moment everywhere, before training weights), then the actor, reference, critic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from strive.algos import AdaptiveKLController, FixedKLController
+from strive.config import Prepared, needs_critic, needs_reference, to_dict
+from strive.controller.cluster import Placement, init_ray, plan_placement
+from strive.controller.group import WorkerGroup
+from strive.data.rl_dataset import RLDataset
+from strive.data.sampler import ResumableSampler
+from strive.models.loading import load_tokenizer, resolve_model_path
+from strive.reward.custom import load_reward_function
+from strive.reward.manager import RewardManager
+
+
+@dataclass
+class Runtime:
+    run: Prepared
+    tokenizer: Any
+    train_data: RLDataset
+    val_data: Optional[RLDataset]
+    sampler: ResumableSampler
+    reward_fn: RewardManager
+    val_reward_fn: RewardManager
+    group: WorkerGroup
+    critic_group: Optional[WorkerGroup]
+    kl_ctrl: Any
+    total_steps: int
+    tracker: Any
+    model_path: str
+
+    @property
+    def cfg(self):
+        return self.run.config
+
+
+def _dataset(files, tokenizer, cfg, max_samples: int) -> RLDataset:
+    data = cfg.data
+    return RLDataset(files, tokenizer, prompt_key=data.prompt_key, max_prompt_length=data.max_prompt_length,
+                     truncation=data.truncation, filter_overlong_prompts=data.filter_overlong_prompts,
+                     return_raw_chat=data.return_raw_chat, max_samples=max_samples,
+                     shuffle_subset_seed=(data.seed if data.seed is not None else 1) if data.shuffle else None,
+                     chat_template_kwargs=data.apply_chat_template_kwargs,
+                     custom_chat_template=cfg.actor_rollout_ref.model.custom_chat_template)
+
+
+def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
+    fn = None
+    custom = cfg.custom_reward_function
+    if custom.path:
+        fn = load_reward_function(custom.path, custom.name or "compute_score", custom.reward_kwargs)
+    key = cfg.data.reward_fn_key
+    return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0),
+            RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1))
+
+
+def build_data(cfg, tokenizer) -> tuple[RLDataset, Optional[RLDataset], ResumableSampler]:
+    data = cfg.data
+    train = _dataset(data.train_files, tokenizer, cfg, data.train_max_samples)
+    needs_val = cfg.trainer.val_before_train or cfg.trainer.test_freq > 0 or cfg.trainer.val_only
+    val = _dataset(data.val_files, tokenizer, cfg, data.val_max_samples) if needs_val and data.val_files else None
+    if len(train) < data.gen_batch_size:
+        raise ValueError(f"data.train_files has {len(train)} usable rows, fewer than data.train_batch_size="
+                         f"{data.gen_batch_size}: no full batch can be formed")
+    sampler = ResumableSampler(len(train), data.gen_batch_size, shuffle=data.shuffle,
+                               seed=data.seed if data.seed is not None else 1, drop_last=True)
+    return train, val, sampler
+
+
+def total_training_steps(cfg, steps_per_epoch: int) -> int:
+    if cfg.trainer.total_training_steps is not None:
+        return int(cfg.trainer.total_training_steps)
+    return steps_per_epoch * cfg.trainer.total_epochs
+
+
+def build_groups(cfg, sizes, total_steps: int, tokenizer) -> tuple[WorkerGroup, Optional[WorkerGroup]]:
+    roles = ["rollout", "actor"] + (["ref"] if needs_reference(cfg) else [])
+    separate = needs_critic(cfg) and not cfg.trainer.colocate_critic
+    if needs_critic(cfg) and not separate:
+        roles.append("critic")
+    per_node = cfg.trainer.n_gpus_per_node
+    placement = plan_placement(cfg.trainer.nnodes, per_node * (2 if separate else 1), cfg.trainer.device)
+    main, rest = split_placement(placement, per_node) if separate else (placement, None)
+    seed = cfg.data.seed if cfg.data.seed is not None else 1
+    group = WorkerGroup("actor_rollout_ref", main, tuple(roles), cfg, seed=seed)
+    critic_group = WorkerGroup("critic", rest, ("critic",), cfg, seed=seed) if separate else None
+    eos_ids, pad_id = _eos_ids(tokenizer, cfg), tokenizer.pad_token_id
+    workers = group.workers + (critic_group.workers if critic_group else [])
+    group.get([w.build.remote(cfg, sizes, total_steps, eos_ids, pad_id) for w in workers], "build")
+    return group, critic_group
+
+
+def split_placement(placement: Placement, per_node: int) -> tuple[Placement, Placement]:
+    """Node-major slots [n0 × 2g, n1 × 2g, ...] → the first g of each node, and the other g."""
+    ids = placement.node_ids
+    first = [ids[i] for i in range(len(ids)) if (i // per_node) % 2 == 0]
+    second = [ids[i] for i in range(len(ids)) if (i // per_node) % 2 == 1]
+    return Placement(first, placement.resource), Placement(second, placement.resource)
+
+
+def _eos_ids(tokenizer, cfg) -> list[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    try:
+        from transformers import GenerationConfig
+
+        gen = GenerationConfig.from_pretrained(resolve_model_path(cfg.actor_rollout_ref.model.path))
+        eos = gen.eos_token_id
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    except Exception:
+        pass
+    return sorted(ids)
+
+
+def kl_controller(cfg):
+    kl = cfg.algorithm.kl_ctrl
+    if kl.type == "adaptive":
+        return AdaptiveKLController(kl.kl_coef, kl.target_kl, kl.horizon)
+    return FixedKLController(kl.kl_coef)
+
+
+def build_runtime(run: Prepared) -> Runtime:
+    from strive.tracking import Tracker
+
+    cfg = run.config
+    model_path = resolve_model_path(cfg.actor_rollout_ref.model.path)
+    tokenizer = load_tokenizer(cfg.data.tokenizer or cfg.actor_rollout_ref.model.tokenizer_path or model_path,
+                               cfg.actor_rollout_ref.model.trust_remote_code,
+                               cfg.actor_rollout_ref.model.custom_chat_template)
+    train, val, sampler = build_data(cfg, tokenizer)
+    total = total_training_steps(cfg, len(sampler))
+    for optim in (cfg.actor_rollout_ref.actor.optim, cfg.critic.optim):
+        optim.total_training_steps = total
+    reward_fn, val_reward_fn = build_rewards(cfg, tokenizer)
+    print(f"[strive] {len(train)} training prompts, {len(sampler)} steps per epoch, {total} steps in total"
+          + (f"; {len(val)} validation prompts" if val is not None else ""))
+    processes = run.sizes.world_size * (1 if cfg.trainer.colocate_critic or not needs_critic(cfg) else 2)
+    init_ray(cfg, processes)
+    group, critic_group = build_groups(cfg, run.sizes, total, tokenizer)
+    log_dir = os.path.join(os.path.expanduser(cfg.trainer.default_local_dir), "logs")
+    tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir,
+                      config=to_dict(cfg), total_steps=total)
+    return Runtime(run, tokenizer, train, val, sampler, reward_fn, val_reward_fn, group, critic_group,
+                   kl_controller(cfg), total, tracker, model_path)
+
+
+def steps_per_epoch(runtime: Runtime) -> int:
+    return max(1, math.floor(len(runtime.train_data) / runtime.cfg.data.gen_batch_size))

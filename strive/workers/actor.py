@@ -1,0 +1,174 @@
+"""The actor: the policy under training, one FSDP2 shard per rank.
+
+It recomputes log-probs (and entropy) of rollouts under the current weights, updates the policy with the PPO
+loss (plus the optional entropy bonus and KL-to-reference loss), and hands out full weights bucket by bucket
+for the rollout engine. Log-probs use the rollout temperature, as the sampling distribution did.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional
+
+import torch
+
+from strive.algos import aggregate_loss, kl_penalty, policy_loss
+from strive.batch import Batch
+from strive.config.actor_rollout_ref import ActorRolloutRefConfig, ModelConfig
+from strive.config.common import FsdpConfig
+from strive.config.sizes import ForwardSizes, TrainSizes
+from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing, hf_state_name
+from strive.models.loading import load_causal_lm
+from strive.workers.fsdp import apply_fsdp, offload_optimizer, offload_params, reload_optimizer, reload_params
+from strive.workers.microbatch import split_micro, split_mini
+from strive.workers.optim import build_optimizer, build_scheduler
+
+
+def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_checkpointing: bool) -> PolicyForward:
+    """Load the HF causal LM named by `model.path` and shard it with FSDP2."""
+    hf = load_causal_lm(model.path, dtype=fsdp.model_dtype, override_config=model.override_config,
+                        trust_remote_code=model.trust_remote_code)
+    hf.config.use_cache = False
+    if gradient_checkpointing:
+        enable_activation_checkpointing(hf)
+    return apply_fsdp(PolicyForward(hf), decoder_layers(hf), mesh, fsdp)
+
+
+@torch.no_grad()
+def policy_log_probs(module: PolicyForward, batch: Batch, sizes: ForwardSizes, temperature: float,
+                     remove_padding: bool, device: torch.device, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward-only log-probs (B, T) and entropy (B, T; zeros unless asked) in micro-batches."""
+    module.eval()
+    logps, ents = [], []
+    for mb, _ in split_micro(batch, sizes.micro_batch_per_rank, sizes.max_token_len):
+        mb = mb.to(device)
+        logp, ent = module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
+                           temperature=temperature, with_entropy=with_entropy, remove_padding=remove_padding)
+        logps.append(logp.cpu())
+        ents.append(ent.cpu() if ent is not None else torch.zeros_like(logps[-1]))
+    return torch.cat(logps), torch.cat(ents)
+
+
+class ActorWorker:
+    def __init__(self, cfg: ActorRolloutRefConfig, train: TrainSizes, forward: ForwardSizes, mesh,
+                 device: torch.device, total_steps: int):
+        self.cfg, self.train_sizes, self.forward_sizes = cfg, train, forward
+        self.device = device
+        self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+        actor = cfg.actor
+        self.module = build_policy_module(cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing)
+        self.optimizer = build_optimizer(self.module.parameters(), actor.optim)
+        self.scheduler = build_scheduler(self.optimizer, actor.optim, total_steps)
+        self.remove_padding = bool(actor.use_remove_padding)
+        self._offload_if_configured()
+
+    def compute_log_probs(self, batch: Batch, with_entropy: bool = True) -> dict[str, torch.Tensor]:
+        """Old log-probs (and entropy) of the batch under the current weights."""
+        self._reload()
+        logp, entropy = policy_log_probs(self.module, batch, self.forward_sizes, self.temperature,
+                                         self.remove_padding, self.device, with_entropy)
+        self._offload_if_configured()
+        return {"old_log_probs": logp, "entropy": entropy}
+
+    def _forward(self, mb: Batch, with_entropy: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        mb = mb.to(self.device)
+        return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
+                           temperature=self.temperature, with_entropy=with_entropy, remove_padding=self.remove_padding)
+
+    # -- update -----------------------------------------------------------------------------------------------
+    def update(self, batch: Batch, step: int) -> dict[str, float]:
+        """PPO epochs over mini-batches; one optimizer step per mini-batch; the scheduler steps once."""
+        actor = self.cfg.actor
+        self._reload()
+        self.module.train()
+        minis_per_epoch = math.ceil(len(batch) / self.train_sizes.mini_batch_per_rank)
+        on_policy = minis_per_epoch == 1 and actor.ppo_epochs == 1
+        sums: dict[str, float] = {}
+        count = 0
+        for epoch in range(actor.ppo_epochs):
+            minis = split_mini(batch, self.train_sizes.mini_batch_per_rank, actor.shuffle,
+                               seed=actor.data_loader_seed + 1000 * step + epoch)
+            for mini in minis:
+                metrics = self._mini_step(mini, on_policy)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self._offload_if_configured()
+        out = {f"actor/{k}": v / max(count, 1) for k, v in sums.items()}
+        out["actor/lr"] = lr
+        return out
+
+    def _mini_step(self, mini: Batch, on_policy: bool) -> dict[str, float]:
+        actor = self.cfg.actor
+        self.optimizer.zero_grad(set_to_none=True)
+        need_entropy = actor.entropy_coeff != 0 or actor.calculate_entropy
+        metrics: dict[str, float] = {}
+        for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
+            logp, entropy = self._forward(mb, need_entropy)
+            mb = mb.to(self.device)
+            mask = mb.response_mask
+            old = logp.detach() if on_policy else mb.old_log_probs
+            pg, pg_metrics = policy_loss(logp, old, mb.advantages, mask, clip_low=actor.clip_ratio_low,
+                                         clip_high=actor.clip_ratio_high, clip_c=actor.clip_ratio_c,
+                                         agg=actor.loss_agg_mode)
+            loss = pg
+            parts = {"pg_loss": pg.item(), **{k: float(v) for k, v in pg_metrics.items()}}
+            if entropy is not None and need_entropy:
+                ent = aggregate_loss(entropy, mask, actor.loss_agg_mode, actor.loss_scale_factor)
+                loss = loss - actor.entropy_coeff * ent
+                parts["entropy"] = ent.item()
+            if actor.use_kl_loss:
+                kl = aggregate_loss(kl_penalty(logp, mb.ref_log_probs, actor.kl_loss_type), mask,
+                                    actor.loss_agg_mode, actor.loss_scale_factor)
+                loss = loss + actor.kl_loss_coef * kl
+                parts["kl_loss"] = kl.item()
+                parts["kl_coef"] = actor.kl_loss_coef
+            (loss * weight).backward()
+            for k, v in parts.items():
+                metrics[k] = metrics.get(k, 0.0) + v * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), actor.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+        else:
+            print(f"[actor] gradient norm is {grad_norm.item()}; skipping this optimizer step")
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics["grad_norm"] = grad_norm.item()
+        return metrics
+
+    # -- weights ----------------------------------------------------------------------------------------------
+    def full_weight_buckets(self, bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """Full (unsharded) parameters in HF names, grouped into buckets of about `bucket_bytes`.
+
+        A collective: every rank must iterate it to the end, in the same order.
+        """
+        self._reload()
+        bucket: list[tuple[str, torch.Tensor]] = []
+        size = 0
+        for name, param in self.module.named_parameters():
+            full = param.full_tensor() if hasattr(param, "full_tensor") else param.data
+            bucket.append((hf_state_name(name), full.detach()))
+            size += full.numel() * full.element_size()
+            if size >= bucket_bytes:
+                yield bucket
+                bucket, size = [], 0
+        if bucket:
+            yield bucket
+        self._offload_if_configured()
+
+    # -- offload ----------------------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        fsdp = self.cfg.actor.fsdp_config
+        if fsdp.param_offload:
+            reload_params(self.module, self.device)
+        if fsdp.optimizer_offload:
+            reload_optimizer(self.optimizer, self.device)
+
+    def _offload_if_configured(self) -> None:
+        fsdp = self.cfg.actor.fsdp_config
+        if fsdp.param_offload:
+            offload_params(self.module)
+        if fsdp.optimizer_offload:
+            offload_optimizer(self.optimizer)

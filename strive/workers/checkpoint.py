@@ -1,0 +1,109 @@
+"""Saving and loading one rank's share of a trained role, in verl's checkpoint layout.
+
+    <dir>/model_world_size_W_rank_R.pt        this rank's parameter shards (plain tensors, HF names)
+    <dir>/optim_world_size_W_rank_R.pt        this rank's optimizer state shards
+    <dir>/extra_state_world_size_W_rank_R.pt  LR scheduler and RNG states
+    <dir>/fsdp_config.json                    {"FSDP_version": 2, "world_size": W, "shard_dim": 0}
+    <dir>/huggingface/                        config, generation config, tokenizer (rank 0)
+
+Shards are FSDP2's: dim-0 chunks in rank order, so `strive merge` rebuilds a full tensor by concatenation.
+Resuming needs the same world size; the error says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from strive.models.forward import hf_state_name
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return (t.to_local() if hasattr(t, "to_local") else t).detach().cpu().clone()
+
+
+def _files(path: str, world: int, rank: int) -> dict[str, str]:
+    tag = f"world_size_{world}_rank_{rank}.pt"
+    return {k: os.path.join(path, f"{k}_{tag}") for k in ("model", "optim", "extra_state")}
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, world: int, contents) -> None:
+    os.makedirs(path, exist_ok=True)
+    files = _files(path, world, rank)
+    if "model" in contents:
+        torch.save({hf_state_name(n): _local(p) for n, p in module.named_parameters()}, files["model"])
+    if "optimizer" in contents and optimizer is not None:
+        sd = optimizer.state_dict()
+        state = {i: {k: _local(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                 for i, s in sd["state"].items()}
+        torch.save({"state": state, "param_groups": sd["param_groups"]}, files["optim"])
+    if "extra" in contents:
+        torch.save({"lr_scheduler": scheduler.state_dict() if scheduler else None, "rng": rng_state()},
+                   files["extra_state"])
+    if rank == 0:
+        with open(os.path.join(path, "fsdp_config.json"), "w") as fh:
+            json.dump({"FSDP_version": 2, "world_size": world, "shard_dim": 0}, fh)
+
+
+def load_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, world: int, contents) -> None:
+    meta_path = os.path.join(path, "fsdp_config.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as fh:
+            saved_world = json.load(fh)["world_size"]
+        if saved_world != world:
+            raise RuntimeError(f"checkpoint {path} was written by {saved_world} ranks; this run has {world}. Resume "
+                               "with the same trainer.n_gpus_per_node × trainer.nnodes, or `strive merge` it and "
+                               "start from the merged model")
+    files = _files(path, world, rank)
+    if "model" in contents:
+        saved = torch.load(files["model"], map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                local = param.to_local() if hasattr(param, "to_local") else param.data
+                local.copy_(saved[hf_state_name(name)])
+    if "optimizer" in contents and optimizer is not None and os.path.exists(files["optim"]):
+        _load_optimizer(optimizer, torch.load(files["optim"], map_location="cpu", weights_only=False))
+    if "extra" in contents and os.path.exists(files["extra_state"]):
+        extra = torch.load(files["extra_state"], map_location="cpu", weights_only=False)
+        if scheduler is not None and extra.get("lr_scheduler") is not None:
+            scheduler.load_state_dict(extra["lr_scheduler"])
+        set_rng_state(extra["rng"])
+
+
+def _load_optimizer(optimizer, saved: dict) -> None:
+    from torch.distributed.tensor import DTensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, state in saved["state"].items():
+        param = params[int(index)]
+        restored = {}
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and isinstance(param, DTensor) and value.dim() > 0:
+                value = DTensor.from_local(value.to(param.device), param.device_mesh, param.placements,
+                                           shape=param.shape, stride=param.stride())
+            elif isinstance(value, torch.Tensor) and value.dim() > 0:
+                value = value.to(param.device)
+            restored[key] = value
+        optimizer.state[param] = restored
+    for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
+        group.update({k: v for k, v in saved_group.items() if k != "params"})

@@ -1,0 +1,104 @@
+"""The critic: a value model (an LM with a one-output head) trained on the returns, one FSDP2 shard per rank.
+
+Its model may differ from the actor's (`critic.model.path`). Created only when the advantage estimator needs
+values (GAE) or when `critic.enable=True`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from strive.algos import value_loss
+from strive.batch import Batch
+from strive.config.sections import CriticConfig
+from strive.config.sizes import ForwardSizes, TrainSizes
+from strive.models.forward import ValueForward, decoder_layers, enable_activation_checkpointing
+from strive.models.loading import load_value_model
+from strive.workers.fsdp import apply_fsdp, offload_optimizer, offload_params, reload_optimizer, reload_params
+from strive.workers.microbatch import split_micro, split_mini
+from strive.workers.optim import build_optimizer, build_scheduler
+
+
+class CriticWorker:
+    def __init__(self, cfg: CriticConfig, train: TrainSizes, forward: ForwardSizes, mesh, device: torch.device,
+                 total_steps: int):
+        self.cfg, self.train_sizes, self.forward_sizes, self.device = cfg, train, forward, device
+        model = cfg.model
+        hf = load_value_model(model.path, dtype=model.fsdp_config.model_dtype, override_config=model.override_config,
+                              trust_remote_code=bool(model.trust_remote_code))
+        hf.config.use_cache = False
+        if model.enable_gradient_checkpointing:
+            enable_activation_checkpointing(hf)
+        self.module = apply_fsdp(ValueForward(hf), decoder_layers(hf), mesh, model.fsdp_config)
+        self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
+        self._offload()
+
+    def _values(self, mb: Batch) -> torch.Tensor:
+        mb = mb.to(self.device)
+        return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
+                           remove_padding=self.cfg.model.use_remove_padding)
+
+    def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self._reload()
+        self.module.eval()
+        with torch.no_grad():
+            parts = [self._values(mb).cpu() for mb, _ in split_micro(batch, self.forward_sizes.micro_batch_per_rank,
+                                                                        self.forward_sizes.max_token_len)]
+        self._offload()
+        return {"values": torch.cat(parts)}
+
+    def update(self, batch: Batch, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        self._reload()
+        self.module.train()
+        sums: dict[str, float] = {}
+        count = 0
+        for epoch in range(cfg.ppo_epochs):
+            for mini in split_mini(batch, self.train_sizes.mini_batch_per_rank, cfg.shuffle,
+                                   seed=cfg.data_loader_seed + 1000 * step + epoch):
+                for k, v in self._mini_step(mini).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self._offload()
+        out = {f"critic/{k}": v / max(count, 1) for k, v in sums.items()}
+        out["critic/lr"] = lr
+        return out
+
+    def _mini_step(self, mini: Batch) -> dict[str, float]:
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics: dict[str, float] = {}
+        for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
+            values = self._values(mb)
+            mb = mb.to(self.device)
+            loss, m = value_loss(values, mb.values, mb.returns, mb.response_mask, clip=cfg.cliprange_value,
+                                 agg=cfg.loss_agg_mode)
+            (loss * weight).backward()
+            for k, v in {"vf_loss": loss.item(), **{k: float(v) for k, v in m.items()}}.items():
+                metrics[k] = metrics.get(k, 0.0) + v * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        if math.isfinite(grad_norm.item()):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics["grad_norm"] = grad_norm.item()
+        return metrics
+
+    def _reload(self) -> None:
+        fsdp = self.cfg.model.fsdp_config
+        if fsdp.param_offload:
+            reload_params(self.module, self.device)
+        if fsdp.optimizer_offload:
+            reload_optimizer(self.optimizer, self.device)
+
+    def _offload(self) -> None:
+        fsdp = self.cfg.model.fsdp_config
+        if fsdp.param_offload:
+            offload_params(self.module)
+        if fsdp.optimizer_offload:
+            offload_optimizer(self.optimizer)

@@ -1,0 +1,83 @@
+"""FSDP2 as a function applied to a plain model, and the offload helpers around it.
+
+Model code never mentions FSDP: `apply_fsdp` shards each decoder layer as its own unit and the wrapper module
+as the root (embeddings, final norm and LM head, tied or not, live in the root unit). Mixed precision follows
+`fsdp_config`: master weights in `model_dtype`, compute in `dtype`, gradients reduced in fp32.
+
+The same code runs on CPU (gloo) and GPU (NCCL); on CPU the offload helpers are no-ops.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+from strive.config.common import FsdpConfig
+from strive.models.loading import torch_dtype
+
+
+def apply_fsdp(module: nn.Module, layers: Iterable[nn.Module], mesh, fsdp: FsdpConfig) -> nn.Module:
+    """Shard `module` in place: one FSDP unit per layer, then the root."""
+    compute = torch_dtype(fsdp.dtype)
+    mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32, cast_forward_inputs=True)
+    offload = CPUOffloadPolicy() if fsdp.offload_policy else OffloadPolicy()
+    kwargs = dict(mesh=mesh, mp_policy=mp, offload_policy=offload)
+    for layer in layers:
+        fully_shard(layer, reshard_after_forward=fsdp.reshard_after_forward, **kwargs)
+    fully_shard(module, reshard_after_forward=fsdp.reshard_after_forward, **kwargs)
+    return module
+
+
+def local_param_bytes(module: nn.Module) -> int:
+    """Bytes of this rank's parameter shards (what offloading moves)."""
+    total = 0
+    for p in module.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += local.numel() * local.element_size()
+    return total
+
+
+def offload_params(module: nn.Module) -> None:
+    """Move this rank's parameter shards (and gradients) to the CPU."""
+    if _on_cpu(module):
+        return
+    module.to("cpu")
+    _free_device_memory()
+
+
+def reload_params(module: nn.Module, device: torch.device) -> None:
+    if device.type == "cpu":
+        return
+    module.to(device)
+
+
+def offload_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    _move_optimizer_state(optimizer, torch.device("cpu"))
+    _free_device_memory()
+
+
+def reload_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    if device.type != "cpu":
+        _move_optimizer_state(optimizer, device)
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(device, non_blocking=True)
+
+
+def _on_cpu(module: nn.Module) -> bool:
+    first = next(module.parameters(), None)
+    return first is None or first.device.type == "cpu"
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

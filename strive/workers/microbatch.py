@@ -1,0 +1,44 @@
+"""Cutting a rank's batch into micro-batches: by count, or by a token budget (use_dynamic_bsz).
+
+Each micro-batch comes with its weight in the mini-batch (its share of the sequences), so gradient
+accumulation over uneven micro-batches gives the same update as one pass over the mini-batch.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from strive.batch import Batch
+
+
+def split_micro(batch: Batch, micro: Optional[int], max_tokens: Optional[int]) -> list[tuple[Batch, float]]:
+    n = len(batch)
+    if n == 0:
+        return []
+    if micro is not None:
+        bounds = list(range(0, n, micro)) + [n]
+    else:
+        bounds = _token_bounds(batch.attention_mask.sum(-1), max_tokens or 1)
+    return [(batch.select(slice(a, b)), (b - a) / n) for a, b in zip(bounds, bounds[1:])]
+
+
+def _token_bounds(lengths: torch.Tensor, budget: int) -> list[int]:
+    """Consecutive groups whose real-token total stays within the budget (a longer row goes alone)."""
+    bounds, total = [0], 0
+    for i, length in enumerate(lengths.tolist()):
+        if i > bounds[-1] and total + length > budget:
+            bounds.append(i)
+            total = 0
+        total += length
+    bounds.append(len(lengths))
+    return bounds
+
+
+def split_mini(batch: Batch, mini: int, shuffle: bool, seed: int) -> list[Batch]:
+    """Mini-batches of `mini` sequences (the last may be smaller), optionally in a seeded random order."""
+    order = torch.arange(len(batch))
+    if shuffle:
+        order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))
+    return [batch.select(order[i: i + mini]) for i in range(0, len(batch), mini)]

@@ -1,0 +1,101 @@
+"""The rollout role: an inference engine that samples responses, and the weight sync that feeds it.
+
+The engine starts before any training weights exist (random "dummy" weights, at the same point on every
+rank) and receives the actor's weights through `sync_from`. With `free_cache_engine` the engine gives its
+memory back after the training generation; on the way back the order is: weights resumed, weights pushed,
+then the KV cache resumed (so the cache never competes with a half-loaded model for memory).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+from strive.batch import Batch
+from strive.config.actor_rollout_ref import ActorRolloutRefConfig
+from strive.engines import SamplingParams, load_engine_class
+from strive.engines.base import Completion, EngineSpec
+from strive.models.loading import resolve_model_path
+
+
+def engine_spec(cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids: list[int], pad_token_id: int,
+                seed: int) -> EngineSpec:
+    rollout = cfg.rollout
+    kwargs = dict((rollout.engine_kwargs or {}).get(rollout.name) or {})
+    max_len = rollout.max_model_len or (rollout.prompt_length + rollout.response_length)
+    return EngineSpec(model_path=resolve_model_path(cfg.model.path), device=str(device), dtype=rollout.dtype,
+                      load_format=rollout.load_format, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
+                      max_model_len=max_len, max_num_seqs=rollout.max_num_seqs,
+                      gpu_memory_utilization=rollout.gpu_memory_utilization,
+                      tensor_parallel_size=1 if rollout.name == "hf" else rollout.tensor_model_parallel_size, enforce_eager=rollout.enforce_eager,
+                      free_cache_engine=rollout.free_cache_engine, trust_remote_code=cfg.model.trust_remote_code,
+                      override_config=dict(cfg.model.override_config), engine_kwargs=kwargs, seed=seed)
+
+
+def to_batch(prompts: list[list[int]], completions: list[Completion], n: int, prompt_length: int,
+             response_length: int, pad_id: int) -> Batch:
+    """Left-pad prompts to P and right-pad responses to T; completions are prompt-major (n per prompt)."""
+    B = len(completions)
+    P, T = prompt_length, response_length
+    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P)
+    responses = torch.full((B, T), pad_id, dtype=torch.long)  # (B, T)
+    attention = torch.zeros(B, P + T, dtype=torch.long)  # (B, L)
+    response_mask = torch.zeros(B, T)  # (B, T)
+    logprobs = torch.zeros(B, T)  # (B, T)
+    for i, comp in enumerate(completions):
+        prompt = prompts[i // n][-P:]
+        resp = comp.token_ids[:T]
+        prompt_ids[i, P - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        attention[i, P - len(prompt): P + len(resp)] = 1
+        if resp:
+            responses[i, : len(resp)] = torch.tensor(resp, dtype=torch.long)
+            logprobs[i, : len(resp)] = torch.tensor(comp.logprobs[: len(resp)], dtype=torch.float32)
+        response_mask[i, : len(resp)] = 1
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, L)
+    return Batch(prompt_ids, responses, attention, position_ids, response_mask, rollout_log_probs=logprobs)
+
+
+class RolloutWorker:
+    def __init__(self, cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids: list[int],
+                 pad_token_id: int, seed: int):
+        self.cfg, self.pad_id = cfg, pad_token_id
+        self.engine = load_engine_class(cfg.rollout.name)(engine_spec(cfg, device, eos_token_ids, pad_token_id, seed))
+        self.released = False
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:
+        rollout = self.cfg.rollout
+        completions = self.engine.generate(prompts, params) if prompts else []
+        batch = to_batch(prompts, completions, params.n, rollout.prompt_length, rollout.response_length, self.pad_id)
+        if release_after and rollout.free_cache_engine:
+            self.engine.release(("weights", "kv_cache"))
+            self.released = True
+        return batch
+
+    def sync_from(self, buckets) -> dict[str, float]:
+        """Push full weights (an iterator of buckets of (name, tensor)) into the engine; timed."""
+        start = time.perf_counter()
+        if self.released:
+            self.engine.resume(("weights",))
+        nbytes, tensors = 0, 0
+        for bucket in buckets:
+            self.engine.update_weights(bucket)
+            nbytes += sum(t.numel() * t.element_size() for _, t in bucket)
+            tensors += len(bucket)
+        if self.released:
+            self.engine.resume(("kv_cache",))
+            self.released = False
+        self.engine.flush_cache()
+        seconds = time.perf_counter() - start
+        return {"weight_sync/time_s": seconds, "weight_sync/bytes": float(nbytes), "weight_sync/tensors": float(tensors),
+                "weight_sync/gb_per_s": nbytes / max(seconds, 1e-9) / 1e9}
+
+
+def sampling_params(cfg: ActorRolloutRefConfig, validate: bool, seed: Optional[int],
+                    stop_token_ids: Optional[list[int]] = None) -> SamplingParams:
+    rollout = cfg.rollout
+    src = rollout.val_kwargs if validate else rollout
+    return SamplingParams(max_new_tokens=rollout.response_length, temperature=src.temperature, top_p=src.top_p,
+                          top_k=src.top_k, n=src.n, do_sample=src.do_sample, ignore_eos=rollout.ignore_eos,
+                          stop_token_ids=list(stop_token_ids or []), seed=seed)
