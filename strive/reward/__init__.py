@@ -24,6 +24,7 @@ from strive.reward import gsm8k, math
 
 _SCORERS: dict[str, Callable[[str, Any], float]] = {
     "openai/gsm8k": gsm8k.compute_score,
+    "strive/arithmetic": gsm8k.compute_score,  # strive.data.synthetic: GSM8K-format problems
     "lighteval/MATH": math.compute_score,
     "DigitalLearningGmbH/MATH-lighteval": math.compute_score,
     "HuggingFaceH4/MATH-500": math.compute_score,

@@ -1,0 +1,90 @@
+"""`strive merge CHECKPOINT_DIR --target_dir OUT`: an actor (or critic) checkpoint → a Hugging Face model.
+
+Reads the per-rank shards (`model_world_size_W_rank_R.pt`), concatenates each parameter's dim-0 shards in rank
+order (FSDP2's layout), and saves the result with the config and tokenizer from `huggingface/`. CHECKPOINT_DIR
+may be a `global_step_N` directory (its actor is merged) or a role directory. verl's spelling
+`--local_dir DIR` is accepted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+import torch
+
+
+def role_dir(path: str) -> str:
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(os.path.join(path, "fsdp_config.json")):
+        return path
+    if os.path.exists(os.path.join(path, "actor", "fsdp_config.json")):
+        return os.path.join(path, "actor")
+    raise FileNotFoundError(f"{path} holds no strive/verl FSDP checkpoint (no fsdp_config.json here or in actor/)")
+
+
+def merged_state_dict(path: str) -> dict[str, torch.Tensor]:
+    with open(os.path.join(path, "fsdp_config.json")) as fh:
+        world = json.load(fh)["world_size"]
+    files = sorted(glob.glob(os.path.join(path, f"model_world_size_{world}_rank_*.pt")),
+                   key=lambda f: int(re.search(r"rank_(\d+)\.pt$", f).group(1)))
+    if len(files) != world:
+        raise FileNotFoundError(f"{path}: expected {world} model shards, found {len(files)}")
+    shards = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+    return {name: torch.cat([s[name] for s in shards], dim=0) for name in shards[0]}
+
+
+def merge(checkpoint: str, target_dir: str, dtype: str | None = None) -> str:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+    path = role_dir(checkpoint)
+    hf_dir = os.path.join(path, "huggingface")
+    config = AutoConfig.from_pretrained(hf_dir)
+    state = merged_state_dict(path)
+    is_value = any(k.startswith(("score.", "classifier.")) for k in state)
+    cls = AutoModelForTokenClassification if is_value else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    model.load_state_dict(state, strict=False, assign=True)
+    if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
+        model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise RuntimeError(f"merged checkpoint lacks parameters: {missing[:5]}")
+    if dtype:
+        model = model.to(getattr(torch, dtype))
+    os.makedirs(target_dir, exist_ok=True)
+    model.save_pretrained(target_dir, safe_serialization=True)
+    if os.path.exists(os.path.join(hf_dir, "tokenizer_config.json")):
+        AutoTokenizer.from_pretrained(hf_dir).save_pretrained(target_dir)
+    gen = os.path.join(hf_dir, "generation_config.json")
+    if os.path.exists(gen):
+        with open(gen) as src, open(os.path.join(target_dir, "generation_config.json"), "w") as dst:
+            dst.write(src.read())
+    return target_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "merge":  # verl's `model_merger merge ...`
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(prog="strive merge", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", nargs="?", help="global_step_N or its actor/critic directory")
+    parser.add_argument("--local_dir", default=None, help="same as CHECKPOINT (verl's spelling)")
+    parser.add_argument("--target_dir", required=True)
+    parser.add_argument("--backend", default="fsdp", choices=["fsdp"])
+    parser.add_argument("--dtype", default=None, choices=[None, "bfloat16", "float16", "float32"])
+    args = parser.parse_args(argv)
+    source = args.checkpoint or args.local_dir
+    if not source:
+        parser.error("give CHECKPOINT_DIR or --local_dir")
+    print(f"[strive] merged {role_dir(source)} -> {merge(source, args.target_dir, args.dtype)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
