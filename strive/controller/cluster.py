@@ -62,14 +62,19 @@ def init_ray(cfg: StriveConfig, processes: int) -> None:
     address = kwargs.pop("address", None) or os.environ.get("RAY_ADDRESS")
     kwargs.setdefault("logging_level", "WARNING")
     kwargs.setdefault("log_to_driver", True)
-    if address:
-        kwargs.pop("num_cpus", None)
-        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+    local_only = {k: kwargs.pop(k) for k in ("num_cpus", "num_gpus", "include_dashboard") if k in kwargs}
+    try:  # an explicit address, or a cluster started on this machine with `ray start`
+        ray.init(address=address or "auto", runtime_env=runtime_env, **kwargs)
+        print(f"[strive] joined the Ray cluster at {address or 'auto'} "
+              f"({int(ray.cluster_resources().get('CPU', 0))} CPUs, {int(ray.cluster_resources().get('GPU', 0))} GPUs)")
         return
+    except ConnectionError:
+        if address:
+            raise
     if cfg.trainer.device == "cpu":
-        kwargs.setdefault("num_cpus", max(cpus, processes))
-    kwargs.setdefault("include_dashboard", False)
-    ray.init(runtime_env=runtime_env, **kwargs)
+        local_only.setdefault("num_cpus", max(cpus, processes))
+    local_only.setdefault("include_dashboard", False)
+    ray.init(runtime_env=runtime_env, **kwargs, **local_only)
 
 
 @dataclass

@@ -21,13 +21,14 @@ class WorkerDied(RuntimeError):
 
 
 class WorkerGroup:
-    def __init__(self, name: str, placement: Placement, roles: tuple[str, ...], cfg: StriveConfig, seed: int = 0):
+    def __init__(self, name: str, placement: Placement, roles: tuple[str, ...], cfg: StriveConfig, seed: int = 0,
+                 process_cls: type = WorkerProcess):
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.name = name
         world = len(placement.node_ids)
-        remote_cls = ray.remote(WorkerProcess)
+        remote_cls = ray.remote(process_cls)
         self.workers = []
         for rank, node_id in enumerate(placement.node_ids):
             resources = {"num_gpus": 1, "num_cpus": 1} if placement.resource == "GPU" else {"num_cpus": 1}
@@ -35,9 +36,18 @@ class WorkerGroup:
             spec = ProcessSpec(rank, world, roles, cfg.trainer.device, seed=seed + rank)
             self.workers.append(remote_cls.options(name=None, scheduling_strategy=strategy, max_concurrency=1,
                                                    **resources).remote(spec))
+        self.node_ids = list(placement.node_ids)
         master = self.get([self.workers[0].address.remote()], "rendezvous")[0]
         self.get([w.init_distributed.remote(master, cfg.actor_rollout_ref.nccl_timeout) for w in self.workers],
                  "init_distributed")
+
+    def describe(self) -> str:
+        """Which node hosts each rank, e.g. for the start-up log."""
+        import ray
+
+        addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        ranks = ", ".join(f"rank {r} → node {nid[:8]} ({addresses.get(nid, '?')})" for r, nid in enumerate(self.node_ids))
+        return f"{self.name}: {ranks}"
 
     @property
     def world_size(self) -> int:

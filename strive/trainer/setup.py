@@ -93,6 +93,9 @@ def build_groups(cfg, sizes, total_steps: int, tokenizer) -> tuple[WorkerGroup, 
     seed = cfg.data.seed if cfg.data.seed is not None else 1
     group = WorkerGroup("actor_rollout_ref", main, tuple(roles), cfg, seed=seed)
     critic_group = WorkerGroup("critic", rest, ("critic",), cfg, seed=seed) if separate else None
+    for g in (group, critic_group):
+        if g is not None:
+            print(f"[strive] placement {g.describe()}", flush=True)
     eos_ids, pad_id = _eos_ids(tokenizer, cfg), tokenizer.pad_token_id
     workers = group.workers + (critic_group.workers if critic_group else [])
     group.get([w.build.remote(cfg, sizes, total_steps, eos_ids, pad_id) for w in workers], "build")
