@@ -63,18 +63,50 @@ def init_ray(cfg: StriveConfig, processes: int) -> None:
     kwargs.setdefault("logging_level", "WARNING")
     kwargs.setdefault("log_to_driver", True)
     local_only = {k: kwargs.pop(k) for k in ("num_cpus", "num_gpus", "include_dashboard") if k in kwargs}
-    try:  # an explicit address, or a cluster started on this machine with `ray start`
-        ray.init(address=address or "auto", runtime_env=runtime_env, **kwargs)
-        print(f"[strive] joined the Ray cluster at {address or 'auto'} "
-              f"({int(ray.cluster_resources().get('CPU', 0))} CPUs, {int(ray.cluster_resources().get('GPU', 0))} GPUs)")
+    if address and address != "auto":
+        if not address.startswith("ray://") and not _reachable(address):
+            raise ClusterError(f"cannot reach the Ray cluster at {address} (from RAY_ADDRESS or "
+                               "ray_kwargs.ray_init.address); is `ray start --head` running there?")
+    else:
+        address = _running_local_cluster()
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+        res = ray.cluster_resources()
+        print(f"[strive] joined the Ray cluster at {address} ({int(res.get('CPU', 0))} CPUs, "
+              f"{int(res.get('GPU', 0))} GPUs, {len([n for n in ray.nodes() if n['Alive']])} node(s))", flush=True)
         return
-    except ConnectionError:
-        if address:
-            raise
     if cfg.trainer.device == "cpu":
         local_only.setdefault("num_cpus", max(cpus, processes))
     local_only.setdefault("include_dashboard", False)
-    ray.init(runtime_env=runtime_env, **kwargs, **local_only)
+    ray.init(address="local", runtime_env=runtime_env, **kwargs, **local_only)
+
+
+def _reachable(address: str, timeout: float = 3.0) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _running_local_cluster() -> str | None:
+    """The address of a cluster started on this machine with `ray start`, if one still answers."""
+    try:
+        from ray._private.utils import read_ray_address
+
+        address = read_ray_address(None)
+    except Exception:
+        return None
+    if not address:
+        return None
+    if _reachable(address):
+        return address
+    print(f"[strive] ignoring a stale Ray address {address} (nothing answers there); starting a local cluster",
+          flush=True)
+    return None
 
 
 @dataclass

@@ -10,7 +10,7 @@ Every engine passes the same conformance suite: `pytest tests/integration/test_e
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable, Optional, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class SamplingParams:
     """Completions per prompt; they are returned prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
     do_sample: bool = True
     ignore_eos: bool = False
+    """Generate exactly max_new_tokens: neither EOS nor stop_token_ids end a completion (SGLang's rule)."""
     stop_token_ids: list[int] = field(default_factory=list)
     """Token ids that end a completion besides the tokenizer's EOS ids (the stop token is kept in the output)."""
     seed: Optional[int] = None
@@ -48,6 +49,72 @@ class Completion:
     """Log-probability of each generated id under the sampling distribution (after temperature)."""
     finish_reason: str
     """'stop' (EOS or a stop token) or 'length' (max_new_tokens reached)."""
+
+
+@dataclass
+class EngineSpec:
+    """Everything an engine needs to start; every engine is constructed as `EngineClass(spec)`."""
+
+    model_path: str
+    device: str = "cpu"
+    """"cpu", "cuda" or "cuda:N"; engines that place themselves (vLLM, SGLang) read only the accelerator type."""
+    dtype: str = "bfloat16"
+    load_format: str = "auto"
+    """"auto" reads the checkpoint; "dummy" builds random weights of the right shapes (real ones come later
+    through update_weights, the usual start for a colocated rollout)."""
+    eos_token_ids: list[int] = field(default_factory=list)
+    """Ids that end a completion. Empty: filled by `with_token_ids` from generation_config, config and tokenizer."""
+    pad_token_id: Optional[int] = None
+    """Fed to finished rows and used for left padding. None: the tokenizer's pad id, else the first EOS id."""
+    max_model_len: Optional[int] = None
+    """Prompt + completion tokens at most; None means no limit beyond the model's own."""
+    max_num_seqs: int = 256
+    """Sequences decoded together."""
+    gpu_memory_utilization: float = 0.5
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    free_cache_engine: bool = True
+    trust_remote_code: bool = False
+    override_config: dict = field(default_factory=dict)
+    engine_kwargs: dict = field(default_factory=dict)
+    """Passed through to the engine's own constructor (vLLM/SGLang options strive does not name)."""
+    seed: int = 0
+
+    def with_token_ids(self) -> "EngineSpec":
+        """A copy with eos_token_ids and pad_token_id filled from the model directory where they are unset."""
+        if self.eos_token_ids and self.pad_token_id is not None:
+            return self
+        from strive.models.loading import load_hf_config, load_tokenizer, resolve_model_path
+
+        path = resolve_model_path(self.model_path)
+        eos = list(self.eos_token_ids)
+        if not eos:
+            eos = _as_list(_generation_eos(path)) or _as_list(getattr(
+                load_hf_config(path, trust_remote_code=self.trust_remote_code), "eos_token_id", None))
+            tok = load_tokenizer(path, trust_remote_code=self.trust_remote_code)
+            eos += [i for i in _as_list(tok.eos_token_id) if i not in eos]
+        pad = self.pad_token_id
+        if pad is None:
+            pad = load_tokenizer(path, trust_remote_code=self.trust_remote_code).pad_token_id
+            pad = eos[0] if pad is None else pad
+        if not eos:
+            raise ValueError(f"no EOS token id found for {self.model_path}; set EngineSpec.eos_token_ids")
+        return replace(self, eos_token_ids=eos, pad_token_id=pad)
+
+
+def _as_list(ids) -> list[int]:
+    return [] if ids is None else [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+
+def _generation_eos(path: str):
+    import json
+    import os
+
+    gen_file = os.path.join(path, "generation_config.json")
+    if not os.path.exists(gen_file):
+        return None
+    with open(gen_file) as fh:
+        return json.load(fh).get("eos_token_id")
 
 
 @runtime_checkable

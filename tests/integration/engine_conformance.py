@@ -1,0 +1,180 @@
+"""What every rollout engine must do, as plain functions that any engine's test can call.
+
+Each `check_*(make_engine, model_dir)` takes `make_engine(**spec_overrides) -> RolloutEngine` (an EngineSpec for
+`model_dir` in float32 on the test's device, fields overridden by keyword) and the directory of a tiny model. The
+reference is always a plain transformers forward of the same weights, without cache or padding: the thing the
+trainer computes. `test_engine_conformance.py` runs every check against every engine installed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from strive.engines.base import EngineSpec, SamplingParams
+from strive.models.loading import load_causal_lm
+
+PROMPTS = [[72, 101, 108], [1, 17, 33, 49, 65, 81, 97], [200, 150, 100, 50, 25, 12, 6, 3, 2, 1, 0, 255]]
+"""Three prompts of different lengths (ids are bytes of the tiny byte-level tokenizer)."""
+
+
+def eos_ids(model_dir: str) -> list[int]:
+    return EngineSpec(model_path=model_dir).with_token_ids().eos_token_ids
+
+
+def reference_model(model_dir: str):
+    return load_causal_lm(model_dir, dtype="float32").eval()
+
+
+@torch.inference_mode()
+def reference_greedy(model, prompt: list[int], max_new_tokens: int, stop_ids: list[int]) -> list[int]:
+    """Argmax over a full forward of the growing sequence: no cache, no padding."""
+    seq = list(prompt)
+    for _ in range(max_new_tokens):
+        token = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+        seq.append(token)
+        if token in stop_ids:
+            break
+    return seq[len(prompt):]
+
+
+@torch.inference_mode()
+def reference_logprobs(model, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:
+    """log_softmax(logits / T) of each completion token, teacher-forced: what the trainer recomputes."""
+    ids = torch.tensor([prompt + completion])  # (1, P + S)
+    logits = model(ids).logits[0, len(prompt) - 1:-1].float() / temperature  # (S, V)
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None])[:, 0]  # (S,)
+
+
+def greedy(max_new_tokens: int = 8, **kw) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, do_sample=False, **kw)
+
+
+def perturbed_state_dict(model_dir: str, seed: int = 1, scale: float = 0.05) -> tuple[object, dict]:
+    """A reference model whose every weight got Gaussian noise, and its state_dict."""
+    model = reference_model(model_dir)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return model, model.state_dict()
+
+
+def ids_of(completions) -> list[list[int]]:
+    return [c.token_ids for c in completions]
+
+
+# ---- checks ---------------------------------------------------------------------------------------------------
+
+
+def check_shapes_and_n(make_engine, model_dir):
+    engine, stops, max_new = make_engine(), set(eos_ids(model_dir)), 8
+    out = engine.generate(PROMPTS, SamplingParams(max_new_tokens=max_new, temperature=1.0, n=4, seed=0))
+    assert len(out) == 12
+    for c in out:
+        assert len(c.logprobs) == len(c.token_ids) <= max_new
+        assert all(lp <= 0.0 for lp in c.logprobs)
+        early = [t for t in c.token_ids[:-1] if t in stops]
+        assert not early, "a completion continued past a stop token"
+        if c.finish_reason == "length":
+            assert len(c.token_ids) == max_new and c.token_ids[-1] not in stops
+        else:
+            assert c.finish_reason == "stop" and c.token_ids[-1] in stops
+    assert len({tuple(c.token_ids) for c in out[:4]}) > 1, "the n samples of one prompt are all identical"
+    # prompt-major: with greedy decoding the n copies of prompt i are i's greedy completion
+    single = ids_of(engine.generate(PROMPTS, greedy()))
+    repeated = ids_of(engine.generate(PROMPTS, greedy(n=3)))
+    assert repeated == [ids for ids in single for _ in range(3)]
+
+
+def check_stop_and_ignore_eos(make_engine, model_dir):
+    engine, max_new = make_engine(), 8
+    base = engine.generate(PROMPTS, greedy(max_new))
+    row = next(i for i, c in enumerate(base) if len(c.token_ids) >= 3)
+    stop = base[row].token_ids[2]
+    expected = base[row].token_ids[:base[row].token_ids.index(stop) + 1]
+    out = engine.generate(PROMPTS, greedy(max_new, stop_token_ids=[stop]))
+    assert out[row].token_ids == expected and out[row].finish_reason == "stop"
+    assert len(out[row].logprobs) == len(expected)
+    # the same token as the engine's EOS id ends it the same way
+    as_eos = make_engine(eos_token_ids=[stop]).generate(PROMPTS, greedy(max_new))
+    assert as_eos[row].token_ids == expected and as_eos[row].finish_reason == "stop"
+    # ignore_eos: only max_new_tokens ends a completion, stop_token_ids included
+    for params in (greedy(max_new, ignore_eos=True, stop_token_ids=[stop]),
+                   SamplingParams(max_new_tokens=max_new, n=2, seed=3, ignore_eos=True, stop_token_ids=[stop])):
+        for c in make_engine(eos_token_ids=[stop]).generate(PROMPTS, params):
+            assert len(c.token_ids) == len(c.logprobs) == max_new and c.finish_reason == "length"
+
+
+def check_greedy_matches_reference(make_engine, model_dir):
+    engine, max_new = make_engine(), 10
+    first = engine.generate(PROMPTS, greedy(max_new))
+    second = engine.generate(PROMPTS, greedy(max_new))
+    assert ids_of(first) == ids_of(second)
+    ref, stops = reference_model(model_dir), eos_ids(model_dir)
+    assert ids_of(first) == [reference_greedy(ref, p, max_new, stops) for p in PROMPTS]
+    for p, c in zip(PROMPTS, first):  # greedy log-probs are log_softmax(logits) at T = 1
+        torch.testing.assert_close(torch.tensor(c.logprobs), reference_logprobs(ref, p, c.token_ids, 1.0),
+                                   atol=1e-4, rtol=0)
+
+
+def check_seeded_sampling(make_engine, model_dir):
+    params = dict(max_new_tokens=8, temperature=1.0, n=2)
+    engine = make_engine()
+    a = engine.generate(PROMPTS, SamplingParams(seed=7, **params))
+    b = engine.generate(PROMPTS, SamplingParams(seed=7, **params))
+    c = make_engine().generate(PROMPTS, SamplingParams(seed=7, **params))
+    d = engine.generate(PROMPTS, SamplingParams(seed=8, **params))
+    assert ids_of(a) == ids_of(b) == ids_of(c)
+    assert [lp for x in a for lp in x.logprobs] == pytest.approx([lp for x in b for lp in x.logprobs])
+    assert ids_of(a) != ids_of(d)
+
+
+def check_update_weights_changes_output(make_engine, model_dir):
+    engine, max_new = make_engine(), 10
+    before = ids_of(engine.generate(PROMPTS, greedy(max_new)))
+    model, state = perturbed_state_dict(model_dir)
+    engine.update_weights(state.items())
+    after = ids_of(engine.generate(PROMPTS, greedy(max_new)))
+    assert after != before
+    assert after == [reference_greedy(model, p, max_new, eos_ids(model_dir)) for p in PROMPTS]
+
+
+def check_logprobs_match_trainer(make_engine, model_dir):
+    engine, temperature = make_engine(), 0.7
+    model, state = perturbed_state_dict(model_dir, seed=2)
+    engine.update_weights(state.items())
+    out = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12, temperature=temperature, n=2, seed=5))
+    for i, c in enumerate(out):
+        assert c.token_ids
+        expected = reference_logprobs(model, PROMPTS[i // 2], c.token_ids, temperature)
+        torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
+
+
+def check_release_resume(make_engine, model_dir):
+    engine = make_engine()
+    before = ids_of(engine.generate(PROMPTS, greedy()))
+    engine.release(("weights", "kv_cache"))
+    with pytest.raises(RuntimeError):
+        engine.generate(PROMPTS, greedy())
+    engine.resume(("weights", "kv_cache"))
+    with pytest.raises(RuntimeError):
+        engine.generate(PROMPTS, greedy())
+    engine.update_weights(reference_model(model_dir).state_dict().items())
+    engine.flush_cache()
+    assert ids_of(engine.generate(PROMPTS, greedy())) == before
+    engine.release(("kv_cache",))  # the cache alone: weights stay usable
+    engine.resume(("kv_cache",))
+    assert ids_of(engine.generate(PROMPTS, greedy())) == before
+
+
+def check_dummy_load_matches_real(make_engine, model_dir):
+    real = ids_of(make_engine().generate(PROMPTS, greedy(10)))
+    dummy = make_engine(load_format="dummy")
+    dummy.update_weights(reference_model(model_dir).state_dict().items())
+    assert ids_of(dummy.generate(PROMPTS, greedy(10))) == real
+
+
+CHECKS = [check_shapes_and_n, check_stop_and_ignore_eos, check_greedy_matches_reference, check_seeded_sampling,
+          check_update_weights_changes_output, check_logprobs_match_trainer, check_release_resume,
+          check_dummy_load_matches_real]

@@ -1,0 +1,51 @@
+"""Ray address handling: a stale `ray start` record must not make the trainer wait on a dead cluster."""
+
+import socket
+
+import pytest
+
+from strive.config import prepare
+from strive.controller import cluster
+
+
+def test_stale_local_cluster_is_ignored(monkeypatch, capsys):
+    import ray._private.utils as ray_utils
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+    monkeypatch.setattr(ray_utils, "read_ray_address", lambda temp_dir=None: dead)
+    assert cluster._running_local_cluster() is None
+    assert "stale Ray address" in capsys.readouterr().out
+
+
+def test_live_address_is_used(monkeypatch):
+    import ray._private.utils as ray_utils
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        live = f"127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setattr(ray_utils, "read_ray_address", lambda temp_dir=None: live)
+        assert cluster._running_local_cluster() == live
+
+
+def test_unreachable_explicit_address_fails_fast(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    cfg = prepare(["trainer.device=cpu", "trainer.n_gpus_per_node=1"]).config
+    with pytest.raises(cluster.ClusterError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        cluster.init_ray(cfg, processes=1)
+
+
+def test_worker_env_keeps_callers_values(monkeypatch):
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    cfg = prepare(["trainer.device=cpu", "trainer.n_gpus_per_node=1"]).config
+    env = cluster.worker_env(cfg, threads_per_worker=1)
+    assert env["NCCL_DEBUG"] == "INFO"
+    assert env["SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK"] == "True"
+    assert env["SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK"] == "false"
+
+
+def test_ray_init_kwargs_pass_plus_keys():
+    cfg = prepare(["ray_kwargs.ray_init.num_cpus=3", "+ray_kwargs.ray_init.namespace=exp"]).config
+    assert cluster.ray_init_kwargs(cfg) == {"num_cpus": 3, "namespace": "exp"}
