@@ -13,9 +13,11 @@ import argparse
 import os
 import random
 
-from strive.data.gsm8k import INSTRUCTION, write_parquet
+from strive.data.gsm8k import write_parquet
 
 DATA_SOURCE = "strive/arithmetic"
+# Asks for GSM8K's answer format in words a 135M model follows about a quarter of the time before training.
+INSTRUCTION = 'End your reply with "#### " followed by the answer as a number.'
 NAMES = ["Ann", "Ben", "Carla", "Dev", "Emma", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lena", "Mia", "Noah"]
 ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stickers", "cookies", "shells", "cards", "stamps"]
 

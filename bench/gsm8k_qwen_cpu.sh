@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GRPO on the real GSM8K with Qwen2.5-Coder-0.5B-Instruct on this CPU, strict "####" scoring, greedy validation
+# on a fixed 200-question subset of the test split every 5 steps. Takes hours: it checkpoints every 5 steps and
+# this script restarts the trainer after an interruption (trainer.resume_mode=auto continues exactly).
+#
+#   GSM8K_DIR=../shared/data/gsm8k bash bench/gsm8k_qwen_cpu.sh        # then: python bench/gsm8k_qwen_cpu_report.py
+set -uo pipefail
+cd "$(dirname "$0")/.."
+GSM8K_DIR=${GSM8K_DIR:-../shared/data/gsm8k}
+RUN_DIR=${RUN_DIR:-$HOME/strive_runs/gsm8k_qwen_cpu}
+DATA=$RUN_DIR/data
+mkdir -p "$RUN_DIR"
+[ -f "$DATA/train.parquet" ] || python3 examples/data_preprocess/gsm8k.py --local_dataset_path "$GSM8K_DIR" --local_dir "$DATA"
+export HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
+for attempt in 1 2 3 4 5 6 7 8; do
+  python3 -m strive.trainer.main_ppo \
+    data.train_files="$DATA/train.parquet" data.val_files="$DATA/test.parquet" data.val_max_samples=200 \
+    data.train_batch_size=8 data.max_prompt_length=256 data.filter_overlong_prompts=True \
+    data.max_response_length=300 \
+    actor_rollout_ref.model.path=qwen2.5-coder-0.5b-instruct actor_rollout_ref.rollout.name=hf \
+    algorithm.adv_estimator=grpo actor_rollout_ref.rollout.n=8 \
+    actor_rollout_ref.actor.optim.lr=5e-6 actor_rollout_ref.actor.ppo_mini_batch_size=8 \
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
+    actor_rollout_ref.model.enable_gradient_checkpointing=True actor_rollout_ref.actor.use_kl_loss=False \
+    actor_rollout_ref.rollout.max_num_seqs=64 \
+    trainer.device=cpu trainer.n_gpus_per_node=2 trainer.nnodes=1 \
+    trainer.total_training_steps=60 trainer.test_freq=5 trainer.save_freq=5 trainer.val_before_train=True \
+    trainer.max_actor_ckpt_to_keep=2 trainer.resume_mode=auto \
+    trainer.logger="['console','file']" trainer.project_name=bench trainer.experiment_name=gsm8k_qwen_cpu \
+    trainer.default_local_dir="$RUN_DIR/ckpt" "$@" 2>&1 | tee -a "$RUN_DIR/train.log" && break
+  echo "[bench] trainer stopped (attempt $attempt); resuming in 30 s" | tee -a "$RUN_DIR/train.log"
+  sleep 30
+done
