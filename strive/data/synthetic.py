@@ -63,6 +63,24 @@ def write_dataset(out_dir: str, n_train: int = 2000, n_test: int = 200, seed: in
     return train, test
 
 
+def write_token_dataset(out_dir: str, n_train: int, n_test: int, prompt_words: int, vocab_size: int,
+                        seed: int = 0) -> tuple[str, str]:
+    """Prompts of random words `tK` for random-weight models (scored by strive/token_set)."""
+    rng = random.Random(seed)
+    paths = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = [{"data_source": "strive/token_set",
+                 "prompt": [{"role": "user", "content": " ".join(f"t{rng.randrange(vocab_size - 3)}"
+                                                                  for _ in range(prompt_words))}],
+                 "ability": "synthetic", "reward_model": {"style": "rule", "ground_truth": ""},
+                 "extra_info": {"split": split, "index": i}} for i in range(n)]
+        os.makedirs(os.path.expanduser(out_dir), exist_ok=True)
+        path = os.path.join(os.path.expanduser(out_dir), f"{split}.parquet")
+        write_parquet(rows, path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write arithmetic word problems in GSM8K's parquet format.")
     parser.add_argument("--out_dir", default="~/data/arithmetic")

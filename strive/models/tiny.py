@@ -78,13 +78,72 @@ def make_tiny_model(out_dir: str, arch: str = "llama", seed: int = 0, layers: in
     return out_dir
 
 
+# Real shapes for GPU runs without real weights (GPU.md): random weights, the published architecture.
+SHAPES = {
+    "qwen2.5-0.5b": dict(arch="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(arch="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                         num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2-7b": dict(arch="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                     num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
+}
+
+
+def build_word_tokenizer(vocab_size: int):
+    """One word per id ("t0", "t1", ...), the last three ids ChatML's specials: every id decodes and re-encodes."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(vocab_size - len(SPECIAL_TOKENS))}
+    for tok in SPECIAL_TOKENS:
+        vocab[tok] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  unk_token="t0", additional_special_tokens=SPECIAL_TOKENS[1:2])
+    tok.chat_template = CHATML_TEMPLATE.replace("'\\n'", "' '").replace("\n", " ")
+    return tok
+
+
+def make_random_model(out_dir: str, shape: str, seed: int = 0, dtype: str = "bfloat16") -> str:
+    """A randomly initialised model with a real architecture's shapes, plus a word tokenizer of its vocab size."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    marker = os.path.join(out_dir, "strive_tiny.json")
+    spec = {"shape": shape, "seed": seed, "dtype": dtype}
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            if json.load(fh) == spec:
+                return out_dir
+    params = dict(SHAPES[shape])
+    arch = params.pop("arch")
+    tok = build_word_tokenizer(params["vocab_size"])
+    cls = Qwen2Config if arch == "qwen2" else LlamaConfig
+    config = cls(**params, max_position_embeddings=4096, rope_theta=1e6, eos_token_id=tok.eos_token_id,
+                 pad_token_id=tok.pad_token_id, bos_token_id=None, dtype=dtype)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    with open(marker, "w") as fh:
+        json.dump(spec, fh)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a tiny random chat model for tests and CPU examples.")
     parser.add_argument("out_dir")
     parser.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
+    parser.add_argument("--shape", default=None, choices=sorted(SHAPES), help="a real shape, random weights")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(make_tiny_model(args.out_dir, args.arch, args.seed))
+    if args.shape:
+        print(make_random_model(args.out_dir, args.shape, args.seed))
+    else:
+        print(make_tiny_model(args.out_dir, args.arch, args.seed))
     return 0
 
 

@@ -20,11 +20,12 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
-from strive.reward import arithmetic, gsm8k, math
+from strive.reward import arithmetic, gsm8k, math, token_set
 
 _SCORERS: dict[str, Callable[[str, Any], float]] = {
     "openai/gsm8k": gsm8k.compute_score,
-    "strive/arithmetic": arithmetic.compute_score,  # strive.data.synthetic: GSM8K-format problems
+    "strive/arithmetic": arithmetic.compute_score,
+    "strive/token_set": token_set.compute_score,  # random-weight models on GPU: a reward a policy can climb  # strive.data.synthetic: GSM8K-format problems
     "lighteval/MATH": math.compute_score,
     "DigitalLearningGmbH/MATH-lighteval": math.compute_score,
     "HuggingFaceH4/MATH-500": math.compute_score,

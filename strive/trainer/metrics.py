@@ -36,8 +36,23 @@ def data_metrics(batch: Batch, max_response_length: int, use_critic: bool) -> di
     out["response_length/clip_ratio"] = (resp_len >= max_response_length).float().mean().item()
     out["response/aborted_ratio"] = (~alive).float().mean().item()
     out.update(_stats("prompt_length", prompt_len))
+    out.update(rollout_consistency(batch))
     out["prompt_length/clip_ratio"] = (prompt_len >= batch.prompts.shape[1]).float().mean().item()
     return out
+
+
+def rollout_consistency(batch: Batch) -> dict[str, float]:
+    """How far the engine's log-probs are from the actor's on the same tokens and weights (a weight-sync check)."""
+    if batch.rollout_log_probs is None or batch.old_log_probs is None:
+        return {}
+    mask = batch.response_mask.bool()
+    if not mask.any():
+        return {}
+    p_diff = (batch.rollout_log_probs.exp() - batch.old_log_probs.exp()).abs()[mask]
+    lp_diff = (batch.rollout_log_probs - batch.old_log_probs).abs()[mask]
+    return {"training/rollout_probs_diff_max": p_diff.max().item(), "training/rollout_probs_diff_mean": p_diff.mean().item(),
+            "training/rollout_probs_diff_std": p_diff.std().item() if p_diff.numel() > 1 else 0.0,
+            "training/rollout_logprob_diff_mean": lp_diff.mean().item()}
 
 
 def throughput_metrics(batch: Batch, timings: dict[str, float], n_workers: int) -> dict[str, float]:

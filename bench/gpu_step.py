@@ -1,0 +1,143 @@
+"""One PPO step's breakdown on GPUs, at verl's quickstart settings, with a Qwen2.5-0.5B-shaped random model.
+
+256 prompts of 512 tokens, 512-token responses, a critic, a reference (in-reward KL); PPO with n=1 and GRPO with
+n=5. Runs the real entry point (`python -m strive.trainer.main_ppo`) for 2 steps per configuration and reports the
+second step: time per phase, tokens/s/GPU as verl computes `perf/throughput`, the actor update's model FLOP
+utilisation (6 · params · tokens per update ÷ time ÷ GPUs ÷ peak bf16), peak GPU memory.
+
+    python bench/gpu_step.py --gpus 1 --configs ppo_hf ppo_fast grpo_fast      # writes $OUT/gpu_step_*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
+PHASES = ("gen", "old_log_prob", "ref", "values", "adv", "update_critic", "update_actor", "update_weights", "step")
+CONFIGS = {
+    "ppo_hf": dict(n=1, estimator="gae", fast="off"),
+    "ppo_fast": dict(n=1, estimator="gae", fast="on"),
+    "grpo_hf": dict(n=5, estimator="grpo", fast="off"),
+    "grpo_fast": dict(n=5, estimator="grpo", fast="on"),
+}
+
+
+def overrides(model: str, data: str, ckpt: str, gpus: int, n: int, estimator: str, fast: str, steps: int) -> list[str]:
+    return [f"data.train_files={data}/train.parquet", f"data.val_files={data}/test.parquet",
+            "data.train_batch_size=256", "data.max_prompt_length=512", "data.max_response_length=512",
+            f"actor_rollout_ref.model.path={model}", f"critic.model.path={model}",
+            "actor_rollout_ref.actor.optim.lr=1e-6", "actor_rollout_ref.actor.ppo_mini_batch_size=64",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+            "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+            "actor_rollout_ref.rollout.gpu_memory_utilization=0.4",
+            "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4", "critic.optim.lr=1e-5",
+            "critic.ppo_micro_batch_size_per_gpu=4", "algorithm.kl_ctrl.kl_coef=0.001",
+            "algorithm.use_kl_in_reward=True", f"algorithm.adv_estimator={estimator}",
+            f"actor_rollout_ref.rollout.n={n}", f"+actor_rollout_ref.rollout.engine_kwargs.hf.fast={fast}",
+            "actor_rollout_ref.rollout.ignore_eos=True", "trainer.device=cuda", f"trainer.n_gpus_per_node={gpus}",
+            f"trainer.total_training_steps={steps}", "trainer.val_before_train=False", "trainer.test_freq=-1",
+            "trainer.save_freq=-1", "trainer.logger=['console','file']", f"trainer.default_local_dir={ckpt}"]
+
+
+def param_count(model_dir: str) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+    import torch
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    return sum(p.numel() for p in model.parameters())
+
+
+def card() -> str:
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    return next((k for k in PEAK_BF16_TFLOPS if k in name), name)
+
+
+def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: int) -> dict:
+    spec = CONFIGS[name]
+    ckpt = os.path.join(work, f"{name}_{gpus}gpu")
+    cmd = [sys.executable, "-m", "strive.trainer.main_ppo",
+           *overrides(model, data, ckpt, gpus, spec["n"], spec["estimator"], spec["fast"], steps)]
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        return {"config": name, "gpus": gpus, "error": (proc.stdout[-1500:] + proc.stderr[-2500:])}
+    rows = {}
+    with open(os.path.join(ckpt, "logs", "metrics.jsonl")) as fh:
+        for line in fh:
+            r = json.loads(line)
+            rows[r["step"]] = r
+    last = rows[max(rows)]
+    return {"config": name, "gpus": gpus, "n": spec["n"], "fast": spec["fast"], "wall_s": wall, "step": max(rows),
+            "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
+
+
+def summarize(result: dict, params: int, peak_tflops: float) -> dict:
+    m = result["metrics"]
+    tokens = m["perf/total_num_tokens"]
+    flops = 6.0 * params * tokens  # one PPO epoch over every token (model FLOPs; no recompute counted)
+    row = {f"{p}_s": round(m.get(f"timing_s/{p}", 0.0), 2) for p in PHASES}
+    row.update(config=result["config"], gpus=result["gpus"], tokens=int(tokens),
+               throughput_tok_s_gpu=round(m["perf/throughput"], 1),
+               actor_mfu=round(flops / max(m.get("timing_s/update_actor", 1e-9), 1e-9) / result["gpus"] / (peak_tflops * 1e12), 4),
+               peak_mem_gb=round(m.get("perf/max_memory_allocated_gb", 0.0), 2),
+               weight_sync_s=round(m.get("weight_sync/time_s", 0.0), 3),
+               rollout_logprob_diff=round(m.get("training/rollout_logprob_diff_mean", float("nan")), 4))
+    responses = m.get("response_length/mean", 0.0) * (tokens / max(m.get("response_length/mean", 0.0) + m.get("prompt_length/mean", 0.0), 1e-9))
+    row["gen_tok_s"] = round(responses / max(m.get("timing_s/gen", 1e-9), 1e-9), 1)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gpus", type=int, nargs="+", default=[1])
+    parser.add_argument("--configs", nargs="+", default=["ppo_hf", "ppo_fast", "grpo_fast"], choices=sorted(CONFIGS))
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--work", default="/tmp/strive_gpu_step")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from strive.data.synthetic import write_token_dataset
+    from strive.models.tiny import make_random_model
+
+    model = make_random_model(os.path.join(args.work, "qwen2.5-0.5b"), "qwen2.5-0.5b")
+    data = os.path.join(args.work, "data")
+    write_token_dataset(data, n_train=256 * args.steps, n_test=8, prompt_words=500, vocab_size=151936)
+    params, kind = param_count(model), card()
+    peak = PEAK_BF16_TFLOPS.get(kind, 989.0)
+    rows, raw = [], []
+    for gpus in args.gpus:
+        for name in args.configs:
+            result = run_config(name, gpus, model, data, args.work, args.steps)
+            raw.append(result)
+            if "error" in result:
+                print(f"{name} on {gpus} GPU(s) failed:\n{result['error']}", flush=True)
+                continue
+            rows.append(summarize(result, params, peak))
+            print(json.dumps(rows[-1]), flush=True)
+    out_dir = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results")
+    tag = "_".join(str(g) for g in args.gpus)
+    with open(os.path.join(out_dir, f"gpu_step_{tag}gpu.json"), "w") as fh:
+        json.dump({"card": kind, "params": params, "rows": rows, "raw": raw}, fh, indent=1)
+    cols = ["config", "gpus"] + [f"{p}_s" for p in PHASES] + ["throughput_tok_s_gpu", "gen_tok_s", "actor_mfu",
+                                                               "peak_mem_gb", "weight_sync_s", "rollout_logprob_diff"]
+    print(f"\ncard: {kind}, params {params / 1e6:.0f}M")
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(str(r.get(c, "")) for c in cols))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

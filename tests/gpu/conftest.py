@@ -1,0 +1,35 @@
+"""GPU tests: skipped without CUDA. Models are randomly initialised with real shapes (no weights on GPU hosts)."""
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
+    os.environ.setdefault(var, value)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "tests/gpu" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def qwen05_dir(tmp_path_factory):
+    from strive.models.tiny import make_random_model
+
+    return make_random_model(str(tmp_path_factory.mktemp("qwen2.5-0.5b-random")), "qwen2.5-0.5b")
+
+
+@pytest.fixture(scope="session")
+def token_data(tmp_path_factory):
+    from strive.data.synthetic import write_token_dataset
+
+    out = tmp_path_factory.mktemp("token_data")
+    write_token_dataset(str(out), n_train=512, n_test=16, prompt_words=64, vocab_size=151936)
+    return out
