@@ -20,8 +20,8 @@ class RefWorker:
         self.cfg, self.sizes, self.device = cfg, forward, device
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         self.module = build_policy_module(cfg.model, cfg.ref.fsdp_config, mesh, gradient_checkpointing=False)
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        # parameters keep requires_grad: the forward runs under no_grad, and frozen bf16 weights take a memory-hungry
+        # oneDNN path on CPU (see strive/engines/hf.py)
         self.remove_padding = bool(cfg.actor.use_remove_padding)
         if cfg.ref.fsdp_config.param_offload:
             offload_params(self.module)
