@@ -40,7 +40,10 @@ def _batch(B=4, P=32, T=16):
 
 def test_offload_frees_gpu_memory(qwen05_dir, nccl_group):
     measured = {}
+    import gc
+
     for offload in (False, True):
+        gc.collect()
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated()
         actor = _actor(qwen05_dir, offload)
@@ -48,7 +51,8 @@ def test_offload_frees_gpu_memory(qwen05_dir, nccl_group):
         old = actor.compute_log_probs(batch)["old_log_probs"]
         actor.update(batch.with_fields(old_log_probs=old), step=1)  # creates optimizer state
         measured[offload] = (torch.cuda.memory_allocated() - base) / 2**30
-        del actor
+        del actor, batch, old
+        gc.collect()
         torch.cuda.empty_cache()
     print(f"GPU memory held between phases: no offload {measured[False]:.2f} GiB, offload {measured[True]:.2f} GiB")
     # 0.5B params: fp32 weights ~2 GiB + Adam ~4 GiB stay on the GPU without offload; almost nothing with it.
