@@ -21,6 +21,19 @@ CHATML_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
+def _is_built(out_dir: str, spec: dict) -> bool:
+    marker = os.path.join(out_dir, "strive_tiny.json")
+    if not os.path.exists(marker):
+        return False
+    with open(marker) as fh:
+        return json.load(fh) == spec
+
+
+def _mark_built(out_dir: str, spec: dict) -> None:
+    with open(os.path.join(out_dir, "strive_tiny.json"), "w") as fh:
+        json.dump(spec, fh)
+
+
 def build_tokenizer():
     """Byte-level BPE with no merges: every byte is one token, so any text round-trips."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -58,12 +71,9 @@ def make_tiny_model(out_dir: str, arch: str = "llama", seed: int = 0, layers: in
     import torch
     from transformers import AutoModelForCausalLM
 
-    marker = os.path.join(out_dir, "strive_tiny.json")
     spec = {"arch": arch, "seed": seed, "layers": layers, "hidden": hidden}
-    if os.path.exists(marker):
-        with open(marker) as fh:
-            if json.load(fh) == spec:
-                return out_dir
+    if _is_built(out_dir, spec):
+        return out_dir
     tok = build_tokenizer()
     config = build_config(arch, vocab_size=len(tok), layers=layers, hidden=hidden)
     config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
@@ -73,8 +83,7 @@ def make_tiny_model(out_dir: str, arch: str = "llama", seed: int = 0, layers: in
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    with open(marker, "w") as fh:
-        json.dump(spec, fh)
+    _mark_built(out_dir, spec)
     return out_dir
 
 
@@ -111,12 +120,9 @@ def make_random_model(out_dir: str, shape: str, seed: int = 0, dtype: str = "bfl
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-    marker = os.path.join(out_dir, "strive_tiny.json")
     spec = {"shape": shape, "seed": seed, "dtype": dtype}
-    if os.path.exists(marker):
-        with open(marker) as fh:
-            if json.load(fh) == spec:
-                return out_dir
+    if _is_built(out_dir, spec):
+        return out_dir
     params = dict(SHAPES[shape])
     arch = params.pop("arch")
     tok = build_word_tokenizer(params["vocab_size"])
@@ -128,8 +134,7 @@ def make_random_model(out_dir: str, shape: str, seed: int = 0, dtype: str = "bfl
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    with open(marker, "w") as fh:
-        json.dump(spec, fh)
+    _mark_built(out_dir, spec)
     return out_dir
 
 

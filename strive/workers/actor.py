@@ -19,7 +19,7 @@ from strive.config.common import FsdpConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing, hf_state_name
 from strive.models.loading import load_causal_lm
-from strive.workers.fsdp import apply_fsdp, offload_optimizer, offload_params, reload_optimizer, reload_params
+from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -160,15 +160,7 @@ class ActorWorker:
 
     # -- offload ----------------------------------------------------------------------------------------------
     def _reload(self) -> None:
-        fsdp = self.cfg.actor.fsdp_config
-        if fsdp.param_offload:
-            reload_params(self.module, self.device)
-        if fsdp.optimizer_offload:
-            reload_optimizer(self.optimizer, self.device)
+        reload_role(self.module, self.optimizer, self.cfg.actor.fsdp_config, self.device)
 
     def _offload_if_configured(self) -> None:
-        fsdp = self.cfg.actor.fsdp_config
-        if fsdp.param_offload:
-            offload_params(self.module)
-        if fsdp.optimizer_offload:
-            offload_optimizer(self.optimizer)
+        offload_role(self.module, self.optimizer, self.cfg.actor.fsdp_config)

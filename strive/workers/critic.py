@@ -16,7 +16,7 @@ from strive.config.sections import CriticConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.forward import ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model
-from strive.workers.fsdp import apply_fsdp, offload_optimizer, offload_params, reload_optimizer, reload_params
+from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -90,15 +90,7 @@ class CriticWorker:
         return metrics
 
     def _reload(self) -> None:
-        fsdp = self.cfg.model.fsdp_config
-        if fsdp.param_offload:
-            reload_params(self.module, self.device)
-        if fsdp.optimizer_offload:
-            reload_optimizer(self.optimizer, self.device)
+        reload_role(self.module, self.optimizer, self.cfg.model.fsdp_config, self.device)
 
     def _offload(self) -> None:
-        fsdp = self.cfg.model.fsdp_config
-        if fsdp.param_offload:
-            offload_params(self.module)
-        if fsdp.optimizer_offload:
-            offload_optimizer(self.optimizer)
+        offload_role(self.module, self.optimizer, self.cfg.model.fsdp_config)

@@ -81,3 +81,19 @@ def _free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def reload_role(module: nn.Module, optimizer, fsdp: FsdpConfig, device: torch.device) -> None:
+    """Bring back what `offload_role` moved out, before a phase that uses it."""
+    if fsdp.param_offload:
+        reload_params(module, device)
+    if fsdp.optimizer_offload and optimizer is not None:
+        reload_optimizer(optimizer, device)
+
+
+def offload_role(module: nn.Module, optimizer, fsdp: FsdpConfig) -> None:
+    """After a phase: parameters and/or optimizer state to the CPU, as fsdp_config asks."""
+    if fsdp.param_offload:
+        offload_params(module)
+    if fsdp.optimizer_offload and optimizer is not None:
+        offload_optimizer(optimizer)
