@@ -70,6 +70,9 @@ def test_grpo_with_kl_loss(tiny_model_dir, data_dir, tmp_path):
         "algorithm.adv_estimator=grpo", "actor_rollout_ref.actor.use_kl_loss=True",
         "actor_rollout_ref.actor.kl_loss_type=low_var_kl", "actor_rollout_ref.rollout.n=4",
         "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=2", "trainer.total_training_steps=2",
+        # fp32 everywhere, so the engine's log-probs must equal the actor's after each weight sync
+        "actor_rollout_ref.rollout.dtype=float32", "actor_rollout_ref.actor.fsdp_config.dtype=float32",
+        "actor_rollout_ref.ref.fsdp_config.dtype=float32",
     ]
     result = run_training(overrides, cwd=tmp_path)
     rows = read_metrics(ckpt / "logs")
@@ -79,3 +82,6 @@ def test_grpo_with_kl_loss(tiny_model_dir, data_dir, tmp_path):
     assert "actor/kl_loss" in rows[1] and rows[2]["actor/kl_loss"] >= 0
     assert rows[1]["actor/kl_coef"] == pytest.approx(0.001)
     assert "samples per step: 16" in result.stdout
+    for step in (1, 2):  # step 2 samples with the weights synced after step 1's update
+        assert rows[step]["training/rollout_logprob_diff_mean"] < 1e-4, rows[step]
+        assert rows[step]["training/rollout_probs_diff_max"] < 1e-3, rows[step]
