@@ -164,9 +164,9 @@ def _write_hf_meta(module, out_dir: str, tokenizer_source: Optional[str]) -> Non
     if gen is not None:
         gen.save_pretrained(out_dir)
     if tokenizer_source:
-        from transformers import AutoTokenizer
+        from strive.models.loading import auto_tokenizer
 
-        AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(out_dir)
+        auto_tokenizer(tokenizer_source).save_pretrained(out_dir)
 
 
 def _bracket(host: str) -> str:

@@ -7,6 +7,7 @@ message that says what to do instead, rather than waiting on the network.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional
 
@@ -59,10 +60,28 @@ def _hub_snapshot(repo_id: str) -> str:
                                 "`strive models fetch NAME`") from None
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False, custom_chat_template: Optional[str] = None):
-    from transformers import AutoTokenizer
+# tokenizer_config.json classes that mean "tokenizer.json exactly as saved"
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(path), trust_remote_code=trust_remote_code)
+
+def auto_tokenizer(path: str, trust_remote_code: bool = False):
+    """AutoTokenizer, except that a directory whose tokenizer_config.json names the generic fast class loads its
+    tokenizer.json as saved. transformers 5 otherwise picks the class from config.json's model_type and, for
+    Qwen2, replaces the saved pre-tokenizer with its own (a word-level tokenizer then turns 500 words into 3 ids)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = os.path.expanduser(path)
+    config_file = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(config_file) and os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        with open(config_file) as fh:
+            declared = json.load(fh).get("tokenizer_class")
+        if declared in GENERIC_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False, custom_chat_template: Optional[str] = None):
+    tok = auto_tokenizer(resolve_model_path(path), trust_remote_code=trust_remote_code)
     if custom_chat_template:
         tok.chat_template = custom_chat_template
     if tok.pad_token_id is None:

@@ -39,7 +39,9 @@ def merged_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 
 def merge(checkpoint: str, target_dir: str, dtype: str | None = None) -> str:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
+
+    from strive.models.loading import auto_tokenizer
 
     path = role_dir(checkpoint)
     hf_dir = os.path.join(path, "huggingface")
@@ -60,7 +62,7 @@ def merge(checkpoint: str, target_dir: str, dtype: str | None = None) -> str:
     os.makedirs(target_dir, exist_ok=True)
     model.save_pretrained(target_dir, safe_serialization=True)
     if os.path.exists(os.path.join(hf_dir, "tokenizer_config.json")):
-        AutoTokenizer.from_pretrained(hf_dir).save_pretrained(target_dir)
+        auto_tokenizer(hf_dir).save_pretrained(target_dir)
     gen = os.path.join(hf_dir, "generation_config.json")
     if os.path.exists(gen):
         with open(gen) as src, open(os.path.join(target_dir, "generation_config.json"), "w") as dst:
