@@ -2,8 +2,9 @@
 
 strive never starts a cluster of several machines itself: start Ray the usual way (`ray start --head` on one
 node, `ray start --address=HEAD:6379` on the others) or set RAY_ADDRESS, and the trainer joins it. Without an
-existing cluster it starts a local one. Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting
-`trainer.n_gpus_per_node` ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
+existing cluster it starts a local one; RAY_ADDRESS=local always starts one of its own (two runs side by side on
+one machine). Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting `trainer.n_gpus_per_node`
+ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def init_ray(cfg: StriveConfig, processes: int) -> None:
     kwargs.setdefault("logging_level", "WARNING")
     kwargs.setdefault("log_to_driver", True)
     local_only = {k: kwargs.pop(k) for k in ("num_cpus", "num_gpus", "include_dashboard") if k in kwargs}
-    if address and address != "auto":
+    if address == "local":  # a cluster of this run's own, even where another one already runs on this machine
+        address = None
+    elif address and address != "auto":
         if not address.startswith("ray://") and not _reachable(address):
             raise ClusterError(f"cannot reach the Ray cluster at {address} (from RAY_ADDRESS or "
                                "ray_kwargs.ray_init.address); is `ray start --head` running there?")

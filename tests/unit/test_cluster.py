@@ -37,6 +37,19 @@ def test_unreachable_explicit_address_fails_fast(monkeypatch):
         cluster.init_ray(cfg, processes=1)
 
 
+def test_ray_address_local_starts_a_cluster_of_its_own(monkeypatch):
+    import ray
+
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(cluster, "_running_local_cluster", lambda: pytest.fail("must not look for a running cluster"))
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    cfg = prepare(["trainer.device=cpu", "trainer.n_gpus_per_node=1"]).config
+    cluster.init_ray(cfg, processes=1)
+    assert [c["address"] for c in calls] == ["local"]
+
+
 def test_worker_env_keeps_callers_values(monkeypatch):
     monkeypatch.setenv("NCCL_DEBUG", "INFO")
     cfg = prepare(["trainer.device=cpu", "trainer.n_gpus_per_node=1"]).config
