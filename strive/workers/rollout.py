@@ -28,10 +28,12 @@ def engine_spec(cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids:
     return EngineSpec(model_path=resolve_model_path(cfg.model.path), device=str(device), dtype=rollout.dtype,
                       load_format=rollout.load_format, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
                       max_model_len=max_len, max_num_seqs=rollout.max_num_seqs,
+                      max_num_batched_tokens=rollout.max_num_batched_tokens,
                       gpu_memory_utilization=rollout.gpu_memory_utilization,
                       tensor_parallel_size=1 if rollout.name == "hf" else rollout.tensor_model_parallel_size, enforce_eager=rollout.enforce_eager,
                       free_cache_engine=rollout.free_cache_engine, trust_remote_code=cfg.model.trust_remote_code,
-                      override_config=dict(cfg.model.override_config), engine_kwargs=kwargs, seed=seed)
+                      override_config=dict(cfg.model.override_config), engine_kwargs=kwargs, seed=seed,
+                      update_weights_bucket_megabytes=rollout.update_weights_bucket_megabytes)
 
 
 def to_batch(prompts: list[list[int]], completions: list[Completion], n: int, prompt_length: int,
@@ -66,7 +68,9 @@ class RolloutWorker:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:
         rollout = self.cfg.rollout
-        completions = self.engine.generate(prompts, params) if prompts else []
+        # every rank calls the engine, even with no prompts: engines of several ranks (SGLang with tensor
+        # parallelism) collect their group's prompts on one rank
+        completions = self.engine.generate(prompts, params)
         batch = to_batch(prompts, completions, params.n, rollout.prompt_length, rollout.response_length, self.pad_id)
         if release_after and rollout.free_cache_engine:
             self.engine.release(("weights", "kv_cache"))

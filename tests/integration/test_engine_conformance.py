@@ -1,6 +1,7 @@
 """The engine conformance suite (engine_conformance.py) against every engine importable here, on CPU in float32.
 
-hf always runs; vllm and sglang join when their libraries are installed.
+hf always runs, also as "hf-fast" (engine_kwargs fast=on: the fast rollout path without CUDA graphs on CPU); vllm
+joins when installed, sglang when installed and CUDA is present (its engine does not start on CPU).
 
     pytest tests/integration/test_engine_conformance.py -q
 """
@@ -8,11 +9,23 @@ hf always runs; vllm and sglang join when their libraries are installed.
 import importlib.util
 
 import pytest
+import torch
 
 from engine_conformance import CHECKS
 from strive.engines.base import EngineSpec, load_engine_class
 
-ENGINES = ["hf"] + [name for name in ("vllm", "sglang") if importlib.util.find_spec(name) is not None]
+
+def _engines() -> list[str]:
+    names = ["hf", "hf-fast"]
+    if importlib.util.find_spec("vllm") is not None:
+        names.append("vllm")
+    # SGLang imports on CPU but its engine only starts on CUDA
+    if importlib.util.find_spec("sglang") is not None and torch.cuda.is_available():
+        names.append("sglang")
+    return names
+
+
+ENGINES = _engines()
 
 
 @pytest.fixture(params=["llama", "qwen2"])
@@ -23,9 +36,11 @@ def model_dir(request):
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))
 def test_engine(check, engine_name, model_dir):
-    engine_class = load_engine_class(engine_name)
+    engine_class = load_engine_class(engine_name.removesuffix("-fast"))
+    extra = {"engine_kwargs": {"fast": "on"}} if engine_name.endswith("-fast") else {}
 
     def make_engine(**overrides):
-        return engine_class(EngineSpec(**{"model_path": model_dir, "device": "cpu", "dtype": "float32", **overrides}))
+        return engine_class(EngineSpec(**{"model_path": model_dir, "device": "cpu", "dtype": "float32", **extra,
+                                          **overrides}))
 
     check(make_engine, model_dir)

@@ -1,0 +1,350 @@
+"""The vLLM rollout engine: `vllm.LLM` in this process, token ids in, token ids and log-probs out.
+
+One `LLM` per tensor-parallel group, built from the EngineSpec (dummy weights are fine: the trainer pushes real
+ones). It must behave like the hf engine (`strive/engines/hf.py`), which the conformance suite checks; what that
+took:
+
+- In-process engine core (VLLM_ENABLE_V1_MULTIPROCESSING=0, as verl does): `collective_rpc` then calls our
+  worker-side functions directly, so a weight bucket reaches the model without being serialised.
+- Stopping: vLLM's own EOS handling is switched off (`ignore_eos=True` on every request) and strive's stop set,
+  `stop_token_ids` + `EngineSpec.eos_token_ids`, is passed as `stop_token_ids`; with `SamplingParams.ignore_eos`
+  that set is empty. So EOS means the spec's ids, exactly as in the hf engine, and the stop token is kept.
+- Log-probs: `logprobs_mode="processed_logprobs"` gives log_softmax(logits / T) of the sampled token (T = 1 for
+  greedy), but vLLM takes it after top-k/top-p, renormalised. strive's definition is before the filters, so a
+  worker-side hook (`_unfiltered_logprobs`) makes the sampler report the log-softmax of the temperature-scaled
+  logits it receives; the filters and the sampling itself are untouched. Without top-k/top-p both agree.
+- n samples are n requests of one row each (vLLM refuses n > 1 for greedy; prefix caching shares the prompt).
+  With `SamplingParams.seed` row r gets vLLM seed seed · 2^20 + r: every row of a call draws from its own
+  stream, and a call can be replayed.
+- Weights: `update_weights` calls are one vLLM layerwise-reload session (`initialize_layerwise_reload`,
+  `model.load_weights` per bucket, `finalize_layerwise_reload`, the calls vLLM's own weight-transfer engines make),
+  closed by the next generate / flush_cache / release. A bucket may end in the middle of a fused layer (q/k/v
+  → qkv_proj): the layer is processed once all its parts arrived. On CPU a linear layer's weight is repacked
+  for oneDNN when processed; a tied lm_head shares the embedding's weight but has its own packed copy, so it is
+  processed again after every sync.
+- release/resume: `LLM.sleep(level=2)` / `wake_up(tags)` on GPU (weights are pushed again after resume, so level
+  2 discards them instead of copying them to host memory). vLLM's CPU backend has no sleep mode: there both are
+  no-ops (said once in the log), and only strive's bookkeeping runs: generate refuses after release, and after
+  resume until every weight has been pushed again, as in the hf engine.
+- CPU: every process that runs vLLM must first ask Linux for AMX tile state (done below, at import). vLLM's CPU
+  worker sets torch to one thread and disables `torch.set_num_threads` for the whole process; the engine puts
+  both back, since a colocated trainer shares the process. On CPU `gpu_memory_utilization` would be a fraction of
+  all host RAM (vLLM's rule), so the KV cache is sized for max_num_seqs sequences of max_model_len instead
+  (`engine_kwargs.kv_cache_memory_bytes` overrides).
+
+    pytest -k vllm tests/integration tests/e2e/test_vllm_vs_hf.py     # where vllm is installed (docs/vllm.md)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import sys
+import time
+import weakref
+from typing import Iterable, Optional
+
+import torch
+
+
+def request_amx_permission() -> bool:
+    """arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): Linux hands out AMX tile state only on request, and
+    vLLM's CPU kernels use AMX where the CPU has it (without it they die with SIGILL). Once per process is enough."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        return ctypes.CDLL(None).syscall(158, 0x1023, 18) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+AMX_PERMITTED = request_amx_permission()  # before vLLM loads its kernels
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+import vllm  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
+
+from strive.engines.base import Completion, EngineSpec, SamplingParams  # noqa: E402
+from strive.models.loading import load_hf_config, resolve_model_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+RELEASED_MESSAGE = "weights were released; call update_weights after resume"
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+"""HF projections that vLLM fuses into one layer (qkv_proj, gate_up_proj): a sync must bring all or none."""
+
+
+class VLLMEngine:
+    """RolloutEngine on one `vllm.LLM` (one per tensor-parallel group)."""
+
+    def __init__(self, spec: EngineSpec):
+        self.spec = spec.with_token_ids()
+        self.on_cpu = current_platform.is_cpu()
+        self.hf_config = load_hf_config(resolve_model_path(spec.model_path), trust_remote_code=spec.trust_remote_code)
+        threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+        _LIVE_ENGINES[0] += 1  # before LLM(): an engine collected while this one starts must not tear it down
+        try:
+            self.llm = vllm.LLM(**self._llm_kwargs())
+        except BaseException:
+            _LIVE_ENGINES[0] -= 1
+            raise
+        finally:
+            torch.set_num_threads = set_threads  # see the module docstring (CPU)
+            torch.set_num_threads(threads)
+        _shut_down_with_others_alive(self.llm)
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.unfiltered_logprobs = all(self.llm.collective_rpc(_unfiltered_logprobs))
+        if not self.unfiltered_logprobs:
+            log.warning("vLLM's sampler has no hook for unfiltered log-probs here: with top-k/top-p the rollout "
+                        "log-probs are renormalised over the kept tokens")
+        self.param_names: set[str] = set(self.llm.collective_rpc(_parameter_names)[0])
+        self.tied = bool(getattr(self.hf_config, "tie_word_embeddings", False))
+        self._released = False
+        self._stale: set[str] = set()  # vLLM parameters re-allocated by resume and not pushed yet
+        self._session: Optional[dict] = None  # the weight sync in progress
+        self._said_no_sleep = False
+        self._sleep_level = 0  # vLLM sleep level in force (GPU)
+        self.last_sync: dict = {}
+
+    def _llm_kwargs(self) -> dict:
+        spec = self.spec
+        kwargs = dict(model=resolve_model_path(spec.model_path), dtype=spec.dtype, seed=spec.seed,
+                      tensor_parallel_size=spec.tensor_parallel_size, load_format=spec.load_format,
+                      gpu_memory_utilization=spec.gpu_memory_utilization, enforce_eager=spec.enforce_eager,
+                      max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
+                      max_model_len=spec.max_model_len, trust_remote_code=spec.trust_remote_code,
+                      hf_overrides=dict(spec.override_config), logprobs_mode="processed_logprobs")
+        if self.on_cpu:
+            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(spec, self.hf_config)
+        elif spec.free_cache_engine:
+            kwargs["enable_sleep_mode"] = True
+        kwargs.update(spec.engine_kwargs)
+        return kwargs
+
+    # ---- generation -------------------------------------------------------------------------------------------
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        self._finish_sync()
+        if self._released or self._stale:
+            pending = f" ({len(self._stale)} tensors not pushed yet)" if self._stale and not self._released else ""
+            raise RuntimeError(RELEASED_MESSAGE + pending)
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        rows = [i for i in range(len(prompts)) for _ in range(params.n)]  # prompt-major, one request per row
+        limits = [min(params.max_new_tokens, self.max_model_len - len(prompts[i])) for i in rows]
+        todo = [r for r, limit in enumerate(limits) if limit > 0]
+        requests = [{"prompt_token_ids": list(prompts[rows[r]])} for r in todo]
+        outputs = self.llm.generate(requests, [self._vllm_params(params, limits[r], r) for r in todo],
+                                    use_tqdm=False) if todo else []
+        out = [Completion([], [], "length") for _ in rows]  # rows with no room left under max_model_len
+        for r, request_output in zip(todo, outputs):
+            c = request_output.outputs[0]
+            ids = list(c.token_ids)
+            logprobs = list(c.logprobs.logprobs) if ids else []
+            if len(logprobs) != len(ids):
+                raise RuntimeError(f"vLLM returned {len(logprobs)} log-probs for {len(ids)} tokens")
+            out[r] = Completion(ids, logprobs, "stop" if c.finish_reason == "stop" else "length")
+        return out
+
+    def _vllm_params(self, params: SamplingParams, max_tokens: int, row: int):
+        stop = [] if params.ignore_eos else list(dict.fromkeys([*params.stop_token_ids, *self.spec.eos_token_ids]))
+        seed = None if params.seed is None else ((params.seed << 20) + row) % 2**63
+        sampling = dict(temperature=params.temperature, top_p=params.top_p,
+                        top_k=params.top_k if params.top_k > 0 else 0)
+        if params.greedy:
+            sampling = dict(temperature=0.0)
+        return vllm.SamplingParams(max_tokens=max_tokens, ignore_eos=True, stop_token_ids=stop,
+                                   seed=seed, logprobs=0, flat_logprobs=True, detokenize=False, **sampling)
+
+    # ---- weights ----------------------------------------------------------------------------------------------
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load (name, tensor) pairs in HF names into the running model; the sync ends at the next generate,
+        flush_cache or release (see the module docstring)."""
+        if self._released:
+            raise RuntimeError("weights are released; call resume(('weights',)) before update_weights")
+        t0 = time.perf_counter()
+        if self._session is None:
+            self.llm.collective_rpc(_begin_reload)
+            self._session = {"seconds": 0.0, "bytes": 0, "tensors": 0, "names": set(), "loaded": set()}
+        s = self._session
+        batch = []
+        for name, tensor in named_tensors:
+            s["bytes"] += tensor.numel() * tensor.element_size()
+            s["tensors"] += 1
+            if self.tied and name == "lm_head.weight":
+                name = "model.embed_tokens.weight"  # vLLM skips lm_head.* of a tied model; it is the embedding
+            if name not in s["names"]:
+                s["names"].add(name)
+                batch.append((name, tensor))
+        if batch:
+            for loaded in self.llm.collective_rpc(_load_weights, args=(batch,)):
+                s["loaded"].update(loaded)
+        s["seconds"] += time.perf_counter() - t0
+        self.last_sync = {k: s[k] for k in ("seconds", "bytes", "tensors")}
+
+    def _finish_sync(self) -> None:
+        if self._session is None:
+            return
+        s, self._session = self._session, None
+        t0 = time.perf_counter()
+        self.llm.collective_rpc(_finish_reload)
+        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        s["seconds"] += time.perf_counter() - t0
+        self._stale -= s["loaded"]
+        self.last_sync = {k: s[k] for k in ("seconds", "bytes", "tensors")}
+        missing = partial_fused_layers(s["names"])
+        if missing:
+            self._stale |= self.param_names  # the parts not pushed now hold garbage
+            raise ValueError(f"update_weights: vLLM fuses these with tensors that were pushed, so they must be "
+                             f"pushed too: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+
+    # ---- memory -----------------------------------------------------------------------------------------------
+
+    def release(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
+        self._finish_sync()
+        if self._released or not tags:
+            return
+        if self._sleep_mode() and not self._sleep_level:
+            # level 2 drops the weights (strive pushes them again); level 1, for the cache alone, keeps a host copy
+            self._sleep_level = 2 if "weights" in tags else 1
+            self.llm.sleep(level=self._sleep_level)
+        self._released = "weights" in tags
+
+    def resume(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
+        if self._sleep_mode() and self._sleep_level:
+            wake = set(tags) | ({"weights"} if self._sleep_level == 1 else set())  # level 1 moved them too
+            if self.llm.wake_up(tags=sorted(wake)):
+                self._sleep_level = 0
+        if "weights" in tags and self._released:
+            self._stale = set(self.param_names)
+            self._released = False
+
+    def flush_cache(self) -> None:
+        self._finish_sync()
+        if hasattr(self.llm, "reset_prefix_cache"):
+            self.llm.reset_prefix_cache()
+
+    def _sleep_mode(self) -> bool:
+        if self.on_cpu and not self._said_no_sleep:
+            log.warning("vLLM has no sleep mode on CPU: release/resume keep weights and KV cache in memory")
+            self._said_no_sleep = True
+        return not self.on_cpu and self.spec.free_cache_engine
+
+
+_LIVE_ENGINES = [0]
+"""In-process vLLM engines of this process that are not shut down yet."""
+
+
+def _shut_down_with_others_alive(llm) -> None:
+    """vLLM shuts an in-process engine down when its client is collected, and that shutdown also destroys the
+    process-wide distributed groups that every other engine of the process uses. Replace the finaliser with one
+    that keeps them while another strive engine lives (two engines in a process: tests, a hf/vllm comparison)."""
+    client = llm.llm_engine.engine_core
+    finalizer = getattr(client, "_finalizer", None)
+    if finalizer is None or finalizer.detach() is None:  # not in-process: nothing of this process to keep
+        _LIVE_ENGINES[0] -= 1
+        return
+    client._finalizer = weakref.finalize(client, _shutdown_core, client.engine_core)
+
+
+def _shutdown_core(core) -> None:
+    import vllm.v1.engine.core as core_module
+
+    _LIVE_ENGINES[0] -= 1
+    if _LIVE_ENGINES[0] <= 0:
+        core.shutdown()
+        return
+    cleanup = core_module.cleanup_dist_env_and_memory
+    core_module.cleanup_dist_env_and_memory = lambda *args, **kwargs: None
+    try:
+        core.shutdown()
+    finally:
+        core_module.cleanup_dist_env_and_memory = cleanup
+
+
+def cpu_kv_cache_bytes(spec: EngineSpec, hf_config) -> int:
+    """KV cache for max_num_seqs sequences of max_model_len tokens, at most gpu_memory_utilization of host RAM."""
+    cfg = getattr(hf_config, "text_config", None) or hf_config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    itemsize = getattr(torch, spec.dtype).itemsize if isinstance(getattr(torch, spec.dtype, None), torch.dtype) else 2
+    per_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * itemsize
+    max_len = spec.max_model_len or getattr(cfg, "max_position_embeddings", 4096)
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(min(spec.max_num_seqs * (max_len + 128) * per_token, spec.gpu_memory_utilization * host))
+
+
+def partial_fused_layers(names: set[str]) -> list[str]:
+    """Names missing from groups vLLM fuses (q/k/v, gate/up) of which some but not all were pushed."""
+    missing: set[str] = set()
+    for name in names:
+        head, _, param = name.rpartition(".")
+        parent, _, leaf = head.rpartition(".")
+        for group in FUSED:
+            if leaf in group:
+                missing |= {f"{parent}.{x}.{param}" for x in group} - names
+    return sorted(missing)
+
+
+# ---- worker side: run inside vLLM's worker through collective_rpc (module-level, so they pickle by name) ------
+
+
+def _unfiltered_logprobs(worker) -> bool:
+    """Make the sampler return log_softmax of the logits it gets (temperature applied, top-k/top-p not yet)."""
+    inner = getattr(getattr(getattr(worker, "model_runner", None), "sampler", None), "topk_topp_sampler", None)
+    if inner is None or not hasattr(inner, "forward"):
+        return False
+    filtered_forward = inner.forward
+    inner.logprobs_mode = "raw_logprobs"  # the inner sampler's own (filtered) log-softmax is not needed
+
+    def forward(logits, generators, k, p):
+        logprobs = logits.log_softmax(dim=-1, dtype=torch.float32)  # before the filters modify logits in place
+        sampled, _ = filtered_forward(logits, generators, k, p)
+        return sampled, logprobs
+
+    inner.forward = forward
+    return True
+
+
+def _parameter_names(worker) -> list[str]:
+    return [name for name, _ in worker.model_runner.get_model().named_parameters()]
+
+
+def _begin_reload(worker) -> None:
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
+
+    with set_current_vllm_config(worker.vllm_config):
+        initialize_layerwise_reload(worker.model_runner.get_model())
+
+
+def _load_weights(worker, weights: list) -> set[str]:
+    from vllm.config import set_current_vllm_config
+
+    with set_current_vllm_config(worker.vllm_config), torch.no_grad():
+        return set(worker.model_runner.get_model().load_weights(iter(weights)) or ())
+
+
+def _finish_reload(worker) -> None:
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+    model, runner = worker.model_runner.get_model(), worker.model_runner
+    with set_current_vllm_config(worker.vllm_config), torch.no_grad():
+        finalize_layerwise_reload(model, worker.vllm_config.model_config)
+        # a tied lm_head shares the embedding's weight but was not reloaded itself: process every module that
+        # shares its weight again (on CPU that rebuilds its packed GEMM weight from the new values)
+        sharing: dict[int, list] = {}
+        for module in model.modules():
+            if isinstance(getattr(module, "weight", None), torch.nn.Parameter):
+                sharing.setdefault(id(module.weight), []).append(module)
+        for modules in sharing.values():
+            for module in modules if len(modules) > 1 else ():
+                if hasattr(getattr(module, "quant_method", None), "process_weights_after_loading"):
+                    module.quant_method.process_weights_after_loading(module)
+    for reset in ("reset_lora_state", "reset_encoder_cache", "reset_mm_cache"):
+        if hasattr(runner, reset):
+            getattr(runner, reset)()
