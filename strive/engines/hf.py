@@ -14,7 +14,11 @@ engines have something exact to be checked against. What it chose:
   resume re-allocates it uninitialised, and generate refuses to run until every parameter has been pushed again.
 - Attention runs on SDPA's flash / memory-efficient / math kernels, not cuDNN (see SDPA_BACKENDS).
 - Nothing is preallocated: the KV cache lives only inside one chunk of generate, so gpu_memory_utilization,
-  enforce_eager, free_cache_engine and engine_kwargs mean nothing here; max_num_seqs bounds the chunk size.
+  enforce_eager and free_cache_engine mean nothing here; max_num_seqs bounds the chunk size.
+- engine_kwargs `fast=auto|on|off` (auto: on for CUDA and Llama/Qwen2) hands generate to the fast path
+  (fast.py: preallocated KV cache sized by gpu_memory_utilization, CUDA graphs unless enforce_eager, continuous
+  batching over max_num_seqs slots) on this same model; weights, update_weights and release/resume of weights stay
+  here, release/resume of "kv_cache" reach the fast path's cache.
 
     pytest tests/integration -k engine
 """
@@ -51,7 +55,9 @@ class HFEngine:
         self.model = load_causal_lm(spec.model_path, dtype=spec.dtype, override_config=spec.override_config,
                                     trust_remote_code=spec.trust_remote_code, device=self.device,
                                     random_init=spec.load_format == "dummy")
-        self.model.eval().requires_grad_(False)
+        # no requires_grad_(False): on CPU it sends bf16 linears down a oneDNN path that kept ~0.25 GB per prompt
+        # of Qwen2.5-0.5B alive during prefill (18 GB for 64 prompts); inference_mode already keeps no graph
+        self.model.eval()
         # transformers 5.2x renamed forward's `past_key_values` to `cache`; older releases only know the first
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self._shapes = {name: p.shape for name, p in self.model.named_parameters()}
@@ -59,6 +65,9 @@ class HFEngine:
         self._stale: set[str] = set()  # parameters re-allocated by resume and not yet pushed
         self._generator = torch.Generator(device=self.device).manual_seed(spec.seed)
         self.last_sync: dict = {}
+        from strive.engines.fast import fast_generator  # imports this module: import here, not at the top
+
+        self.fast = fast_generator(self.model, self.spec)
 
     # ---- generation -------------------------------------------------------------------------------------------
 
@@ -71,6 +80,8 @@ class HFEngine:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         rows = [list(p) for p in prompts for _ in range(params.n)]  # prompt-major
+        if self.fast is not None:
+            return self.fast.generate(rows, [self._max_new(len(r), params) for r in rows], params)
         generator = self._generator
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -167,6 +178,8 @@ class HFEngine:
                 for p in self.model.parameters():
                     p.data = torch.empty(0, dtype=p.dtype, device=p.device)
             self._released = True
+        if self.fast is not None:
+            self.fast.release(tags)
         self._empty_cache()
 
     def resume(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
@@ -177,6 +190,8 @@ class HFEngine:
                     p.data = torch.empty(self._shapes[name], dtype=p.dtype, device=p.device)
             self._stale = set(self._shapes)
             self._released = False
+        if self.fast is not None:
+            self.fast.resume(tags)
 
     def flush_cache(self) -> None:
         self._empty_cache()
