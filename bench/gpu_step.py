@@ -117,19 +117,19 @@ def main() -> int:
     params, kind = param_count(model), card()
     peak = PEAK_BF16_TFLOPS.get(kind, 989.0)
     rows, raw = [], []
+    out_dir = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results")
+    out_file = os.path.join(out_dir, f"gpu_step_{'_'.join(str(g) for g in args.gpus)}gpu.json")
     for gpus in args.gpus:
         for name in args.configs:
             result = run_config(name, gpus, model, data, args.work, args.steps)
             raw.append(result)
             if "error" in result:
                 print(f"{name} on {gpus} GPU(s) failed:\n{result['error']}", flush=True)
-                continue
-            rows.append(summarize(result, params, peak))
-            print(json.dumps(rows[-1]), flush=True)
-    out_dir = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results")
-    tag = "_".join(str(g) for g in args.gpus)
-    with open(os.path.join(out_dir, f"gpu_step_{tag}gpu.json"), "w") as fh:
-        json.dump({"card": kind, "params": params, "rows": rows, "raw": raw}, fh, indent=1)
+            else:
+                rows.append(summarize(result, params, peak))
+                print(json.dumps(rows[-1]), flush=True)
+            with open(out_file, "w") as fh:  # after every configuration, so a cut-off run keeps what it measured
+                json.dump({"card": kind, "params": params, "rows": rows, "raw": raw}, fh, indent=1)
     cols = ["config", "gpus"] + [f"{p}_s" for p in PHASES] + ["throughput_tok_s_gpu", "gen_tok_s", "actor_mfu",
                                                                "peak_mem_gb", "weight_sync_s", "rollout_logprob_diff"]
     print(f"\ncard: {kind}, params {params / 1e6:.0f}M")
