@@ -69,11 +69,14 @@ def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: in
     ckpt = os.path.join(work, f"{name}_{gpus}gpu")
     cmd = [sys.executable, "-m", "strive.trainer.main_ppo",
            *overrides(model, data, ckpt, gpus, spec["n"], spec["estimator"], spec["fast"], steps)]
+    log = os.path.join(os.environ.get("OUT") or work, f"train_{name}_{gpus}gpu.log")  # kept if this is cut off
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    with open(log, "w") as fh:
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=ROOT).returncode
     wall = time.time() - start
-    if proc.returncode != 0:
-        return {"config": name, "gpus": gpus, "error": (proc.stdout[-1500:] + proc.stderr[-2500:])}
+    if code != 0:
+        with open(log) as fh:
+            return {"config": name, "gpus": gpus, "error": fh.read()[-4000:]}
     rows = {}
     with open(os.path.join(ckpt, "logs", "metrics.jsonl")) as fh:
         for line in fh:
