@@ -106,6 +106,8 @@ class VLLMEngine:
         self._said_no_sleep = False
         self._sleep_level = 0  # vLLM sleep level in force (GPU)
         self.last_sync: dict = {}
+        named = getattr(torch, str(spec.dtype), None)
+        self._weight_dtype = named if isinstance(named, torch.dtype) else None  # None: "auto", vLLM decides
 
     def _llm_kwargs(self) -> dict:
         spec = self.spec
@@ -175,6 +177,9 @@ class VLLMEngine:
             s["tensors"] += 1
             if self.tied and name == "lm_head.weight":
                 name = "model.embed_tokens.weight"  # vLLM skips lm_head.* of a tied model; it is the embedding
+            if self._weight_dtype is not None and tensor.is_floating_point() and tensor.dtype != self._weight_dtype:
+                # vLLM would cast while copying too, but warns once per tensor (hundreds of lines per sync)
+                tensor = tensor.to(self._weight_dtype)
             if name not in s["names"]:
                 s["names"].add(name)
                 batch.append((name, tensor))

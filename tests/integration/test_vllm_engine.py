@@ -144,6 +144,25 @@ def test_tied_model_weight_push(tied_model_dir, push):
                                    atol=1e-4, rtol=0)
 
 
+def test_float32_pushes_are_cast_to_the_engine_dtype(tiny_model_dir):
+    """The trainer's fp32 master weights reach a bf16 engine as bf16 (vLLM would cast too, warning per tensor)."""
+    eng = make(tiny_model_dir, dtype="bfloat16")
+    real, seen = eng.llm.collective_rpc, []
+
+    def spy(method, *a, args=(), **kw):
+        if args:
+            seen.extend(t.dtype for _, t in args[0])
+        return real(method, *a, args=args, **kw)
+
+    eng.llm.collective_rpc = spy
+    state = reference_model(tiny_model_dir).state_dict()  # float32
+    eng.update_weights(state.items())
+    assert seen and set(seen) == {torch.bfloat16}
+    from_fp32 = ids_of(eng.generate(PROMPTS, greedy(8)))
+    eng.update_weights([(k, v.to(torch.bfloat16)) for k, v in state.items()])
+    assert ids_of(eng.generate(PROMPTS, greedy(8))) == from_fp32
+
+
 def test_sleep_is_a_logged_no_op_on_cpu(tiny_model_dir, engine, caplog):
     engine._said_no_sleep = False
     before = ids_of(engine.generate(PROMPTS, greedy(6)))
