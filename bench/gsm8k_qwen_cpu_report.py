@@ -41,6 +41,8 @@ def summarize(steps: dict[int, dict], step0: dict[int, dict] | None) -> dict:
         "validation_strict_score": val,
         "train_reward": {s: r["critic/score/mean"] for s, r in train.items()},
         "response_length": {s: r.get("response_length/mean") for s, r in train.items()},
+        "truncated_fraction": {s: r.get("response_length/clip_ratio") for s, r in train.items()},
+        "entropy": {s: r.get("actor/entropy") for s, r in train.items()},
         "step_time_s_median": {p: round(statistics.median(v), 1) for p, v in times.items() if v},
         "peak_worker_rss_gb": max((r.get("perf/cpu_memory_used_gb", 0.0) for r in train.values()), default=0.0),
         "steps_done": max(train, default=0),
@@ -50,8 +52,10 @@ def summarize(steps: dict[int, dict], step0: dict[int, dict] | None) -> dict:
 def markdown(summary: dict) -> str:
     lines = ["| step | strict val score (200 test questions, greedy) |", "| --- | --- |"]
     lines += [f"| {s} | {v:.3f} |" for s, v in summary["validation_strict_score"].items()]
-    lines += ["", "| step | train reward (64 samples) | mean response tokens |", "| --- | --- | --- |"]
-    lines += [f"| {s} | {r:.3f} | {summary['response_length'][s]:.0f} |" for s, r in summary["train_reward"].items()]
+    lines += ["", "| step | train reward (64 samples) | mean response tokens | truncated | entropy |",
+              "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {s} | {r:.3f} | {summary['response_length'][s]:.0f} | {summary['truncated_fraction'][s]:.2f} | "
+              f"{summary['entropy'][s]:.2f} |" for s, r in summary["train_reward"].items()]
     times = ", ".join(f"{p} {t} s" for p, t in summary["step_time_s_median"].items())
     lines += ["", f"median step times: {times}; peak worker RSS {summary['peak_worker_rss_gb']:.1f} GB"]
     return "\n".join(lines)
