@@ -152,6 +152,9 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
     _check(not cfg.reward_model.enable, "reward_model.enable=True: learned reward models are not implemented yet; "
            "use rule rewards or custom_reward_function.path")
     _check(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank > 0: LoRA is not implemented")
+    _check(not algo.use_pf_ppo, "algorithm.use_pf_ppo=True: PF-PPO resampling is not implemented; set it to False")
+    if cfg.actor_rollout_ref.model.use_liger:
+        notes.append("actor_rollout_ref.model.use_liger=True has no effect: strive's chunked log-prob head is used")
     unknown = [name for name in cfg.trainer.logger if name not in LOGGERS]
     _check(not unknown, f"trainer.logger: unknown backend(s) {unknown}; choose from {', '.join(LOGGERS)}")
     val = rollout.val_kwargs

@@ -238,3 +238,10 @@ def test_package_imports_without_heavy_dependencies():
             "assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_pf_ppo_is_refused_and_liger_noted():
+    with pytest.raises(ConfigError, match="algorithm.use_pf_ppo=True: PF-PPO resampling is not implemented"):
+        prepare(["algorithm.use_pf_ppo=True"])
+    run = prepare(["actor_rollout_ref.model.use_liger=True"])
+    assert any("use_liger=True has no effect" in n for n in run.notes)
