@@ -153,10 +153,14 @@ class EngineUnavailable(RuntimeError):
     pass
 
 
-def check_engine(name: str, device: str) -> None:
-    """Before anything starts: the engine exists, its library is installed, and it runs on `device`."""
+def _require_known(name: str) -> None:
     if name not in ENGINES:
         raise ValueError(f"actor_rollout_ref.rollout.name={name}: unknown engine; choose one of {', '.join(ENGINES)}")
+
+
+def check_engine(name: str, device: str) -> None:
+    """Before anything starts: the engine exists, its library is installed, and it runs on `device`."""
+    _require_known(name)
     library, only_device = ENGINE_NEEDS[name]
     if library and importlib.util.find_spec(library) is None:
         raise EngineUnavailable(f"actor_rollout_ref.rollout.name={name} needs the '{library}' package, which is not "
@@ -168,8 +172,7 @@ def check_engine(name: str, device: str) -> None:
 
 def load_engine_class(name: str) -> type:
     """Import the engine module for `name` only now; fail with the install command if its library is missing."""
-    if name not in ENGINES:
-        raise ValueError(f"actor_rollout_ref.rollout.name={name}: unknown engine; choose one of {', '.join(ENGINES)}")
+    _require_known(name)
     module_name, class_name, install = ENGINES[name]
     try:
         module = importlib.import_module(module_name)

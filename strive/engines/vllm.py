@@ -67,7 +67,7 @@ import vllm  # noqa: E402
 from vllm.platforms import current_platform  # noqa: E402
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams  # noqa: E402
-from strive.models.loading import load_hf_config, resolve_model_path  # noqa: E402
+from strive.models.loading import DTYPES, load_hf_config, resolve_model_path, torch_dtype  # noqa: E402
 
 log = logging.getLogger(__name__)
 RELEASED_MESSAGE = "weights were released; call update_weights after resume"
@@ -106,8 +106,7 @@ class VLLMEngine:
         self._said_no_sleep = False
         self._sleep_level = 0  # vLLM sleep level in force (GPU)
         self.last_sync: dict = {}
-        named = getattr(torch, str(spec.dtype), None)
-        self._weight_dtype = named if isinstance(named, torch.dtype) else None  # None: "auto", vLLM decides
+        self._weight_dtype = known_dtype(spec.dtype)  # None: "auto", vLLM decides
 
     def _llm_kwargs(self) -> dict:
         spec = self.spec
@@ -269,13 +268,19 @@ def _shutdown_core(core) -> None:
         core_module.cleanup_dist_env_and_memory = cleanup
 
 
+def known_dtype(name) -> Optional[torch.dtype]:
+    """The torch dtype strive's name stands for; None for names vLLM resolves itself ("auto")."""
+    return torch_dtype(name) if name in DTYPES else None
+
+
 def cpu_kv_cache_bytes(spec: EngineSpec, hf_config) -> int:
     """KV cache for max_num_seqs sequences of max_model_len tokens, at most gpu_memory_utilization of host RAM."""
     cfg = getattr(hf_config, "text_config", None) or hf_config
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    itemsize = getattr(torch, spec.dtype).itemsize if isinstance(getattr(torch, spec.dtype, None), torch.dtype) else 2
+    dtype = known_dtype(spec.dtype)
+    itemsize = dtype.itemsize if dtype is not None else 2
     per_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * itemsize
     max_len = spec.max_model_len or getattr(cfg, "max_position_embeddings", 4096)
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
