@@ -118,6 +118,11 @@ class VLLMEngine:
                       hf_overrides=dict(spec.override_config), logprobs_mode="processed_logprobs")
         if self.on_cpu:
             kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(spec, self.hf_config)
+            # A prompt prefilled in pieces makes vLLM rewind its seeded generator, which a CPU generator cannot
+            # do ("CPU Generator does not use offset"): prefill whole prompts, a step's budget at least one.
+            kwargs["enable_chunked_prefill"] = False
+            longest = spec.max_model_len or getattr(self.hf_config, "max_position_embeddings", 0)
+            kwargs["max_num_batched_tokens"] = max(spec.max_num_batched_tokens, longest)
         elif spec.free_cache_engine:
             kwargs["enable_sleep_mode"] = True
         kwargs.update(spec.engine_kwargs)

@@ -191,3 +191,13 @@ def test_torch_threads_survive_engine_start(tiny_model_dir):
     threads, set_threads = torch.get_num_threads(), torch.set_num_threads
     make(tiny_model_dir)
     assert torch.get_num_threads() == threads and torch.set_num_threads is set_threads
+
+
+def test_seeded_sampling_when_prompts_exceed_a_steps_token_budget(tiny_model_dir):
+    """Prompts that do not fit one step's token budget: chunked prefill would make vLLM rewind a seeded CPU
+    generator and fail ("CPU Generator does not use offset"); on CPU the engine prefills whole prompts."""
+    small = make(tiny_model_dir, max_num_batched_tokens=16, max_model_len=32)
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, n=4, seed=3, ignore_eos=True)
+    first, again = small.generate(PROMPTS, params), small.generate(PROMPTS, params)
+    assert [len(c.token_ids) for c in first] == [4] * 12
+    assert [c.token_ids for c in first] == [c.token_ids for c in again]
