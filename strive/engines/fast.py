@@ -7,7 +7,7 @@ Python, a cache that grows by concatenation and a host sync per step. This path 
 weights (HFEngine owns the model, update_weights and release/resume of weights; this object only reads the
 modules) and removes those costs. `HFEngine` builds it when `engine_kwargs.hf.fast` says so:
     actor_rollout_ref.rollout.engine_kwargs.hf.fast=auto|on|off    (auto: on for CUDA + Llama/Qwen2)
-    ...hf.fast_sync_every=8    ...hf.fast_compile=false
+    ...hf.fast_sync_every=8    ...hf.fast_compile=false    ...hf.fast_kernels=true
     ...hf.fast_prefill_tokens=N    (default: rollout.max_num_batched_tokens where EngineSpec has it, else 16384)
 
 What it chose:
@@ -31,6 +31,8 @@ What it chose:
   bench/rollout_gpu.py report the time). If a capture fails on some torch/driver, the path logs it once
   (stats["graph_error"]) and runs without graphs.
 - Sampling: fast_sampling.py (uniforms from (seed, completion index, token index), inverse CDF on the device).
+- fast_kernels (CUDA, default on when triton imports): two Triton kernels (fast_kernels.py) replace the decode
+  layer's RoPE + KV-cache writes and the plain sampler (no top-k/top-p); off: the torch ops, same arithmetic.
 - fast_compile: torch.compile (inductor) fuses the element-wise work of the decode layer and of the sampler before
   capture. It compiles a few times per function (the first batch bucket, then a dynamic batch size, and batch 1:
   dynamo specialises sizes 0/1) during the first capture; later captures reuse the code. Off by default.
@@ -59,7 +61,7 @@ from strive.engines.hf import SDPA_BACKENDS
 DEFAULT_FAST = "auto"
 ALIGN = 64
 """max_len and every attention span are multiples of this (SDPA's memory-efficient kernel wants masks aligned)."""
-OPTION_KEYS = ("fast", "fast_sync_every", "fast_prefill_tokens", "fast_compile")
+OPTION_KEYS = ("fast", "fast_sync_every", "fast_prefill_tokens", "fast_compile", "fast_kernels")
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +71,7 @@ class FastOptions:
     sync_every: int = 8
     prefill_tokens: int = 16384
     compile: bool = False
+    kernels: bool = True
 
     @staticmethod
     def parse(kwargs: dict, default_prefill_tokens: int = 16384) -> "FastOptions":
@@ -81,10 +84,25 @@ class FastOptions:
             raise ValueError(f"engine_kwargs.hf.fast={kwargs['fast']!r}: use auto, on or off")
         opts = FastOptions(mode=mode, sync_every=int(kwargs.get("fast_sync_every", 8)),
                            prefill_tokens=int(kwargs.get("fast_prefill_tokens", default_prefill_tokens)),
-                           compile=str(kwargs.get("fast_compile", False)).lower() in ("true", "1", "on"))
+                           compile=_flag(kwargs.get("fast_compile", False)),
+                           kernels=_flag(kwargs.get("fast_kernels", True)))
         if opts.sync_every < 1 or opts.prefill_tokens < 1:
             raise ValueError("engine_kwargs.hf.fast_sync_every and fast_prefill_tokens must be ≥ 1")
         return opts
+
+
+def _flag(value) -> bool:
+    return str(value).lower() in ("true", "1", "on")
+
+
+def load_kernels():
+    """strive.engines.fast_kernels, or None where triton is not installed (the torch ops run instead)."""
+    try:
+        from strive.engines import fast_kernels
+    except ImportError as exc:
+        log.warning("fast rollout: Triton kernels unavailable (%s); using the torch ops", exc)
+        return None
+    return fast_kernels
 
 
 def fast_generator(model, spec: EngineSpec) -> Optional["FastGenerator"]:
@@ -168,6 +186,9 @@ class FastGenerator:
         self.device = torch.device(spec.device)
         self.use_graphs = self.device.type == "cuda" and not spec.enforce_eager
         self._sample = sample
+        use_kernels = self.device.type == "cuda" and opts.kernels and not opts.compile
+        self.kernels = load_kernels() if use_kernels else None
+        self.net.kernels = self.kernels
         if opts.compile:
             self.net.qkv_fn = torch.compile(qkv)
             self.net.mlp_fn = torch.compile(out_and_mlp)
@@ -257,7 +278,10 @@ class FastGenerator:
     def _sample_step(self, rt: _Runtime, b: int, kind: SamplerKind) -> None:
         rows = rt.rows[:b]
         u = rt.u[rows, rt.n_gen[:b].clamp(max=rt.max_len - 1)]  # (b,)
-        token, logprob = self._sample(rt.logits[:b], u, kind, rt.temperature, rt.top_p)
+        if self.kernels is not None and kind == SamplerKind():  # plain sampling: one kernel, two passes
+            token, logprob = self.kernels.sample_plain(rt.logits[:b], u, rt.temperature)
+        else:
+            token, logprob = self._sample(rt.logits[:b], u, kind, rt.temperature, rt.top_p)
         record(rt, rows, token, logprob)
 
     def move(self, rt: _Runtime, src: list[int], dst: list[int], span: int) -> None:

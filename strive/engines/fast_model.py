@@ -139,6 +139,7 @@ class FastModel:
         self.act = inner.layers[0].mlp.act_fn
         self.qkv_fn = qkv
         self.mlp_fn = out_and_mlp
+        self.kernels = None  # strive.engines.fast_kernels when the fast path runs its Triton kernels (CUDA)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -193,15 +194,23 @@ class FastModel:
         d = self.dims
         b = tokens.shape[0]
         x = F.embedding(tokens, self.model.get_input_embeddings().weight)  # (b, hidden)
+        tables = cos, sin  # (L, D)
         cos, sin = cos[pos][:, None, :], sin[pos][:, None, :]  # (b, 1, D)
         hidden_pos = positions[None, :span] > pos[:, None]  # (b, span)
         bias = torch.zeros(b, 1, 1, span, dtype=x.dtype, device=x.device)
         bias.masked_fill_(hidden_pos[:, None, None, :], float("-inf"))  # (b, 1, 1, span)
         for i, (k_cache, v_cache) in enumerate(caches):
-            q, k, v = self.qkv_fn(x, self.attn_weights(i), cos, sin, d)  # (b, H, D), (b, KVH, D), (b, KVH, D)
-            k_cache[rows, :, pos] = k
-            v_cache[rows, :, pos] = v
-            q = q.reshape(b, d.kv_heads, d.groups, d.head_dim)  # the G queries of one KV head as G query rows
+            if self.kernels is not None:  # norm and projections here, RoPE and the cache writes in one kernel
+                norm_w, q_w, q_b, k_w, k_b, v_w, v_b = self.attn_weights(i)
+                h = rms_norm(x, norm_w, d.eps)
+                q = self.kernels.rope_to_cache(F.linear(h, q_w, q_b), F.linear(h, k_w, k_b), F.linear(h, v_w, v_b),
+                                               tables[0], tables[1], pos, rows, k_cache, v_cache, d.kv_heads,
+                                               d.head_dim)  # (b, KVH, G, D)
+            else:
+                q, k, v = self.qkv_fn(x, self.attn_weights(i), cos, sin, d)  # (b, H, D), (b, KVH, D), (b, KVH, D)
+                k_cache[rows, :, pos] = k
+                v_cache[rows, :, pos] = v
+                q = q.reshape(b, d.kv_heads, d.groups, d.head_dim)  # the G queries of one KV head as G query rows
             attn = F.scaled_dot_product_attention(q, k_cache[:b, :, :span], v_cache[:b, :, :span], attn_mask=bias,
                                                   scale=d.scaling)  # (b, KVH, G, D)
             x = self.mlp_fn(x, attn.reshape(b, -1), self.mlp_weights(i), self.act, d.eps)

@@ -1,0 +1,99 @@
+"""The fast path's Triton kernels against the torch code they replace (strive/engines/fast_kernels.py).
+
+On CUDA they run compiled; elsewhere under TRITON_INTERPRET=1 (set here before triton is imported, so run this
+file in its own process when another test imported triton first). Skipped where triton is not installed.
+
+    pytest tests/integration/test_fast_kernels.py -q
+"""
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.mark.parametrize("dtype,temperature", [(torch.float32, 1.0), (torch.bfloat16, 0.7)])
+def test_sample_plain_matches_the_torch_sampler(dtype, temperature):
+    from strive.engines.fast_kernels import sample_plain
+    from strive.engines.fast_sampling import SamplerKind, sample
+
+    gen = torch.Generator().manual_seed(0)
+    b, vocab = 12, 5003  # not a multiple of the kernel's block
+    logits = (torch.randn(b, vocab, generator=gen) * 3).to(dtype).to(DEVICE)
+    logits[0, 17] = 40.0  # one row nearly deterministic
+    u = torch.rand(b, generator=gen).to(DEVICE)
+    u[1] = 1.0 - 2**-24  # the last uniform the host draws: must stay inside the vocabulary
+    temp = torch.tensor([temperature], device=DEVICE)
+    token, logprob = sample_plain(logits, u, temp)
+    ref_token, ref_logprob = sample(logits, u, SamplerKind(), temp, torch.ones(1, device=DEVICE))
+    assert token.dtype == torch.long and token[0].item() == 17 and 0 <= token[1].item() < vocab
+    keep = torch.arange(b, device=DEVICE) != 1  # row 1 sits on the last boundary: the summation order decides
+    assert torch.equal(token[keep], ref_token[keep])
+    logprob, ref_logprob = logprob[keep], ref_logprob[keep]
+    torch.testing.assert_close(logprob, ref_logprob, atol=1e-4, rtol=1e-5)
+    exact = torch.log_softmax(logits.double() / temperature, -1).gather(-1, token[:, None])[keep, 0]  # float64
+    torch.testing.assert_close(logprob.double(), exact, atol=1e-4, rtol=1e-5)
+
+
+def test_rope_to_cache_matches_the_torch_ops():
+    from strive.engines.fast_kernels import rope_to_cache
+    from strive.engines.fast_model import rope
+
+    gen = torch.Generator().manual_seed(1)
+    b, heads, kv_heads, d, slots, length = 5, 6, 2, 16, 8, 32
+    dt = torch.bfloat16 if DEVICE == "cuda" else torch.float32  # the interpreter's bf16 conversions are not the GPU's
+    q = torch.randn(b, heads * d, generator=gen).to(dt).to(DEVICE)
+    kv = torch.randn(b, 2 * kv_heads * d, generator=gen).to(dt).to(DEVICE)
+    k, v = kv[:, :kv_heads * d], kv[:, kv_heads * d:]  # views with a row stride of 2·KVH·D, as from one buffer
+    angles = torch.arange(length)[:, None] * torch.rand(d // 2, generator=gen)[None]  # (L, D/2)
+    cos = torch.cat((angles.cos(), angles.cos()), -1).to(dt).to(DEVICE)
+    sin = torch.cat((-angles.sin(), angles.sin()), -1).to(dt).to(DEVICE)  # signed, as fast_model.rope_table
+    pos = torch.tensor([0, 3, 31, 7, 12], device=DEVICE)
+    rows = torch.tensor([4, 0, 2, 7, 1], device=DEVICE)
+    k_cache = torch.zeros(slots, kv_heads, length, d, dtype=dt, device=DEVICE)
+    v_cache = torch.zeros_like(k_cache)
+    q_out = rope_to_cache(q, k, v, cos, sin, pos, rows, k_cache, v_cache, kv_heads, d)
+
+    c, s = cos[pos][:, None, :], sin[pos][:, None, :]  # (b, 1, D)
+    x = torch.cat((q.view(b, heads, d), k.reshape(b, kv_heads, d)), 1)  # (b, H + KVH, D)
+    swapped = torch.cat((x[..., d // 2:], x[..., :d // 2]), -1)
+    # fast_model.rope's rounding: x·cos rounded to bf16, then + swap(x)·sin in fp32, rounded once
+    qk = ((x * c).float() + swapped.float() * s.float()).to(dt)
+    torch.testing.assert_close(qk, rope(x, c, s), atol=2**-6, rtol=2**-7)  # the torch op, up to its rounding
+    ref_k = torch.zeros_like(k_cache)
+    ref_v = torch.zeros_like(v_cache)
+    ref_k[rows, :, pos] = qk[:, heads:]
+    ref_v[rows, :, pos] = v.reshape(b, kv_heads, d)
+    assert q_out.shape == (b, kv_heads, heads // kv_heads, d)
+    assert torch.equal(q_out.reshape(b, heads, d), qk[:, :heads])
+    assert torch.equal(k_cache, ref_k) and torch.equal(v_cache, ref_v)
+
+
+@pytest.mark.parametrize("model", ["tiny_model_dir", "tiny_qwen_dir"])
+def test_fast_path_with_kernels_equals_the_torch_ops(request, model):
+    """The decode loop with both kernels in place (forced on here; on by default only on CUDA) gives the tokens
+    and log-probs of the torch ops, greedy and sampled."""
+    from strive.engines import fast_kernels
+    from strive.engines.base import EngineSpec, SamplingParams
+    from strive.engines.hf import HFEngine
+
+    model_dir = request.getfixturevalue(model)
+    prompts = [[3, 9, 27, 81], [5], list(range(40, 70)), [7, 7, 7]]
+    engine = HFEngine(EngineSpec(model_path=model_dir, dtype="float32", device=DEVICE, max_num_seqs=4,
+                                 engine_kwargs={"fast": "on", "fast_kernels": False}))
+    fast = engine.fast
+    runs = {}
+    for use in (False, True):
+        fast.kernels = fast.net.kernels = fast_kernels if use else None
+        runs[use] = [engine.generate(prompts, SamplingParams(max_new_tokens=12, ignore_eos=True, seed=5, **p))
+                     for p in (dict(do_sample=False), dict(temperature=0.9))]
+    for plain, kernel in zip(runs[False], runs[True]):
+        assert [c.token_ids for c in kernel] == [c.token_ids for c in plain]
+        for a, b in zip(kernel, plain):
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=1e-5)
