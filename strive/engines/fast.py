@@ -54,9 +54,8 @@ from torch.nn.attention import sdpa_kernel
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams
 from strive.engines.fast_batching import SlotScheduler, bucket, span_buckets
-from strive.engines.fast_model import FastModel, out_and_mlp, qkv, unsupported_reason
+from strive.engines.fast_model import SDPA_BACKENDS, FastModel, out_and_mlp, qkv, unsupported_reason
 from strive.engines.fast_sampling import SamplerKind, row_keys, sample, uniforms
-from strive.engines.hf import SDPA_BACKENDS
 
 DEFAULT_FAST = "auto"
 ALIGN = 64

@@ -12,7 +12,7 @@ engines have something exact to be checked against. What it chose:
   replayed), else from one generator seeded with EngineSpec.seed at start.
 - release("weights") swaps every parameter's storage for an empty tensor (identity and weight tying survive);
   resume re-allocates it uninitialised, and generate refuses to run until every parameter has been pushed again.
-- Attention runs on SDPA's flash / memory-efficient / math kernels, not cuDNN (see SDPA_BACKENDS).
+- Attention runs on SDPA's flash / memory-efficient / math kernels, not cuDNN (see fast_model.SDPA_BACKENDS).
 - Nothing is preallocated: the KV cache lives only inside one chunk of generate, so gpu_memory_utilization,
   enforce_eager and free_cache_engine mean nothing here; max_num_seqs bounds the chunk size.
 - engine_kwargs `fast=auto|on|off` (auto: on for CUDA and Llama/Qwen2) hands generate to the fast path
@@ -31,14 +31,13 @@ import time
 from typing import Iterable, Optional
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams
+from strive.engines.fast import fast_generator
+from strive.engines.fast_model import SDPA_BACKENDS
 from strive.models.loading import load_causal_lm
 
-# cuDNN's SDPA builds a plan for every new (batch, kv length) shape: a decode loop meets a new one each step, which
-# tripled the time of a first 256-token rollout on an H200 (13.6 s vs 3.9 s); the other kernels need no plan
-SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 RELEASED_MESSAGE = "weights were released; call update_weights after resume"
 
 
@@ -65,7 +64,6 @@ class HFEngine:
         self._stale: set[str] = set()  # parameters re-allocated by resume and not yet pushed
         self._generator = torch.Generator(device=self.device).manual_seed(spec.seed)
         self.last_sync: dict = {}
-        from strive.engines.fast import fast_generator  # imports this module: import here, not at the top
 
         self.fast = fast_generator(self.model, self.spec)
 
