@@ -48,7 +48,10 @@ def test_grpo_learns_synthetic_reward(qwen05_dir, token_data, tmp_path):
     steps = 12
     cmd = gpu_command(qwen05_dir, token_data, ckpt, 1, steps) + [
         "algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=False", "actor_rollout_ref.rollout.n=8",
-        "actor_rollout_ref.actor.optim.lr=3e-5", "data.max_response_length=16", "trainer.save_freq=-1",
+        # lr 3e-5 was too small for a random-init model: on an H100 (2026-11-26) the reward went 0.118 → 0.128
+        # in 12 steps (first-3 mean 0.125, last-3 0.129). Adam moves each weight ≤ lr per step, so the in-set
+        # logits rise ~0.01 a step; 2e-4 gives ~7× that. Not yet rerun on a GPU.
+        "actor_rollout_ref.actor.optim.lr=2e-4", "data.max_response_length=16", "trainer.save_freq=-1",
         "trainer.test_freq=-1"]
     run_training(cmd, cwd=tmp_path, timeout=1200)
     rows = read_metrics(ckpt / "logs")
