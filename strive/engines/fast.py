@@ -31,8 +31,8 @@ What it chose:
   bench/rollout_gpu.py report the time). If a capture fails on some torch/driver, the path logs it once
   (stats["graph_error"]) and runs without graphs.
 - Sampling: fast_sampling.py (uniforms from (seed, completion index, token index), inverse CDF on the device).
-- fast_kernels (CUDA, default on when triton imports): two Triton kernels (fast_kernels.py) replace the decode
-  layer's RoPE + KV-cache writes and the plain sampler (no top-k/top-p); off: the torch ops, same arithmetic.
+- fast_kernels (CUDA, head_dim a power of 2; default on when triton imports): two Triton kernels (fast_kernels.py)
+  replace the decode layer's RoPE + KV-cache writes and the plain sampler (no top-k/top-p); off: the torch ops.
 - fast_compile: torch.compile (inductor) fuses the element-wise work of the decode layer and of the sampler before
   capture. It compiles a few times per function (the first batch bucket, then a dynamic batch size, and batch 1:
   dynamo specialises sizes 0/1) during the first capture; later captures reuse the code. Off by default.
@@ -185,7 +185,9 @@ class FastGenerator:
         self.device = torch.device(spec.device)
         self.use_graphs = self.device.type == "cuda" and not spec.enforce_eager
         self._sample = sample
-        use_kernels = self.device.type == "cuda" and opts.kernels and not opts.compile
+        head_dim = self.net.dims.head_dim
+        pow2 = head_dim & (head_dim - 1) == 0  # the RoPE kernel's tl.arange over head_dim needs a power of 2
+        use_kernels = self.device.type == "cuda" and opts.kernels and not opts.compile and pow2
         self.kernels = load_kernels() if use_kernels else None
         self.net.kernels = self.kernels
         if opts.compile:
