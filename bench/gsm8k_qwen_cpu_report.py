@@ -52,7 +52,7 @@ def summarize(steps: dict[int, dict], step0: dict[int, dict] | None) -> dict:
 def markdown(summary: dict) -> str:
     lines = ["| step | strict val score (200 test questions, greedy) |", "| --- | --- |"]
     lines += [f"| {s} | {v:.3f} |" for s, v in summary["validation_strict_score"].items()]
-    lines += ["", "| step | train reward (64 samples) | mean response tokens | truncated | entropy |",
+    lines += ["", "| step | train reward (mean over the step's samples) | mean response tokens | truncated | entropy |",
               "| --- | --- | --- | --- | --- |"]
     lines += [f"| {s} | {r:.3f} | {summary['response_length'][s]:.0f} | {summary['truncated_fraction'][s]:.2f} | "
               f"{summary['entropy'][s]:.2f} |" for s, r in summary["train_reward"].items()]
