@@ -96,14 +96,20 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.
     return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin_signed)
 
 
+def project(x: torch.Tensor, w: tuple, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input norm and q/k/v projections: x (..., hidden) → q (..., H·D), k (..., KVH·D), v (..., KVH·D)."""
+    norm_w, q_w, q_b, k_w, k_b, v_w, v_b = w
+    h = rms_norm(x, norm_w, eps)
+    return F.linear(h, q_w, q_b), F.linear(h, k_w, k_b), F.linear(h, v_w, v_b)
+
+
 def qkv(x: torch.Tensor, w: tuple, cos: torch.Tensor, sin: torch.Tensor, dims: Dims):
     """Input norm, q/k/v projections and RoPE: x (..., hidden) → q (..., H, D), k (..., KVH, D), v (..., KVH, D)."""
-    norm_w, q_w, q_b, k_w, k_b, v_w, v_b = w
-    h = rms_norm(x, norm_w, dims.eps)
     lead = x.shape[:-1]
-    q = F.linear(h, q_w, q_b).view(*lead, dims.heads, dims.head_dim)
-    k = F.linear(h, k_w, k_b).view(*lead, dims.kv_heads, dims.head_dim)
-    v = F.linear(h, v_w, v_b).view(*lead, dims.kv_heads, dims.head_dim)
+    q, k, v = project(x, w, dims.eps)
+    q = q.view(*lead, dims.heads, dims.head_dim)
+    k = k.view(*lead, dims.kv_heads, dims.head_dim)
+    v = v.view(*lead, dims.kv_heads, dims.head_dim)
     qk = rope(torch.cat((q, k), dim=-2), cos, sin)  # (..., H + KVH, D): one RoPE for both
     return qk[..., :dims.heads, :], qk[..., dims.heads:, :], v
 
@@ -199,20 +205,17 @@ class FastModel:
         d = self.dims
         b = tokens.shape[0]
         x = F.embedding(tokens, self.model.get_input_embeddings().weight)  # (b, hidden)
-        tables = cos, sin  # (L, D)
-        cos, sin = cos[pos][:, None, :], sin[pos][:, None, :]  # (b, 1, D)
+        if self.kernels is None:  # the kernel reads the (L, D) tables at pos itself
+            step_cos, step_sin = cos[pos][:, None, :], sin[pos][:, None, :]  # (b, 1, D)
         hidden_pos = positions[None, :span] > pos[:, None]  # (b, span)
         bias = torch.zeros(b, 1, 1, span, dtype=x.dtype, device=x.device)
         bias.masked_fill_(hidden_pos[:, None, None, :], float("-inf"))  # (b, 1, 1, span)
         for i, (k_cache, v_cache) in enumerate(caches):
             if self.kernels is not None:  # norm and projections here, RoPE and the cache writes in one kernel
-                norm_w, q_w, q_b, k_w, k_b, v_w, v_b = self.attn_weights(i)
-                h = rms_norm(x, norm_w, d.eps)
-                q = self.kernels.rope_to_cache(F.linear(h, q_w, q_b), F.linear(h, k_w, k_b), F.linear(h, v_w, v_b),
-                                               tables[0], tables[1], pos, rows, k_cache, v_cache, d.kv_heads,
-                                               d.head_dim)  # (b, KVH, G, D)
+                q = self.kernels.rope_to_cache(*project(x, self.attn_weights(i), d.eps), cos, sin, pos, rows,
+                                               k_cache, v_cache, d.kv_heads, d.head_dim)  # (b, KVH, G, D)
             else:
-                q, k, v = self.qkv_fn(x, self.attn_weights(i), cos, sin, d)  # (b, H, D), (b, KVH, D), (b, KVH, D)
+                q, k, v = self.qkv_fn(x, self.attn_weights(i), step_cos, step_sin, d)  # (b, H | KVH, D)
                 k_cache[rows, :, pos] = k
                 v_cache[rows, :, pos] = v
                 q = q.reshape(b, d.kv_heads, d.groups, d.head_dim)  # the G queries of one KV head as G query rows

@@ -121,8 +121,7 @@ class VLLMEngine:
             # A prompt prefilled in pieces makes vLLM rewind its seeded generator, which a CPU generator cannot
             # do ("CPU Generator does not use offset"): prefill whole prompts, a step's budget at least one.
             kwargs["enable_chunked_prefill"] = False
-            longest = spec.max_model_len or getattr(self.hf_config, "max_position_embeddings", 0)
-            kwargs["max_num_batched_tokens"] = max(spec.max_num_batched_tokens, longest)
+            kwargs["max_num_batched_tokens"] = max(spec.max_num_batched_tokens, max_len(spec, self.hf_config))
         elif spec.free_cache_engine:
             kwargs["enable_sleep_mode"] = True
         kwargs.update(spec.engine_kwargs)
@@ -278,6 +277,12 @@ def known_dtype(name) -> Optional[torch.dtype]:
     return torch_dtype(name) if name in DTYPES else None
 
 
+def max_len(spec: EngineSpec, hf_config) -> int:
+    """The longest sequence the engine serves: max_model_len, else the model's context length."""
+    cfg = getattr(hf_config, "text_config", None) or hf_config
+    return spec.max_model_len or getattr(cfg, "max_position_embeddings", 4096)
+
+
 def cpu_kv_cache_bytes(spec: EngineSpec, hf_config) -> int:
     """KV cache for max_num_seqs sequences of max_model_len tokens, at most gpu_memory_utilization of host RAM."""
     cfg = getattr(hf_config, "text_config", None) or hf_config
@@ -287,9 +292,9 @@ def cpu_kv_cache_bytes(spec: EngineSpec, hf_config) -> int:
     dtype = known_dtype(spec.dtype)
     itemsize = dtype.itemsize if dtype is not None else 2
     per_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * itemsize
-    max_len = spec.max_model_len or getattr(cfg, "max_position_embeddings", 4096)
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(min(spec.max_num_seqs * (max_len + 128) * per_token, spec.gpu_memory_utilization * host))
+    wanted = spec.max_num_seqs * (max_len(spec, hf_config) + 128) * per_token
+    return int(min(wanted, spec.gpu_memory_utilization * host))
 
 
 def partial_fused_layers(names: set[str]) -> list[str]:
