@@ -109,6 +109,7 @@ def main() -> int:
     parser.add_argument("--configs", nargs="+", default=["ppo_hf", "ppo_fast", "grpo_fast"], choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--work", default="/tmp/strive_gpu_step")
+    parser.add_argument("--name", default="", help="results file name (default gpu_step_<gpus>gpu.json)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from strive.data.synthetic import write_token_dataset
@@ -121,7 +122,8 @@ def main() -> int:
     peak = PEAK_BF16_TFLOPS.get(kind, 989.0)
     rows, raw = [], []
     out_dir = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results")
-    out_file = os.path.join(out_dir, f"gpu_step_{'_'.join(str(g) for g in args.gpus)}gpu.json")
+    name = args.name or f"gpu_step_{'_'.join(str(g) for g in args.gpus)}gpu.json"
+    out_file = os.path.join(out_dir, name)
     for gpus in args.gpus:
         for name in args.configs:
             result = run_config(name, gpus, model, data, args.work, args.steps)

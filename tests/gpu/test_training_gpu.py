@@ -46,7 +46,11 @@ def test_ppo_with_critic_and_ref(qwen05_dir, token_data, tmp_path, n_gpus):
 def test_grpo_learns_synthetic_reward(qwen05_dir, token_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     steps = 12
-    cmd = gpu_command(qwen05_dir, token_data, ckpt, 1, steps) + [
+    # micro-batches of 4-8 made 12 steps take > 5 minutes; these sequences are 112 tokens, so take 32 at a time
+    cmd = [c for c in gpu_command(qwen05_dir, token_data, ckpt, 1, steps) if "micro_batch_size_per_gpu=" not in c] + [
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64", "critic.ppo_micro_batch_size_per_gpu=32",
         "algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=False", "actor_rollout_ref.rollout.n=8",
         # lr 3e-5 was too small for a random-init model: on an H100 (2026-11-26) the reward went 0.118 → 0.128
         # in 12 steps (first-3 mean 0.125, last-3 0.129). Adam moves each weight ≤ lr per step, so the in-set
