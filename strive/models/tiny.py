@@ -115,16 +115,20 @@ def build_word_tokenizer(vocab_size: int):
     return tok
 
 
-def make_random_model(out_dir: str, shape: str, seed: int = 0, dtype: str = "bfloat16") -> str:
-    """A randomly initialised model with a real architecture's shapes, plus a word tokenizer of its vocab size."""
+def make_random_model(out_dir: str, shape: str, seed: int = 0, dtype: str = "bfloat16",
+                      vocab_size: int | None = None, layers: int | None = None) -> str:
+    """A randomly initialised model with a real architecture's shapes, plus a word tokenizer of its vocab size.
+    vocab_size / layers override the shape's (a small vocabulary lets a short RL run reach every token)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-    spec = {"shape": shape, "seed": seed, "dtype": dtype}
+    spec = {"shape": shape, "seed": seed, "dtype": dtype, "vocab_size": vocab_size, "layers": layers}
     if _is_built(out_dir, spec):
         return out_dir
     params = dict(SHAPES[shape])
     arch = params.pop("arch")
+    params["vocab_size"] = vocab_size or params["vocab_size"]
+    params["num_hidden_layers"] = layers or params["num_hidden_layers"]
     tok = build_word_tokenizer(params["vocab_size"])
     cls = Qwen2Config if arch == "qwen2" else LlamaConfig
     config = cls(**params, max_position_embeddings=4096, rope_theta=1e6, eos_token_id=tok.eos_token_id,

@@ -33,3 +33,25 @@ def token_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("token_data")
     write_token_dataset(str(out), n_train=512, n_test=16, prompt_words=64, vocab_size=151936)
     return out
+
+
+# The learning test samples ~4k response tokens a step: with a 4096-word vocabulary (the 0.5B shape otherwise)
+# every token is tried about once a step, so the token-set reward can climb within a dozen steps.
+SMALL_VOCAB = 4096
+
+
+@pytest.fixture(scope="session")
+def qwen05_small_vocab_dir(tmp_path_factory):
+    from strive.models.tiny import make_random_model
+
+    return make_random_model(str(tmp_path_factory.mktemp("qwen2.5-0.5b-vocab4k")), "qwen2.5-0.5b",
+                             vocab_size=SMALL_VOCAB)
+
+
+@pytest.fixture(scope="session")
+def token_data_small_vocab(tmp_path_factory):
+    from strive.data.synthetic import write_token_dataset
+
+    out = tmp_path_factory.mktemp("token_data_4k")
+    write_token_dataset(str(out), n_train=512, n_test=16, prompt_words=64, vocab_size=SMALL_VOCAB)
+    return out

@@ -43,18 +43,19 @@ def test_ppo_with_critic_and_ref(qwen05_dir, token_data, tmp_path, n_gpus):
     assert 3 in read_metrics(ckpt / "logs")
 
 
-def test_grpo_learns_synthetic_reward(qwen05_dir, token_data, tmp_path):
+def test_grpo_learns_synthetic_reward(qwen05_small_vocab_dir, token_data_small_vocab, tmp_path):
     ckpt = tmp_path / "ckpt"
     steps = 12
     # micro-batches of 4-8 made 12 steps take > 5 minutes; these sequences are 112 tokens, so take 32 at a time
-    cmd = [c for c in gpu_command(qwen05_dir, token_data, ckpt, 1, steps) if "micro_batch_size_per_gpu=" not in c] + [
+    base = gpu_command(qwen05_small_vocab_dir, token_data_small_vocab, ckpt, 1, steps)
+    cmd = [c for c in base if "micro_batch_size_per_gpu=" not in c] + [
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64", "critic.ppo_micro_batch_size_per_gpu=32",
         "algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=False", "actor_rollout_ref.rollout.n=8",
-        # lr 3e-5 was too small for a random-init model: on an H100 (2026-11-26) the reward went 0.118 → 0.128
-        # in 12 steps (first-3 mean 0.125, last-3 0.129). Adam moves each weight ≤ lr per step, so the in-set
-        # logits rise ~0.01 a step; 2e-4 gives ~7× that. Not yet rerun on a GPU.
+        # With the full 152k vocabulary the reward barely moved in 12 steps, at lr 3e-5 (H100, 0.118 → 0.128) and
+        # at 2e-4 (H200, first-3 mean 0.124, last-3 0.130): a step samples ~4k tokens, so most of the in-set
+        # tokens never get a gradient. With 4096 words (the 2-layer CPU version of this run: 0.124 → 0.209).
         "actor_rollout_ref.actor.optim.lr=2e-4", "data.max_response_length=16", "trainer.save_freq=-1",
         "trainer.test_freq=-1"]
     run_training(cmd, cwd=tmp_path, timeout=1200)
