@@ -1,4 +1,5 @@
-"""load_tokenizer keeps a saved tokenizer.json as it is, whatever architecture config.json names."""
+"""load_tokenizer keeps a saved tokenizer.json as it is, whatever architecture config.json names; random models
+with real shapes take vocabulary and depth overrides."""
 
 import json
 
@@ -17,3 +18,17 @@ def test_word_tokenizer_beside_a_qwen2_config_keeps_its_pre_tokenizer(tmp_path):
     assert [5, 6, 7, 8] == [i for i in ids if 5 <= i <= 8]
     assert tok.decode([5, 6, 7]) == "t5 t6 t7"
     assert tok.pad_token_id is not None
+
+
+def test_random_model_with_a_real_shape_takes_vocab_and_layer_overrides(tmp_path):
+    from transformers import AutoConfig
+
+    from strive.models.tiny import make_random_model
+
+    out = make_random_model(str(tmp_path / "m"), "qwen2.5-0.5b", vocab_size=512, layers=1, dtype="float32")
+    config = AutoConfig.from_pretrained(out)
+    assert (config.vocab_size, config.num_hidden_layers, config.hidden_size) == (512, 1, 896)
+    assert len(load_tokenizer(out)) == 512
+    # another override rebuilds instead of reusing the directory
+    make_random_model(out, "qwen2.5-0.5b", vocab_size=256, layers=1, dtype="float32")
+    assert AutoConfig.from_pretrained(out).vocab_size == 256
