@@ -134,7 +134,12 @@ class WorkerProcess:
     def memory(self) -> dict[str, float]:
         import resource
 
+        # peak resident memory of this process so far, and what it holds now (a "now" that climbs step after step
+        # is a leak or a heap that never shrinks)
         out = {"perf/cpu_memory_used_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        rss = _current_rss_gb()
+        if rss is not None:
+            out["perf/cpu_memory_rss_gb"] = rss
         if self.spec.device == "cuda":
             out["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
             out["perf/max_memory_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
@@ -150,6 +155,14 @@ class WorkerProcess:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _current_rss_gb() -> Optional[float]:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError):
+        return None  # not Linux
 
 
 def _contents(role, which: str) -> list[str]:

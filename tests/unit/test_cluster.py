@@ -1,5 +1,7 @@
-"""Ray address handling: a stale `ray start` record must not make the trainer wait on a dead cluster."""
+"""Ray address handling: a stale `ray start` record must not make the trainer wait on a dead cluster. And the
+worker's memory report."""
 
+import os
 import socket
 
 import pytest
@@ -62,3 +64,14 @@ def test_worker_env_keeps_callers_values(monkeypatch):
 def test_ray_init_kwargs_pass_plus_keys():
     cfg = prepare(["ray_kwargs.ray_init.num_cpus=3", "+ray_kwargs.ray_init.namespace=exp"]).config
     assert cluster.ray_init_kwargs(cfg) == {"num_cpus": 3, "namespace": "exp"}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
+def test_current_rss_follows_allocations():
+    from strive.controller.process import _current_rss_gb
+
+    before = _current_rss_gb()
+    block = bytes(range(256)) * 2**20  # 256 MiB, every page written
+    during = _current_rss_gb()
+    del block
+    assert during - before > 0.2, (before, during)
