@@ -8,7 +8,9 @@ on every rank with that rank's share of the batch.
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -87,27 +89,31 @@ class WorkerProcess:
         return self.memory()
 
     # -- phases -----------------------------------------------------------------------------------------------
+    # Each phase ends by handing freed heap back to the OS (`_trim_heap`): glibc keeps what a phase freed. In a
+    # CPU run (Qwen 0.5B, vLLM in this process, 24 GB host) the worker held 12.5 GB at one step's generation and
+    # 15.3 GB at the next, and such runs were killed by Ray every few steps; malloc_trim on that worker took it
+    # from 16.6 to 12.9 GB.
     def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:
-        return self.rollout.generate(prompts, params, release_after)
+        return _trim_heap(self.rollout.generate(prompts, params, release_after))
 
     def compute_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.actor.compute_log_probs(batch)
+        return _trim_heap(self.actor.compute_log_probs(batch))
 
     def compute_ref_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.ref.compute_log_probs(batch)
+        return _trim_heap(self.ref.compute_log_probs(batch))
 
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.critic.compute_values(batch)
+        return _trim_heap(self.critic.compute_values(batch))
 
     def update_critic(self, batch: Batch, step: int) -> dict[str, float]:
-        return self.critic.update(batch, step)
+        return _trim_heap(self.critic.update(batch, step))
 
     def update_actor(self, batch: Batch, step: int) -> dict[str, float]:
-        return self.actor.update(batch, step)
+        return _trim_heap(self.actor.update(batch, step))
 
     def sync_weights(self) -> dict[str, float]:
         bucket_bytes = max(1, self.actor.cfg.rollout.update_weights_bucket_megabytes) * 2**20
-        return self.rollout.sync_from(self.actor.full_weight_buckets(bucket_bytes))
+        return _trim_heap(self.rollout.sync_from(self.actor.full_weight_buckets(bucket_bytes)))
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self, step_dir: str, hf_dir_source: Optional[str]) -> None:
@@ -155,6 +161,22 @@ class WorkerProcess:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _trim_heap(result):
+    """Return `result`, after asking glibc to give the heap's free pages back (a no-op without glibc)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: musl, macOS
+        return None
 
 
 def _current_rss_gb() -> Optional[float]:
