@@ -43,6 +43,8 @@ def summarize(steps: dict[int, dict], step0: dict[int, dict] | None) -> dict:
         "response_length": {s: r.get("response_length/mean") for s, r in train.items()},
         "truncated_fraction": {s: r.get("response_length/clip_ratio") for s, r in train.items()},
         "entropy": {s: r.get("actor/entropy") for s, r in train.items()},
+        "step_time_s": {s: r.get("timing_s/step") for s, r in train.items()},
+        "worker_rss_gb_at_step_end": {s: r.get("perf/cpu_memory_rss_gb") for s, r in train.items()},
         "step_time_s_median": {p: round(statistics.median(v), 1) for p, v in times.items() if v},
         "peak_worker_rss_gb": max((r.get("perf/cpu_memory_used_gb", 0.0) for r in train.values()), default=0.0),
         "steps_done": max(train, default=0),
@@ -52,13 +54,18 @@ def summarize(steps: dict[int, dict], step0: dict[int, dict] | None) -> dict:
 def markdown(summary: dict) -> str:
     lines = ["| step | strict val score (200 test questions, greedy) |", "| --- | --- |"]
     lines += [f"| {s} | {v:.3f} |" for s, v in summary["validation_strict_score"].items()]
-    lines += ["", "| step | train reward (mean over the step's samples) | mean response tokens | truncated | entropy |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| step | train reward (mean over the step's samples) | mean response tokens | truncated | entropy | "
+              "step time (s) | worker RSS at step end (GB) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {s} | {r:.3f} | {summary['response_length'][s]:.0f} | {summary['truncated_fraction'][s]:.2f} | "
-              f"{summary['entropy'][s]:.2f} |" for s, r in summary["train_reward"].items()]
+              f"{summary['entropy'][s]:.2f} | {_num(summary['step_time_s'][s], 0)} | "
+              f"{_num(summary['worker_rss_gb_at_step_end'][s], 1)} |" for s, r in summary["train_reward"].items()]
     times = ", ".join(f"{p} {t} s" for p, t in summary["step_time_s_median"].items())
     lines += ["", f"median step times: {times}; peak worker RSS {summary['peak_worker_rss_gb']:.1f} GB"]
     return "\n".join(lines)
+
+
+def _num(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def main() -> int:
