@@ -26,8 +26,9 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "w
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+    from strive.controller.host_memory import current_rss_gb
+
+    return current_rss_gb() * 1024
 
 
 def buckets_of(model, bucket_bytes: int) -> list[list]:

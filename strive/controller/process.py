@@ -8,9 +8,7 @@ on every rank with that rank's share of the batch.
 
 from __future__ import annotations
 
-import ctypes
 import datetime
-import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import torch
 from strive.batch import Batch
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes
+from strive.controller.host_memory import current_rss_gb, trims_heap
 from strive.engines import SamplingParams
 
 
@@ -88,32 +87,35 @@ class WorkerProcess:
             self.critic = CriticWorker(cfg.critic, sizes.critic, sizes.values, self.mesh, self.device, total_steps)
         return self.memory()
 
-    # -- phases -----------------------------------------------------------------------------------------------
-    # Each phase ends by handing freed heap back to the OS (`_trim_heap`): glibc keeps what a phase freed. In a
-    # CPU run (Qwen 0.5B, vLLM in this process, 24 GB host) the worker held 12.5 GB at one step's generation and
-    # 15.3 GB at the next, and such runs were killed by Ray every few steps; malloc_trim on that worker took it
-    # from 16.6 to 12.9 GB.
+    # -- phases (each ends by handing freed heap back to the OS: host_memory.py) ----------------------------
+    @trims_heap
     def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:
-        return _trim_heap(self.rollout.generate(prompts, params, release_after))
+        return self.rollout.generate(prompts, params, release_after)
 
+    @trims_heap
     def compute_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return _trim_heap(self.actor.compute_log_probs(batch))
+        return self.actor.compute_log_probs(batch)
 
+    @trims_heap
     def compute_ref_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return _trim_heap(self.ref.compute_log_probs(batch))
+        return self.ref.compute_log_probs(batch)
 
+    @trims_heap
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return _trim_heap(self.critic.compute_values(batch))
+        return self.critic.compute_values(batch)
 
+    @trims_heap
     def update_critic(self, batch: Batch, step: int) -> dict[str, float]:
-        return _trim_heap(self.critic.update(batch, step))
+        return self.critic.update(batch, step)
 
+    @trims_heap
     def update_actor(self, batch: Batch, step: int) -> dict[str, float]:
-        return _trim_heap(self.actor.update(batch, step))
+        return self.actor.update(batch, step)
 
+    @trims_heap
     def sync_weights(self) -> dict[str, float]:
         bucket_bytes = max(1, self.actor.cfg.rollout.update_weights_bucket_megabytes) * 2**20
-        return _trim_heap(self.rollout.sync_from(self.actor.full_weight_buckets(bucket_bytes)))
+        return self.rollout.sync_from(self.actor.full_weight_buckets(bucket_bytes))
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self, step_dir: str, hf_dir_source: Optional[str]) -> None:
@@ -143,7 +145,7 @@ class WorkerProcess:
         # peak resident memory of this process so far, and what it holds now (a "now" that climbs step after step
         # is a leak or a heap that never shrinks)
         out = {"perf/cpu_memory_used_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-        rss = _current_rss_gb()
+        rss = current_rss_gb()
         if rss is not None:
             out["perf/cpu_memory_rss_gb"] = rss
         if self.spec.device == "cuda":
@@ -161,30 +163,6 @@ class WorkerProcess:
 
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _trim_heap(result):
-    """Return `result`, after asking glibc to give the heap's free pages back (a no-op without glibc)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-    return result
-
-
-@functools.lru_cache(maxsize=None)
-def _malloc_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: musl, macOS
-        return None
-
-
-def _current_rss_gb() -> Optional[float]:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-    except (OSError, ValueError, IndexError):
-        return None  # not Linux
 
 
 def _contents(role, which: str) -> list[str]:

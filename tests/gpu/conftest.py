@@ -19,20 +19,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def qwen05_dir(tmp_path_factory):
+def _random_qwen05(factory, name: str, vocab_size=None) -> str:
     from strive.models.tiny import make_random_model
 
-    return make_random_model(str(tmp_path_factory.mktemp("qwen2.5-0.5b-random")), "qwen2.5-0.5b")
+    return make_random_model(str(factory.mktemp(name)), "qwen2.5-0.5b", vocab_size=vocab_size)
+
+
+def _token_data(factory, name: str, vocab_size: int):
+    from strive.data.synthetic import write_token_dataset
+
+    out = factory.mktemp(name)
+    write_token_dataset(str(out), n_train=512, n_test=16, prompt_words=64, vocab_size=vocab_size)
+    return out
+
+
+@pytest.fixture(scope="session")
+def qwen05_dir(tmp_path_factory):
+    return _random_qwen05(tmp_path_factory, "qwen2.5-0.5b-random")
 
 
 @pytest.fixture(scope="session")
 def token_data(tmp_path_factory):
-    from strive.data.synthetic import write_token_dataset
-
-    out = tmp_path_factory.mktemp("token_data")
-    write_token_dataset(str(out), n_train=512, n_test=16, prompt_words=64, vocab_size=151936)
-    return out
+    return _token_data(tmp_path_factory, "token_data", 151936)
 
 
 # The learning test samples ~4k response tokens a step: with a 4096-word vocabulary (the 0.5B shape otherwise)
@@ -42,16 +50,9 @@ SMALL_VOCAB = 4096
 
 @pytest.fixture(scope="session")
 def qwen05_small_vocab_dir(tmp_path_factory):
-    from strive.models.tiny import make_random_model
-
-    return make_random_model(str(tmp_path_factory.mktemp("qwen2.5-0.5b-vocab4k")), "qwen2.5-0.5b",
-                             vocab_size=SMALL_VOCAB)
+    return _random_qwen05(tmp_path_factory, "qwen2.5-0.5b-vocab4k", SMALL_VOCAB)
 
 
 @pytest.fixture(scope="session")
 def token_data_small_vocab(tmp_path_factory):
-    from strive.data.synthetic import write_token_dataset
-
-    out = tmp_path_factory.mktemp("token_data_4k")
-    write_token_dataset(str(out), n_train=512, n_test=16, prompt_words=64, vocab_size=SMALL_VOCAB)
-    return out
+    return _token_data(tmp_path_factory, "token_data_4k", SMALL_VOCAB)

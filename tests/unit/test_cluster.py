@@ -68,25 +68,25 @@ def test_ray_init_kwargs_pass_plus_keys():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
 def test_current_rss_follows_allocations():
-    from strive.controller.process import _current_rss_gb
+    from strive.controller.host_memory import current_rss_gb
 
-    before = _current_rss_gb()
+    before = current_rss_gb()
     block = bytes(range(256)) * 2**20  # 256 MiB, every page written
-    during = _current_rss_gb()
+    during = current_rss_gb()
     del block
     assert during - before > 0.2, (before, during)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
 def test_phase_end_gives_freed_heap_back():
-    from strive.controller.process import _current_rss_gb, _malloc_trim, _trim_heap
+    from strive.controller.host_memory import current_rss_gb, malloc_trim, trims_heap
 
-    if _malloc_trim() is None:
+    if malloc_trim() is None:
         pytest.skip("not glibc")
     blocks = [bytes([i % 251]) * 2000 for i in range(256_000)]  # ~0.5 GB of heap chunks below mmap's threshold
     pin = bytes([7]) * 2000  # allocated last: the free space below it is not at the heap's top
     del blocks
-    held = _current_rss_gb()
-    assert _trim_heap("result") == "result"
-    assert held - _current_rss_gb() > 0.3, held
+    held = current_rss_gb()
+    assert trims_heap(lambda: "result")() == "result"
+    assert held - current_rss_gb() > 0.3, held
     del pin
