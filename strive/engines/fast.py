@@ -31,8 +31,11 @@ What it chose:
   bench/rollout_gpu.py report the time). If a capture fails on some torch/driver, the path logs it once
   (stats["graph_error"]) and runs without graphs.
 - Sampling: fast_sampling.py (uniforms from (seed, completion index, token index), inverse CDF on the device).
-- fast_kernels (CUDA, head_dim a power of 2; default on when triton imports): two Triton kernels (fast_kernels.py)
-  replace the decode layer's RoPE + KV-cache writes and the plain sampler (no top-k/top-p); off: the torch ops.
+- fast_kernels (CUDA, head_dim a power of 2; default on when triton imports): Triton kernels (fast_kernels.py)
+  for the decode layer's RoPE + KV-cache writes, its attention (each slot's own length, no mask) and SiLU·up, and
+  for the plain sampler (no top-k/top-p); off: the torch ops.
+- The model's q/k/v and gate/up parameters are packed into one buffer each (views, no second copy; fast_model.py)
+  when the path is built, and again after HFEngine re-allocates them.
 - fast_compile: torch.compile (inductor) fuses the element-wise work of the decode layer and of the sampler before
   capture. It compiles a few times per function (the first batch bucket, then a dynamic batch size, and batch 1:
   dynamo specialises sizes 0/1) during the first capture; later captures reuse the code. Off by default.
@@ -182,6 +185,7 @@ class FastGenerator:
     def __init__(self, model, spec: EngineSpec, opts: FastOptions):
         self.model, self.spec, self.opts = model, spec, opts
         self.net = FastModel(model)
+        self.net.pack()
         self.device = torch.device(spec.device)
         self.use_graphs = self.device.type == "cuda" and not spec.enforce_eager
         self._sample = sample
@@ -215,6 +219,8 @@ class FastGenerator:
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,), generator=self._seeds))
         keys = None if kind.greedy else row_keys(seed, list(range(len(rows))))
+        if not self.net.packed():  # the parameters got new storage (resume of weights): pack them again
+            self.net.pack()
         with torch.inference_mode(), sdpa_kernel(SDPA_BACKENDS):
             rt = self._runtime(max(len(rows[i]) + limits[i] for i in todo))
             self._configure(rt, params)
@@ -415,7 +421,10 @@ class FastGenerator:
             torch.cuda.empty_cache()
 
     def release(self, tags: tuple[str, ...]) -> None:
-        """"kv_cache": free the cache, the slot state and the graphs (their pool); weights are HFEngine's."""
+        """"kv_cache": free the cache, the slot state and the graphs (their pool); "weights": drop the packed buffers
+        (HFEngine has emptied the parameters; generate packs the pushed weights again)."""
+        if "weights" in tags:
+            self.net.unpack()
         if "kv_cache" in tags:
             self._free()
             self._kv_released = True

@@ -1,8 +1,8 @@
 """Triton kernels for the fast rollout path's decode step, used on CUDA when triton is importable.
 
 Why: a captured decode step is ~20 kernels per layer plus a sampler of ~8 passes over the (b, V) logits; on an
-H100 (bench/rollout_profile.py) the step is launch- and pass-bound, not bandwidth-bound. Two kernels here each
-replace a chain of small ones with the same arithmetic:
+H100 (bench/rollout_profile.py) the step is launch- and pass-bound, not bandwidth-bound. Each kernel here replaces
+a chain of small ones with the same arithmetic:
 - `sample_plain`: sampling at temperature T without top-k/top-p (the rollout default) in two passes over the
   logits per row: an online max / sum of exp(z − max), then the count of vocabulary entries whose cumulative mass
   stays below u × total, which is the inverse-CDF index `fast_sampling._inverse_cdf` finds with a cumsum and a
@@ -11,7 +11,15 @@ replace a chain of small ones with the same arithmetic:
   (slot, position), q written as the (b, KV heads, G, D) query block the attention call reads (seven kernels
   there: two cats, a multiply, an addcmul, two index_puts and a copy). It rounds x·cos to the model dtype before
   adding swap_halves(x)·sin, as `fast_model.rope` does.
-Both are checked against the torch code they replace (tests/integration/test_fast_kernels.py; on CPU under
+- `decode_attention`: one query token per slot against that slot's own cache prefix [0, pos], the G query heads
+  of a KV head as one (G, D) block (flash-decoding: online softmax over blocks of BLOCK_N positions). It replaces
+  the mask construction and SDPA's memory-efficient kernel, which reads the whole span of every slot and works on
+  query tiles of 32-64 rows where G is 6-7. When b × KV heads programs would leave the GPU's SMs idle (the small
+  batches at a rollout's tail, long contexts) the positions are split among programs and a second kernel merges
+  the partial softmaxes.
+- `silu_mul`: silu(gate) · up from the packed gate|up GEMM output (fast_model packs the two projections), with
+  torch's roundings (silu rounded to the model dtype, then the product).
+All are checked against the torch code they replace (tests/integration/test_fast_kernels.py; on CPU under
 TRITON_INTERPRET=1).
 """
 
@@ -104,3 +112,134 @@ def rope_to_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.
         q, k, v, q.stride(0), k.stride(0), cos, sin, pos, slots, k_cache, v_cache, k_cache.stride(0),
         k_cache.stride(1), k_cache.stride(2), q_out, HEADS=heads, KV_HEADS=kv_heads, D=head_dim)
     return q_out.view(b, kv_heads, heads // kv_heads, head_dim)
+
+
+# ---- decode attention ------------------------------------------------------------------------------------------
+
+ATTN_BLOCK = 64
+
+
+@triton.jit
+def _decode_attn_kernel(q_ptr, kc_ptr, vc_ptr, pos_ptr, out_ptr, part_ptr, stat_ptr, c_slot, c_head, c_pos,
+                        scale, chunk, KV_HEADS: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                        D: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, PRECISION: tl.constexpr):
+    i = tl.program_id(0)  # decode row = cache slot
+    kh = tl.program_id(1)
+    split = tl.program_id(2)
+    g = tl.arange(0, GP)
+    d = tl.arange(0, D)
+    n = tl.arange(0, BLOCK_N)
+    head_row = (i.to(tl.int64) * KV_HEADS + kh) * G  # q and out are (b, KVH, G, D), contiguous
+    q = tl.load(q_ptr + (head_row + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
+    length = tl.load(pos_ptr + i).to(tl.int32) + 1
+    start = split * chunk
+    end = tl.minimum(start + chunk, length)
+    base = i.to(tl.int64) * c_slot + kh * c_head
+    m = tl.full((GP,), float("-inf"), tl.float32)
+    total = tl.zeros((GP,), tl.float32)
+    acc = tl.zeros((GP, D), tl.float32)
+    for lo in range(start, end, BLOCK_N):  # every block holds at least one valid position, so m stays finite
+        cols = lo + n
+        valid = cols < end
+        at = base + cols[:, None].to(tl.int64) * c_pos + d[None, :]
+        k = tl.load(kc_ptr + at, mask=valid[:, None], other=0.0)  # (BLOCK_N, D)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (GP, BLOCK_N) fp32
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m - m_new)
+        v = tl.load(vc_ptr + at, mask=valid[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        total = total * alpha + tl.sum(p, 1)
+        m = m_new
+    rows = (head_row + g)[:, None] * D + d[None, :]
+    if SPLITS == 1:
+        tl.store(out_ptr + rows, (acc / total[:, None]).to(out_ptr.dtype.element_ty), mask=(g < G)[:, None])
+    else:  # partial results: (b, KVH, SPLITS, GP, D) accumulators, (b, KVH, SPLITS, GP, 2) max and sum
+        part = (i.to(tl.int64) * KV_HEADS + kh) * SPLITS + split
+        tl.store(part_ptr + (part * GP + g)[:, None] * D + d[None, :], acc)
+        tl.store(stat_ptr + (part * GP + g) * 2, m)
+        tl.store(stat_ptr + (part * GP + g) * 2 + 1, total)
+
+
+@triton.jit
+def _merge_splits_kernel(part_ptr, stat_ptr, out_ptr, KV_HEADS: tl.constexpr, G: tl.constexpr,
+                         GP: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr):
+    i = tl.program_id(0)
+    kh = tl.program_id(1)
+    g = tl.arange(0, GP)
+    d = tl.arange(0, D)
+    first = (i.to(tl.int64) * KV_HEADS + kh) * SPLITS
+    m = tl.full((GP,), float("-inf"), tl.float32)
+    for s in range(SPLITS):  # split 0 always holds position 0, so m is finite after the first round
+        m = tl.maximum(m, tl.load(stat_ptr + ((first + s) * GP + g) * 2))
+    total = tl.zeros((GP,), tl.float32)
+    acc = tl.zeros((GP, D), tl.float32)
+    for s in range(SPLITS):  # an empty split has max −inf and sum 0: weight 0
+        w = tl.exp(tl.load(stat_ptr + ((first + s) * GP + g) * 2) - m)
+        total += w * tl.load(stat_ptr + ((first + s) * GP + g) * 2 + 1)
+        acc += w[:, None] * tl.load(part_ptr + ((first + s) * GP + g)[:, None] * D + d[None, :])
+    head_row = (i.to(tl.int64) * KV_HEADS + kh) * G
+    tl.store(out_ptr + (head_row + g)[:, None] * D + d[None, :], (acc / total[:, None]).to(out_ptr.dtype.element_ty),
+             mask=(g < G)[:, None])
+
+
+def attention_splits(programs: int, span: int, device: torch.device) -> int:
+    """How many programs share one (slot, KV head): enough for two per SM, at most one per block of the span."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    return max(1, min(-(-2 * sms // programs), -(-span // ATTN_BLOCK)))
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor, span: int,
+                     scale: float, splits: int = 0) -> torch.Tensor:
+    """softmax(q·kᵀ·scale)·v over positions [0, pos[r]] of slot r: q (b, KVH, G, D) contiguous, caches (S, KVH, L, D)
+    with slot r = decode row r, pos (b,) < span ≤ L. Returns (b, KVH, G, D) in q's dtype. splits 0: chosen here."""
+    b, kv_heads, groups, head_dim = q.shape
+    assert q.is_contiguous() and k_cache.stride() == v_cache.stride() and k_cache.stride(3) == 1
+    splits = splits or attention_splits(b * kv_heads, span, q.device)
+    per_split = -(-span // splits)
+    chunk = -(-per_split // ATTN_BLOCK) * ATTN_BLOCK  # positions per split, a multiple of the block
+    out = torch.empty_like(q)
+    gp = max(16, triton.next_power_of_2(groups))  # tl.dot wants at least 16 rows
+    part = stat = out
+    if splits > 1:
+        part = torch.empty(b, kv_heads, splits, gp, head_dim, dtype=torch.float32, device=q.device)
+        stat = torch.empty(b, kv_heads, splits, gp, 2, dtype=torch.float32, device=q.device)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    _decode_attn_kernel[(b, kv_heads, splits)](
+        q, k_cache, v_cache, pos, out, part, stat, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), scale,
+        chunk, KV_HEADS=kv_heads, G=groups, GP=gp, D=head_dim, BLOCK_N=ATTN_BLOCK, SPLITS=splits,
+        PRECISION=precision)
+    if splits > 1:
+        _merge_splits_kernel[(b, kv_heads)](part, stat, out, KV_HEADS=kv_heads, G=groups, GP=gp, D=head_dim,
+                                            SPLITS=splits)
+    return out
+
+
+# ---- gated MLP activation --------------------------------------------------------------------------------------
+
+SILU_BLOCK = 1024
+
+
+@triton.jit
+def _silu_mul_kernel(gu_ptr, out_ptr, stride, width, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    keep = cols < width
+    src = gu_ptr + row.to(tl.int64) * stride + cols
+    gate = tl.load(src, mask=keep, other=0.0).to(tl.float32)
+    up = tl.load(src + width, mask=keep, other=0.0)
+    act = (gate / (1.0 + tl.exp(-gate))).to(up.dtype)  # F.silu's output, rounded to the model dtype
+    tl.store(out_ptr + row.to(tl.int64) * width + cols, (act.to(tl.float32) * up.to(tl.float32)).to(up.dtype),
+             mask=keep)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate_up[..., :I]) · gate_up[..., I:] for gate_up (..., 2I) with unit last stride → (..., I)."""
+    width = gate_up.shape[-1] // 2
+    flat = gate_up.reshape(-1, 2 * width)
+    assert flat.stride(1) == 1
+    out = torch.empty(flat.shape[0], width, dtype=gate_up.dtype, device=gate_up.device)
+    _silu_mul_kernel[(flat.shape[0], triton.cdiv(width, SILU_BLOCK))](flat, out, flat.stride(0), width,
+                                                                     BLOCK=SILU_BLOCK)
+    return out.view(*gate_up.shape[:-1], width)

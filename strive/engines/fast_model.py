@@ -10,16 +10,22 @@ lm_head, rope_theta and every static rope_scaling type (the cos/sin table comes 
 What it chose:
 - transformers' formulas, fewer kernels: RMSNorm is torch's fused rms_norm (fp32 inside; in bf16 one rounding where
   transformers has two: bit-equality with transformers in bf16 is out of reach anyway, its attention kernels
-  differ); RoPE is x·cos + rotate_half(x)·sin in the model dtype, rotate_half(x)·sin computed as
+  differ); q/k/v are one GEMM and gate/up one GEMM over packed weights (below); RoPE is x·cos + rotate_half(x)·sin in the model dtype, rotate_half(x)·sin computed as
   swap_halves(x)·[-sin₁, sin₂] with one addcmul, q and k rotated together; the residual adds are folded into the
-  o_proj and down_proj GEMMs (beta = 1); logits in the model dtype. A decode layer is ~18 kernels; fast_compile
-  fuses the element-wise ones further.
+  o_proj and down_proj GEMMs (beta = 1); logits in the model dtype. A decode layer is ~15 kernels in torch ops,
+  9 with fast_kernels (norm, qkv GEMM, RoPE + cache write, attention, o_proj, norm, gate|up GEMM, SiLU·up, down).
+- Packed projections (`pack`): each layer's q/k/v weights (and biases) are copied once into one (Σ out, in)
+  buffer and the three parameters re-pointed at row ranges of it, likewise gate/up. The model keeps one copy of
+  every weight (the parameters are views: update_weights' in-place copies land in the buffer, transformers'
+  own forward reads the same tensors), and a decode layer runs 3 fewer GEMM launches. When a parameter's storage
+  is replaced (HFEngine's release/resume of weights), `packed()` sees it and the fast path packs again.
 - KV cache: per layer (slots, kv_heads, max_len, head_dim). Decode row r of a batch of b is slot r, so attention
   reads `cache[:b, :, :span]` in place: a (slot, kv_head) pair is one contiguous (max_len, head_dim) matrix and the
   view (b·kv_heads, span, head_dim) needs no copy.
-- Decode attention: one SDPA call per layer. The G = heads / kv_heads queries that share a KV head become G query
-  rows of one (slot, kv_head) problem (no K/V repetition), with an additive mask hiding positions beyond each slot's
-  own (computed once per step). With a mask, SDPA runs the memory-efficient kernel on CUDA.
+- Decode attention: the G = heads / kv_heads queries that share a KV head become G query rows of one
+  (slot, kv_head) problem (no K/V repetition). With fast_kernels, `fast_kernels.decode_attention` reads only each
+  slot's own positions; otherwise one SDPA call per layer with an additive mask hiding positions beyond each slot's
+  own (computed once per step; with a mask SDPA runs its memory-efficient kernel on CUDA).
 - Prefill: prompts right-padded to the longest of the chunk, causal SDPA: a real token attends only to earlier real
   tokens, so no padding mask is needed; padding writes cache positions ≥ the prompt length, which decode overwrites
   before it ever reads them.
@@ -61,6 +67,10 @@ def unsupported_reason(model) -> Optional[str]:
         return "sliding-window attention layers"
     if getattr(model.get_output_embeddings(), "bias", None) is not None:
         return "an lm_head with a bias"
+    a, m = inner.layers[0].self_attn, inner.layers[0].mlp
+    for group in ((a.q_proj, a.k_proj, a.v_proj), (m.gate_proj, m.up_proj)):
+        if len({module.bias is None for module in group}) > 1:
+            return "projections of which only some have a bias"
     return None
 
 
@@ -96,17 +106,19 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.
     return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin_signed)
 
 
-def project(x: torch.Tensor, w: tuple, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Input norm and q/k/v projections: x (..., hidden) → q (..., H·D), k (..., KVH·D), v (..., KVH·D)."""
-    norm_w, q_w, q_b, k_w, k_b, v_w, v_b = w
-    h = rms_norm(x, norm_w, eps)
-    return F.linear(h, q_w, q_b), F.linear(h, k_w, k_b), F.linear(h, v_w, v_b)
+def project(x: torch.Tensor, w: tuple, dims: Dims) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input norm and the packed q|k|v projection: x (..., hidden) → views q (..., H·D), k (..., KVH·D),
+    v (..., KVH·D) of one (..., (H + 2·KVH)·D) output."""
+    norm_w, qkv_w, qkv_b = w
+    kv = dims.kv_heads * dims.head_dim
+    out = F.linear(rms_norm(x, norm_w, dims.eps), qkv_w, qkv_b)
+    return out.split((dims.heads * dims.head_dim, kv, kv), dim=-1)
 
 
 def qkv(x: torch.Tensor, w: tuple, cos: torch.Tensor, sin: torch.Tensor, dims: Dims):
     """Input norm, q/k/v projections and RoPE: x (..., hidden) → q (..., H, D), k (..., KVH, D), v (..., KVH, D)."""
     lead = x.shape[:-1]
-    q, k, v = project(x, w, dims.eps)
+    q, k, v = project(x, w, dims)
     q = q.view(*lead, dims.heads, dims.head_dim)
     k = k.view(*lead, dims.kv_heads, dims.head_dim)
     v = v.view(*lead, dims.kv_heads, dims.head_dim)
@@ -122,13 +134,42 @@ def add_linear_(x: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor, bias) 
     return x
 
 
-def out_and_mlp(x: torch.Tensor, attn: torch.Tensor, w: tuple, act: Callable, eps: float) -> torch.Tensor:
-    """Attention output projection + residual, post-attention norm, gated MLP + residual; x (..., hidden) is
-    updated in place (callers pass a residual stream they no longer need)."""
-    o_w, o_b, norm_w, gate_w, gate_b, up_w, up_b, down_w, down_b = w
+def out_and_mlp(x: torch.Tensor, attn: torch.Tensor, w: tuple, gated: Callable, eps: float) -> torch.Tensor:
+    """Attention output projection + residual, post-attention norm, gated MLP (packed gate|up GEMM, then
+    gated: (..., 2I) → act(gate)·up (..., I)) + residual; x (..., hidden) is updated in place (callers pass a
+    residual stream they no longer need)."""
+    o_w, o_b, norm_w, gate_up_w, gate_up_b, down_w, down_b = w
     x = add_linear_(x, attn, o_w, o_b)
     h = rms_norm(x, norm_w, eps)
-    return add_linear_(x, act(F.linear(h, gate_w, gate_b)) * F.linear(h, up_w, up_b), down_w, down_b)
+    return add_linear_(x, gated(F.linear(h, gate_up_w, gate_up_b)), down_w, down_b)
+
+
+# ---- packed projections ----------------------------------------------------------------------------------------
+
+
+def pack_linears(modules: tuple) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One weight buffer (Σ out, in) and one bias buffer (or None) for these Linear modules, whose parameters
+    become views of consecutive row ranges: the values are copied once, the old storage is freed."""
+    weight = torch.cat([m.weight.data for m in modules])
+    bias = None if modules[0].bias is None else torch.cat([m.bias.data for m in modules])
+    start = 0
+    for m in modules:
+        rows = m.weight.shape[0]
+        m.weight.data = weight[start:start + rows]
+        if bias is not None:
+            m.bias.data = bias[start:start + rows]
+        start += rows
+    return weight, bias
+
+
+def is_packed(modules: tuple, weight: torch.Tensor) -> bool:
+    """Whether the modules' weights are still the consecutive views of `weight` that pack_linears made."""
+    at, elt = weight.data_ptr(), weight.element_size()
+    for m in modules:
+        if m.weight.data_ptr() != at:
+            return False
+        at += m.weight.numel() * elt
+    return True
 
 
 # ---- the model -------------------------------------------------------------------------------------------------
@@ -148,25 +189,54 @@ class FastModel:
                          intermediate=config.intermediate_size, eps=float(inner.norm.variance_epsilon),
                          scaling=float(attn.scaling))
         self.act = inner.layers[0].mlp.act_fn
+        self.silu = str(getattr(config, "hidden_act", "")).lower() in ("silu", "swish")
         self.qkv_fn = qkv
         self.mlp_fn = out_and_mlp
         self.kernels = None  # strive.engines.fast_kernels when the fast path runs its Triton kernels (CUDA)
+        self._packed: list = []  # per layer ((qkv_w, qkv_b), (gate_up_w, gate_up_b))
+
+    def _groups(self, i: int) -> tuple[tuple, tuple]:
+        layer = self.model.model.layers[i]
+        a, m = layer.self_attn, layer.mlp
+        return (a.q_proj, a.k_proj, a.v_proj), (m.gate_proj, m.up_proj)
+
+    def packed(self) -> bool:
+        """Whether every layer's projections are views of this object's packed buffers."""
+        return len(self._packed) == self.dims.layers and all(
+            is_packed(groups[j], self._packed[i][j][0]) for i in range(self.dims.layers)
+            for j, groups in ((0, self._groups(i)), (1, self._groups(i))))
+
+    def pack(self) -> None:
+        """Pack q/k/v and gate/up of every layer (pack_linears), one layer at a time (peak: one layer's copy)."""
+        self._packed = []
+        with torch.inference_mode(False), torch.no_grad():  # inference tensors would refuse update_weights' copies
+            for i in range(self.dims.layers):
+                attn, mlp = self._groups(i)
+                self._packed.append((pack_linears(attn), pack_linears(mlp)))
+
+    def unpack(self) -> None:
+        """Drop the references to the packed buffers (the parameters' storage was replaced or is about to be)."""
+        self._packed = []
+
+    def gated(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """act(gate)·up from the packed (..., 2I) output → (..., I); one kernel with fast_kernels and SiLU."""
+        if self.kernels is not None and self.silu:
+            return self.kernels.silu_mul(gate_up)
+        half = gate_up.shape[-1] // 2
+        return self.act(gate_up[..., :half]) * gate_up[..., half:]
 
     @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
     def attn_weights(self, i: int) -> tuple:
-        layer = self.model.model.layers[i]
-        a = layer.self_attn
-        return (layer.input_layernorm.weight, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias,
-                a.v_proj.weight, a.v_proj.bias)
+        return (self.model.model.layers[i].input_layernorm.weight, *self._packed[i][0])
 
     def mlp_weights(self, i: int) -> tuple:
         layer = self.model.model.layers[i]
         a, m = layer.self_attn, layer.mlp
-        return (a.o_proj.weight, a.o_proj.bias, layer.post_attention_layernorm.weight, m.gate_proj.weight,
-                m.gate_proj.bias, m.up_proj.weight, m.up_proj.bias, m.down_proj.weight, m.down_proj.bias)
+        return (a.o_proj.weight, a.o_proj.bias, layer.post_attention_layernorm.weight, *self._packed[i][1],
+                m.down_proj.weight, m.down_proj.bias)
 
     def rope_table(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin for positions [0, length), (L, D) in the model dtype, from the model's rotary module."""
@@ -194,7 +264,7 @@ class FastModel:
             if d.groups > 1:
                 k, v = k.repeat_interleave(d.groups, dim=1), v.repeat_interleave(d.groups, dim=1)
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=d.scaling)  # (n, H, P, D)
-            x = out_and_mlp(x, attn.transpose(1, 2).reshape(n, width, -1), self.mlp_weights(i), self.act, d.eps)
+            x = out_and_mlp(x, attn.transpose(1, 2).reshape(n, width, -1), self.mlp_weights(i), self.gated, d.eps)
         last = x[torch.arange(n, device=x.device), lengths - 1]  # (n, hidden)
         return F.linear(self._final(last), self.model.get_output_embeddings().weight)  # (n, V)
 
@@ -205,21 +275,22 @@ class FastModel:
         d = self.dims
         b = tokens.shape[0]
         x = F.embedding(tokens, self.model.get_input_embeddings().weight)  # (b, hidden)
-        if self.kernels is None:  # the kernel reads the (L, D) tables at pos itself
+        if self.kernels is None:  # the kernels read the (L, D) tables at pos and each slot's length themselves
             step_cos, step_sin = cos[pos][:, None, :], sin[pos][:, None, :]  # (b, 1, D)
-        hidden_pos = positions[None, :span] > pos[:, None]  # (b, span)
-        bias = torch.zeros(b, 1, 1, span, dtype=x.dtype, device=x.device)
-        bias.masked_fill_(hidden_pos[:, None, None, :], float("-inf"))  # (b, 1, 1, span)
+            hidden_pos = positions[None, :span] > pos[:, None]  # (b, span)
+            bias = torch.zeros(b, 1, 1, span, dtype=x.dtype, device=x.device)
+            bias.masked_fill_(hidden_pos[:, None, None, :], float("-inf"))  # (b, 1, 1, span)
         for i, (k_cache, v_cache) in enumerate(caches):
-            if self.kernels is not None:  # norm and projections here, RoPE and the cache writes in one kernel
-                q = self.kernels.rope_to_cache(*project(x, self.attn_weights(i), d.eps), cos, sin, pos, rows,
+            if self.kernels is not None:  # RoPE + cache writes in one kernel, attention over each slot's length
+                q = self.kernels.rope_to_cache(*project(x, self.attn_weights(i), d), cos, sin, pos, rows,
                                                k_cache, v_cache, d.kv_heads, d.head_dim)  # (b, KVH, G, D)
+                attn = self.kernels.decode_attention(q, k_cache, v_cache, pos, span, d.scaling)  # (b, KVH, G, D)
             else:
                 q, k, v = self.qkv_fn(x, self.attn_weights(i), step_cos, step_sin, d)  # (b, H | KVH, D)
                 k_cache[rows, :, pos] = k
                 v_cache[rows, :, pos] = v
                 q = q.reshape(b, d.kv_heads, d.groups, d.head_dim)  # the G queries of one KV head as G query rows
-            attn = F.scaled_dot_product_attention(q, k_cache[:b, :, :span], v_cache[:b, :, :span], attn_mask=bias,
-                                                  scale=d.scaling)  # (b, KVH, G, D)
-            x = self.mlp_fn(x, attn.reshape(b, -1), self.mlp_weights(i), self.act, d.eps)
+                attn = F.scaled_dot_product_attention(q, k_cache[:b, :, :span], v_cache[:b, :, :span],
+                                                      attn_mask=bias, scale=d.scaling)  # (b, KVH, G, D)
+            x = self.mlp_fn(x, attn.reshape(b, -1), self.mlp_weights(i), self.gated, d.eps)
         torch.mm(self._final(x), self.model.get_output_embeddings().weight.t(), out=logits)

@@ -229,6 +229,40 @@ def test_release_resume_kv_cache_then_generate(tiny_qwen_dir):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-6)
 
 
+def _storages(model) -> dict[int, int]:
+    """data_ptr of each distinct parameter storage → its size in bytes."""
+    return {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+
+
+def test_packed_projections_keep_one_copy_of_the_weights(model_dir):
+    """q/k/v and gate/up become views of one buffer each: no byte more than the parameters themselves, pushed
+    weights land in the buffers, release drops them, and the next generate after a resume packs again."""
+    engine = make(model_dir, max_num_seqs=4)
+    model, net = engine.model, engine.fast.net
+    layer = model.model.layers[0]
+    a, m = layer.self_attn, layer.mlp
+    assert net.packed()
+    storages = _storages(model)
+    assert a.q_proj.weight.untyped_storage().data_ptr() == a.v_proj.weight.untyped_storage().data_ptr()
+    assert m.gate_proj.weight.untyped_storage().data_ptr() == m.up_proj.weight.untyped_storage().data_ptr()
+    unique_bytes = sum({p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}.values())
+    assert sum(storages.values()) == unique_bytes  # every stored byte belongs to exactly one parameter
+    shared = 3 + 2 * (a.q_proj.bias is not None)  # per layer: k, v, up (and the k, v biases) join another storage
+    assert len(storages) == len(dict(model.named_parameters())) - shared * len(model.model.layers)
+    _, state = perturbed_state_dict(model_dir, seed=6)
+    engine.update_weights(state.items())
+    assert torch.equal(net._packed[0][0][0][:a.q_proj.weight.shape[0]], state["model.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(net._packed[0][1][0][m.gate_proj.weight.shape[0]:], state["model.layers.0.mlp.up_proj.weight"])
+    expected = ids_of(engine.generate(PROMPTS, greedy(8)))
+    engine.release()
+    assert net._packed == [] and not net.packed()
+    engine.resume()
+    engine.update_weights(state.items())
+    assert not net.packed()  # fresh storage per parameter until the next generate
+    assert ids_of(engine.generate(PROMPTS, greedy(8))) == expected
+    assert net.packed() and len(_storages(model)) == len(storages)
+
+
 def test_cache_grows_to_the_longest_request_when_max_model_len_is_unset(tiny_model_dir):
     engine = make(tiny_model_dir, max_num_seqs=2)
     engine.generate(PROMPTS[:2], greedy(4))

@@ -97,3 +97,42 @@ def test_fast_path_with_kernels_equals_the_torch_ops(request, model):
         assert [c.token_ids for c in kernel] == [c.token_ids for c in plain]
         for a, b in zip(kernel, plain):
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("groups,head_dim,splits", [(7, 64, 1), (6, 128, 3), (1, 32, 2), (3, 64, 0)])
+def test_decode_attention_matches_masked_softmax_in_float64(groups, head_dim, splits):
+    """Each row attends to exactly its own slot's positions [0, pos]: stale values beyond pos (here huge) and other
+    slots never leak in; split or not, the result is the float64 softmax's."""
+    from strive.engines.fast_kernels import decode_attention
+
+    gen = torch.Generator().manual_seed(2)
+    b, kv_heads, slots, length, span = 5, 2, 6, 200, 192
+    dt = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    q = torch.randn(b, kv_heads, groups, head_dim, generator=gen).to(dt).to(DEVICE)
+    k_cache = (torch.randn(slots, kv_heads, length, head_dim, generator=gen) * 2).to(dt).to(DEVICE)
+    v_cache = torch.randn(slots, kv_heads, length, head_dim, generator=gen).to(dt).to(DEVICE)
+    pos = torch.tensor([0, 63, 64, 191, 100], device=DEVICE)  # block edges, the span's last position
+    for r in range(b):  # garbage after each row's position must be ignored
+        k_cache[r, :, pos[r] + 1:] = 1e4
+        v_cache[r, :, pos[r] + 1:] = 1e4
+    out = decode_attention(q, k_cache, v_cache, pos, span, head_dim ** -0.5, splits=splits)
+    assert out.shape == q.shape and out.dtype == dt
+    for r in range(b):
+        n = int(pos[r]) + 1
+        k, v = k_cache[r, :, :n].double(), v_cache[r, :, :n].double()  # (KVH, n, D)
+        weights = torch.softmax(q[r].double() @ k.transpose(1, 2) * head_dim ** -0.5, -1)  # (KVH, G, n)
+        tol = dict(atol=2e-2, rtol=2e-2) if dt == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[r].double(), weights @ v, **tol)
+
+
+def test_silu_mul_matches_torch():
+    from strive.engines.fast_kernels import silu_mul
+
+    gen = torch.Generator().manual_seed(3)
+    dt = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    gate_up = (torch.randn(3, 4, 2 * 1100, generator=gen) * 4).to(dt).to(DEVICE)  # not a multiple of the block
+    out = silu_mul(gate_up)
+    ref = torch.nn.functional.silu(gate_up[..., :1100]) * gate_up[..., 1100:]
+    assert out.shape == (3, 4, 1100)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5) if dt == torch.float32 else \
+        torch.testing.assert_close(out, ref, atol=2**-6, rtol=2**-7)
