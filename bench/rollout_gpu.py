@@ -8,6 +8,8 @@ P random tokens, G sampled tokens each (T = 1, no top-k/top-p), EOS disabled, it
   fast         the fast path (fast.py): preallocated cache, CUDA graphs, sampling in the graph; capture as setup_s
   fast-compile the same with engine_kwargs fast_compile=true (inductor-fused layers); compile + capture as setup_s
   fast-eager   the fast path without CUDA graphs (enforce_eager), to show what the graphs buy
+  fast-torch   the fast path with fast_kernels=false (torch ops for attention, RoPE, SiLU·up and sampling), to
+               show what the Triton kernels buy
 and reports tokens/s (B·G / wall time of one generate call, prefill included), ms per decode step
 ((full call − a call generating 1 token) / (G − 1); hf-static: full call / G), peak GPU memory during the call,
 and the fraction of the memory-bandwidth floor: (weight bytes + mean KV bytes attended per step) / card bandwidth
@@ -30,6 +32,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 
@@ -47,9 +50,10 @@ SHAPES = {
     "qwen2.5-1.5b": dict(vocab_size=151936, hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
                          num_key_value_heads=2, intermediate_size=8960, tie_word_embeddings=True),
 }
-ORDER = [("qwen2.5-0.5b", "fast"), ("qwen2.5-0.5b", "hf-dynamic"), ("qwen2.5-1.5b", "fast"),
-         ("qwen2.5-1.5b", "hf-dynamic"), ("qwen2.5-0.5b", "fast-compile"), ("qwen2.5-0.5b", "hf-static"),
-         ("qwen2.5-0.5b", "fast-eager"), ("qwen2.5-1.5b", "fast-compile"), ("qwen2.5-1.5b", "hf-static")]
+ORDER = [("qwen2.5-0.5b", "fast"), ("qwen2.5-0.5b", "hf-dynamic"), ("qwen2.5-0.5b", "hf-static"),
+         ("qwen2.5-1.5b", "fast"), ("qwen2.5-1.5b", "hf-dynamic"), ("qwen2.5-1.5b", "hf-static"),
+         ("qwen2.5-0.5b", "fast-torch"), ("qwen2.5-0.5b", "fast-eager"), ("qwen2.5-1.5b", "fast-torch"),
+         ("qwen2.5-0.5b", "fast-compile"), ("qwen2.5-1.5b", "fast-compile")]
 
 
 def card_bandwidth(name: str):
@@ -77,6 +81,15 @@ def build_model(shape: str, layers):
 
 
 DEVICE = "cuda"
+
+
+def results_dir(smoke: bool) -> str:
+    """$OUT when set; else bench/results, except for smoke runs (--quick, CPU), which must not overwrite the
+    measured results there: they go to the temp directory."""
+    out = os.environ.get("OUT") or (tempfile.gettempdir() if smoke else
+                                    os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    os.makedirs(out, exist_ok=True)
+    return out
 
 
 def sync() -> None:
@@ -195,7 +208,8 @@ def measure(shape: str, method: str, model, args, bandwidth) -> dict:
         rec = run_hf(model, prompts, args, static=method == "hf-static")
         rec["peak_gib"] = peak_gib()
     else:
-        opts = {"fast-compile": dict(compile=True), "fast-eager": dict(enforce_eager=True)}.get(method, {})
+        opts = {"fast-compile": dict(compile=True), "fast-eager": dict(enforce_eager=True),
+                "fast-torch": dict(kernels=False)}.get(method, {})
         rec = run_fast(model, prompts, args, **opts)
     tokens = args.batch * args.gen
     rec["tokens_per_s"] = tokens / rec["wall_s"]
@@ -230,9 +244,7 @@ def main(argv=None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
     layers = args.layers
-    out_dir = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "rollout_gpu.json")
+    path = os.path.join(results_dir(args.quick or DEVICE != "cuda"), "rollout_gpu.json")
     torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN SDPA re-plans on every new shape (see strive/engines/hf.py)
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
     bandwidth = card_bandwidth(name)

@@ -5,7 +5,7 @@ EOS disabled) through the fast path once to capture its CUDA graphs, then
   1. replays the captured (model, sampler) graphs on their own, timed with CUDA events: ms per replay of each;
   2. profiles decode steps without graphs (enforce_eager, same kernels) with torch.profiler and prints the kernels
      ranked by GPU time per step, grouped by name.
-Writes $OUT/rollout_profile.json (or bench/results/) and prints both tables.
+Writes $OUT/rollout_profile.json (or bench/results/; smoke runs: the temp directory) and prints both tables.
 
     python bench/rollout_profile.py                 # ~1 min on one H100
     python bench/rollout_profile.py --quick --device cpu    # the script's logic, no GPU
@@ -90,9 +90,7 @@ def main(argv=None) -> int:
         if args.device == "cuda":
             result["graph_ms"] = graph_times(model, prompts, args)
         result["kernels"] = kernel_table(model, prompts, args, min(args.steps, args.gen))
-    out_dir = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "rollout_profile.json"), "w") as fh:
+    with open(os.path.join(rg.results_dir(args.quick or args.device != "cuda"), "rollout_profile.json"), "w") as fh:
         json.dump(result, fh, indent=1)
     print(f"{result['device']}  B={args.batch} P={args.prompt_len} {args.shape}")
     for key, ms in result.get("graph_ms", {}).items():
