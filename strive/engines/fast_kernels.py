@@ -3,10 +3,12 @@
 Why: a captured decode step is ~20 kernels per layer plus a sampler of ~8 passes over the (b, V) logits; on an
 H100 (bench/rollout_profile.py) the step is launch- and pass-bound, not bandwidth-bound. Each kernel here replaces
 a chain of small ones with the same arithmetic:
-- `sample_plain`: sampling at temperature T without top-k/top-p (the rollout default) in two passes over the
-  logits per row: an online max / sum of exp(z − max), then the count of vocabulary entries whose cumulative mass
-  stays below u × total, which is the inverse-CDF index `fast_sampling._inverse_cdf` finds with a cumsum and a
-  searchsorted (eight kernels and five fp32 (b, V) temporaries there).
+- `sample_plain`: sampling at temperature T without top-k/top-p (the rollout default): the inverse-CDF index that
+  `fast_sampling._inverse_cdf` finds with a cumsum and a searchsorted (eight kernels and five fp32 (b, V)
+  temporaries there) as the count of vocabulary entries whose cumulative mass stays below u × total. Pass 1 splits
+  each row's vocabulary into SAMPLE_CHUNKS chunks, one program each (an online max / sum of exp(z − max)); pass 2,
+  one program per row, merges them, finds the chunk where the cumulative mass crosses u × total and counts inside
+  it: the logits are read about 1 + 1/SAMPLE_CHUNKS times.
 - `rope_to_cache`: RoPE of q and k for one decode token per slot, k and v written into the KV cache at
   (slot, position), q written as the (b, KV heads, G, D) query block the attention call reads (seven kernels
   there: two cats, a multiply, an addcmul, two index_puts and a copy). It rounds x·cos to the model dtype before
@@ -29,43 +31,73 @@ import torch
 import triton
 import triton.language as tl
 
-SAMPLE_BLOCK = 4096
+SAMPLE_BLOCK = 2048
+SAMPLE_CHUNKS = 16
+"""The vocabulary of a row is cut into this many chunks, one program each, for the first pass (one program per row
+left most SMs idle at b = 256 and read the logits at a fraction of the bandwidth)."""
 
 
 @triton.jit
-def _sample_kernel(logits_ptr, stride, u_ptr, temp_ptr, token_ptr, logprob_ptr, V, BLOCK: tl.constexpr):
+def _sample_partials_kernel(logits_ptr, stride, temp_ptr, stat_ptr, V, chunk, CHUNKS: tl.constexpr,
+                            BLOCK: tl.constexpr):
     row = tl.program_id(0)
+    c = tl.program_id(1)
     base = logits_ptr + row.to(tl.int64) * stride
     inv_t = 1.0 / tl.load(temp_ptr)
     offs = tl.arange(0, BLOCK)
     m = tl.full((), float("-inf"), tl.float32)
     s = tl.zeros((), tl.float32)
-    for start in range(0, V, BLOCK):  # pass 1: max and Σ exp(z − max), online
-        z = tl.load(base + start + offs, mask=start + offs < V, other=float("-inf")).to(tl.float32) * inv_t
+    end = tl.minimum(c * chunk + chunk, V)
+    for start in range(c * chunk, end, BLOCK):  # this chunk's max and Σ exp(z − max), online
+        z = tl.load(base + start + offs, mask=start + offs < end, other=float("-inf")).to(tl.float32) * inv_t
         m_new = tl.maximum(m, tl.max(z, 0))
         s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
         m = m_new
-    target = tl.load(u_ptr + row) * s
-    acc = tl.zeros((), tl.float32)
+    tl.store(stat_ptr + (row * CHUNKS + c) * 2, m)  # an empty chunk: max −inf, sum 0
+    tl.store(stat_ptr + (row * CHUNKS + c) * 2 + 1, s)
+
+
+@triton.jit
+def _sample_pick_kernel(logits_ptr, stride, u_ptr, temp_ptr, stat_ptr, token_ptr, logprob_ptr, V, chunk,
+                        CHUNKS: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    base = logits_ptr + row.to(tl.int64) * stride
+    inv_t = 1.0 / tl.load(temp_ptr)
+    cs = tl.arange(0, CHUNKS)
+    m_c = tl.load(stat_ptr + (row * CHUNKS + cs) * 2)
+    m = tl.max(m_c, 0)
+    w = tl.load(stat_ptr + (row * CHUNKS + cs) * 2 + 1) * tl.exp(m_c - m)  # each chunk's mass, scaled by e^−m
+    total = tl.sum(w, 0)
+    target = tl.load(u_ptr + row) * total
+    cum = tl.cumsum(w, 0)
+    hit = tl.minimum(tl.sum((cum < target).to(tl.int32), 0), CHUNKS - 1)  # the chunk where the CDF crosses u
+    acc = tl.sum(tl.where(cs < hit, w, 0.0), 0)  # mass of the chunks before it
+    offs = tl.arange(0, BLOCK)
     below = tl.zeros((), tl.int32)
-    for start in range(0, V, BLOCK):  # pass 2: how many entries have cumulative mass < u · total
-        z = tl.load(base + start + offs, mask=start + offs < V, other=float("-inf")).to(tl.float32) * inv_t
+    end = tl.minimum(hit * chunk + chunk, V)
+    for start in range(hit * chunk, end, BLOCK):  # entries of that chunk whose cumulative mass stays below
+        keep = start + offs < end
+        z = tl.load(base + start + offs, mask=keep, other=float("-inf")).to(tl.float32) * inv_t
         p = tl.exp(z - m)
-        c = acc + tl.cumsum(p, 0)
-        below += tl.sum(((c < target) & (start + offs < V)).to(tl.int32), 0)
+        below += tl.sum(((acc + tl.cumsum(p, 0) < target) & keep).to(tl.int32), 0)
         acc += tl.sum(p, 0)
-    token = tl.minimum(below, V - 1)
+    token = tl.minimum(hit * chunk + below, V - 1)
     z_tok = tl.load(base + token).to(tl.float32) * inv_t
     tl.store(token_ptr + row, token.to(tl.int64))
-    tl.store(logprob_ptr + row, z_tok - (m + tl.log(s)))
+    tl.store(logprob_ptr + row, z_tok - (m + tl.log(total)))
 
 
 def sample_plain(logits: torch.Tensor, u: torch.Tensor, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens (b,) int64 and their log-probs (b,) under log_softmax(logits / T): logits (b, V), u (b,), T (1,)."""
     b, vocab = logits.shape
+    chunk = triton.cdiv(triton.cdiv(vocab, SAMPLE_CHUNKS), SAMPLE_BLOCK) * SAMPLE_BLOCK
+    stat = torch.empty(b, SAMPLE_CHUNKS, 2, dtype=torch.float32, device=logits.device)
     token = torch.empty(b, dtype=torch.long, device=logits.device)
     logprob = torch.empty(b, dtype=torch.float32, device=logits.device)
-    _sample_kernel[(b,)](logits, logits.stride(0), u, temperature, token, logprob, vocab, BLOCK=SAMPLE_BLOCK)
+    _sample_partials_kernel[(b, SAMPLE_CHUNKS)](logits, logits.stride(0), temperature, stat, vocab, chunk,
+                                                CHUNKS=SAMPLE_CHUNKS, BLOCK=SAMPLE_BLOCK)
+    _sample_pick_kernel[(b,)](logits, logits.stride(0), u, temperature, stat, token, logprob, vocab, chunk,
+                              CHUNKS=SAMPLE_CHUNKS, BLOCK=SAMPLE_BLOCK)
     return token, logprob
 
 
