@@ -162,13 +162,15 @@ def pack_linears(modules: tuple) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     return weight, bias
 
 
-def is_packed(modules: tuple, weight: torch.Tensor) -> bool:
-    """Whether the modules' weights are still the consecutive views of `weight` that pack_linears made."""
-    at, elt = weight.data_ptr(), weight.element_size()
+def is_packed(modules: tuple, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    """Whether the modules' weights (and biases) are still the consecutive views pack_linears made of them."""
+    w_at, b_at = weight.data_ptr(), None if bias is None else bias.data_ptr()
     for m in modules:
-        if m.weight.data_ptr() != at:
+        if m.weight.data_ptr() != w_at or (b_at is not None and m.bias.data_ptr() != b_at):
             return False
-        at += m.weight.numel() * elt
+        w_at += m.weight.numel() * weight.element_size()
+        if b_at is not None:
+            b_at += m.bias.numel() * bias.element_size()
     return True
 
 
@@ -203,8 +205,8 @@ class FastModel:
     def packed(self) -> bool:
         """Whether every layer's projections are views of this object's packed buffers."""
         return len(self._packed) == self.dims.layers and all(
-            is_packed(groups[j], self._packed[i][j][0]) for i in range(self.dims.layers)
-            for j, groups in ((0, self._groups(i)), (1, self._groups(i))))
+            is_packed(modules, *buffers) for i, layer in enumerate(self._packed)
+            for modules, buffers in zip(self._groups(i), layer))
 
     def pack(self) -> None:
         """Pack q/k/v and gate/up of every layer (pack_linears), one layer at a time (peak: one layer's copy)."""

@@ -242,6 +242,13 @@ def test_packed_projections_keep_one_copy_of_the_weights(model_dir):
     layer = model.model.layers[0]
     a, m = layer.self_attn, layer.mlp
     assert net.packed()
+    for param in (m.up_proj.weight, a.k_proj.bias):  # a parameter given other storage is noticed
+        if param is not None:
+            kept = param.data
+            param.data = kept.clone()
+            assert not net.packed()
+            param.data = kept
+    assert net.packed()
     storages = _storages(model)
     assert a.q_proj.weight.untyped_storage().data_ptr() == a.v_proj.weight.untyped_storage().data_ptr()
     assert m.gate_proj.weight.untyped_storage().data_ptr() == m.up_proj.weight.untyped_storage().data_ptr()
