@@ -224,8 +224,9 @@ def attention_splits(programs: int, span: int, device: torch.device) -> int:
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor, span: int,
                      scale: float, splits: int = 0) -> torch.Tensor:
-    """softmax(q·kᵀ·scale)·v over positions [0, pos[r]] of slot r: q (b, KVH, G, D) contiguous, caches (S, KVH, L, D)
-    with slot r = decode row r, pos (b,) < span ≤ L. Returns (b, KVH, G, D) in q's dtype. splits 0: chosen here."""
+    """softmax(q·kᵀ·scale)·v over positions [0, pos[r]] of slot r: q (b, KVH, G, D) contiguous, caches
+    (S, KVH, L, D) with slot r = decode row r, pos (b,) < span ≤ L. Returns (b, KVH, G, D) in q's dtype.
+    splits 0: chosen here."""
     b, kv_heads, groups, head_dim = q.shape
     assert q.is_contiguous() and k_cache.stride() == v_cache.stride() and k_cache.stride(3) == 1
     splits = splits or attention_splits(b * kv_heads, span, q.device)

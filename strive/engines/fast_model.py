@@ -10,10 +10,11 @@ lm_head, rope_theta and every static rope_scaling type (the cos/sin table comes 
 What it chose:
 - transformers' formulas, fewer kernels: RMSNorm is torch's fused rms_norm (fp32 inside; in bf16 one rounding where
   transformers has two: bit-equality with transformers in bf16 is out of reach anyway, its attention kernels
-  differ); q/k/v are one GEMM and gate/up one GEMM over packed weights (below); RoPE is x·cos + rotate_half(x)·sin in the model dtype, rotate_half(x)·sin computed as
-  swap_halves(x)·[-sin₁, sin₂] with one addcmul, q and k rotated together; the residual adds are folded into the
-  o_proj and down_proj GEMMs (beta = 1); logits in the model dtype. A decode layer is ~15 kernels in torch ops,
-  9 with fast_kernels (norm, qkv GEMM, RoPE + cache write, attention, o_proj, norm, gate|up GEMM, SiLU·up, down).
+  differ); q/k/v are one GEMM and gate/up one GEMM over packed weights (below); RoPE is x·cos + rotate_half(x)·sin
+  in the model dtype, rotate_half(x)·sin computed as swap_halves(x)·[-sin₁, sin₂] with one addcmul, q and k rotated
+  together; the residual adds are folded into the o_proj and down_proj GEMMs (beta = 1); logits in the model dtype.
+  A decode layer is ~15 kernels in torch ops, 9 with fast_kernels (norm, qkv GEMM, RoPE + cache write, attention,
+  o_proj, norm, gate|up GEMM, SiLU·up, down).
 - Packed projections (`pack`): each layer's q/k/v weights (and biases) are copied once into one (Σ out, in)
   buffer and the three parameters re-pointed at row ranges of it, likewise gate/up. The model keeps one copy of
   every weight (the parameters are views: update_weights' in-place copies land in the buffer, transformers'
