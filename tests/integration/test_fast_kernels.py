@@ -134,5 +134,5 @@ def test_silu_mul_matches_torch():
     out = silu_mul(gate_up)
     ref = torch.nn.functional.silu(gate_up[..., :1100]) * gate_up[..., 1100:]
     assert out.shape == (3, 4, 1100)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5) if dt == torch.float32 else \
-        torch.testing.assert_close(out, ref, atol=2**-6, rtol=2**-7)
+    tol = dict(atol=1e-5, rtol=1e-5) if dt == torch.float32 else dict(atol=2**-6, rtol=2**-7)
+    torch.testing.assert_close(out, ref, **tol)
