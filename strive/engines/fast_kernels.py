@@ -27,6 +27,8 @@ TRITON_INTERPRET=1).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -216,10 +218,14 @@ def _merge_splits_kernel(part_ptr, stat_ptr, out_ptr, KV_HEADS: tl.constexpr, G:
              mask=(g < G)[:, None])
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
 def attention_splits(programs: int, span: int, device: torch.device) -> int:
     """How many programs share one (slot, KV head): enough for two per SM, at most one per block of the span."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    return max(1, min(-(-2 * sms // programs), -(-span // ATTN_BLOCK)))
+    return max(1, min(triton.cdiv(2 * _sm_count(device), programs), triton.cdiv(span, ATTN_BLOCK)))
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor, span: int,
@@ -230,8 +236,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     b, kv_heads, groups, head_dim = q.shape
     assert q.is_contiguous() and k_cache.stride() == v_cache.stride() and k_cache.stride(3) == 1
     splits = splits or attention_splits(b * kv_heads, span, q.device)
-    per_split = -(-span // splits)
-    chunk = -(-per_split // ATTN_BLOCK) * ATTN_BLOCK  # positions per split, a multiple of the block
+    chunk = triton.cdiv(triton.cdiv(span, splits), ATTN_BLOCK) * ATTN_BLOCK  # positions per split, whole blocks
     out = torch.empty_like(q)
     gp = max(16, triton.next_power_of_2(groups))  # tl.dot wants at least 16 rows
     part = stat = out
