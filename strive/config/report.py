@@ -54,6 +54,11 @@ def sizes_table(sizes: Sizes, cfg: StriveConfig) -> str:
         f"  samples per step: {sizes.samples_per_step} = data.train_batch_size {cfg.data.train_batch_size} × "
         f"rollout.n {cfg.actor_rollout_ref.rollout.n} ({sizes.samples_per_rank} per rank)",
     ]
+    fg = cfg.algorithm.filter_groups
+    if fg.enable:
+        limit = fg.max_num_gen_batches or "no limit"
+        lines.append(f"  dynamic sampling: rounds of data.gen_batch_size {cfg.data.gen_batch_size} prompts × rollout.n "
+                     f"until {cfg.data.train_batch_size} prompts have differing {fg.metric} ({limit} rounds at most)")
     header = ["role", "mini-batches/step", "seqs/mini-batch/rank", "micro-batch/rank", "grad-accum steps",
               "optimizer steps/step"]
     rows = [_train_row("actor", sizes.actor)]

@@ -16,6 +16,7 @@ from strive.engines.base import ENGINES
 ADV_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_TYPES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
+FILTER_METRICS = ("acc", "score", "seq_reward", "seq_final_reward")
 LOGGERS = ("console", "file", "tensorboard", "wandb", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
 
 
@@ -153,6 +154,7 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
            "use rule rewards or custom_reward_function.path")
     _check(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank > 0: LoRA is not implemented")
     _check(not algo.use_pf_ppo, "algorithm.use_pf_ppo=True: PF-PPO resampling is not implemented; set it to False")
+    _validate_filter_groups(cfg)
     if cfg.actor_rollout_ref.model.use_liger:
         notes.append("actor_rollout_ref.model.use_liger=True has no effect: strive's chunked log-prob head is used")
     unknown = [name for name in cfg.trainer.logger if name not in LOGGERS]
@@ -171,6 +173,26 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
         notes.append(f"adv_estimator={algo.adv_estimator} with rollout.n=1: every group has one sample")
     if algo.use_kl_in_reward and actor.use_kl_loss:
         notes.append("both algorithm.use_kl_in_reward and actor.use_kl_loss are on: KL is penalised twice")
+
+
+def _validate_filter_groups(cfg: StriveConfig) -> None:
+    algo, data, n = cfg.algorithm, cfg.data, cfg.actor_rollout_ref.rollout.n
+    fg = algo.filter_groups
+    if not fg.enable:
+        _check(data.gen_batch_size == data.train_batch_size,
+               f"data.gen_batch_size={data.gen_batch_size} differs from data.train_batch_size={data.train_batch_size}:"
+               " that only means something with algorithm.filter_groups.enable=True")
+        return
+    _check(fg.metric in FILTER_METRICS,
+           f"algorithm.filter_groups.metric={fg.metric} is not one of {', '.join(FILTER_METRICS)}")
+    _check(n > 1, f"algorithm.filter_groups.enable=True needs actor_rollout_ref.rollout.n > 1 (it is {n}): "
+           "a group of one response never has differing rewards")
+    _check(algo.adv_estimator != "remax", "algorithm.filter_groups does not combine with adv_estimator=remax")
+    _check(fg.metric != "seq_final_reward" or not algo.use_kl_in_reward,
+           "algorithm.filter_groups.metric=seq_final_reward with use_kl_in_reward=True: groups are filtered before "
+           "the KL penalty exists; use seq_reward")
+    _check(fg.max_num_gen_batches >= 0, f"algorithm.filter_groups.max_num_gen_batches={fg.max_num_gen_batches} "
+           "must be ≥ 0 (0: no limit)")
 
 
 def needs_reference(cfg: StriveConfig) -> bool:

@@ -94,7 +94,8 @@ class DataConfig:
     apply_chat_template_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for apply_chat_template."""
     gen_batch_size: Optional[int] = None
-    """Batch size of the training dataloader; null means train_batch_size."""
+    """Prompts generated per round under algorithm.filter_groups; null means train_batch_size (it must equal
+    train_batch_size otherwise)."""
 
 
 @dataclass
@@ -298,6 +299,18 @@ class PfPpo:
 
 
 @dataclass
+class FilterGroups:
+    enable: bool = False
+    """Dynamic sampling (DAPO): train only on prompts whose n responses got different rewards, generating
+    data.gen_batch_size prompts at a time until data.train_batch_size such prompts are collected."""
+    metric: str = "acc"
+    """Per-response value compared within a group: acc or score (the reward function's dict entry of that name,
+    else its summed score), seq_reward or seq_final_reward (the summed token rewards)."""
+    max_num_gen_batches: int = 0
+    """Give up with an error after this many generation rounds in one step (0: no limit)."""
+
+
+@dataclass
 class RolloutCorrection:
     rollout_is: Optional[str] = None
     """Importance-sampling correction level between rollout and trainer log-probs (token/sequence)."""
@@ -335,6 +348,8 @@ class AlgorithmConfig:
     """Preference-feedback PPO resampling (not implemented)."""
     pf_ppo: PfPpo = field(default_factory=PfPpo)
     """PF-PPO settings."""
+    filter_groups: FilterGroups = field(default_factory=FilterGroups)
+    """Dynamic sampling: drop groups whose rewards are all equal (they carry no GRPO gradient)."""
     rollout_correction: RolloutCorrection = field(default_factory=RolloutCorrection)
     """Off-policy corrections between rollout and trainer."""
 

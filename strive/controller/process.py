@@ -93,6 +93,10 @@ class WorkerProcess:
         return self.rollout.generate(prompts, params, release_after)
 
     @trims_heap
+    def release_rollout(self) -> None:
+        self.rollout.release()
+
+    @trims_heap
     def compute_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.actor.compute_log_probs(batch)
 

@@ -33,6 +33,13 @@ class Meta:
         return Meta(pick(self.data_sources), pick(self.ground_truths), pick(self.extra_infos), pick(self.uids),
                     {k: pick(v) for k, v in self.extras.items()})
 
+    @staticmethod
+    def cat(metas: list["Meta"]) -> "Meta":
+        join = lambda name: [x for m in metas for x in getattr(m, name)]  # noqa: E731
+        keys = set.intersection(*(set(m.extras) for m in metas)) if metas else set()
+        return Meta(join("data_sources"), join("ground_truths"), join("extra_infos"), join("uids"),
+                    {k: [x for m in metas for x in m.extras[k]] for k in keys})
+
 
 def split_list(items: list, parts: int) -> list[list]:
     sizes = [len(items) // parts + (1 if i < len(items) % parts else 0) for i in range(parts)]
@@ -61,6 +68,32 @@ def score(reward_fn, batch: Batch, meta: Meta) -> tuple[Batch, dict[str, list[An
                              meta.extra_infos, prompts=batch.prompts,
                              prompt_mask=batch.attention_mask[:, : batch.prompts.shape[1]])
     return batch.with_fields(token_level_scores=result.token_scores), result.extra
+
+
+def filter_values(batch: Batch, extra: dict[str, list[Any]], metric: str) -> torch.Tensor:
+    """(B,) the value algorithm.filter_groups compares: a named entry of the reward function's dict result,
+    else the response's summed score."""
+    if metric in ("acc", "score") and metric in extra:
+        return torch.tensor([float(v) for v in extra[metric]], dtype=torch.float64)
+    return batch.token_level_scores.sum(-1).double()
+
+
+def informative_groups(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Group ids, in order of first appearance, whose responses do not all share one value (values (B,),
+    group_ids (B,)); a group whose values are all equal has zero advantage under GRPO and RLOO."""
+    groups = torch.unique_consecutive(group_ids)  # (G,) prompt-major order
+    keep = [g for g in groups.tolist() if values[group_ids == g].unique().numel() > 1]
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def take_groups(batch: Batch, meta: Meta, groups: torch.Tensor, first_id: int) -> tuple[Batch, Meta]:
+    """The rows of `groups` (in that order), their group ids renumbered first_id, first_id + 1, ..."""
+    rows = [i for g in groups.tolist() for i in (batch.group_ids == g).nonzero().flatten().tolist()]
+    renumber = {g: first_id + k for k, g in enumerate(groups.tolist())}
+    ids = torch.tensor([renumber[int(batch.group_ids[i])] for i in rows], dtype=torch.long)
+    picked = meta.select(rows)
+    picked.uids = ids.tolist()
+    return batch.select(rows).with_fields(group_ids=ids), picked
 
 
 def balance(batch: Batch, meta: Meta, parts: int) -> tuple[Batch, Meta, dict[str, float]]:
@@ -114,9 +147,10 @@ def masked_mean(x: Optional[torch.Tensor], mask: torch.Tensor) -> float:
     return ((x * mask).sum() / mask.sum().clamp(min=1)).item()
 
 
-def step_params(params: SamplingParams, seed: int, step: int) -> SamplingParams:
-    """Sampling seeded by (data seed, step): a resumed run samples exactly what an uninterrupted one did."""
-    return replace(params, seed=seed * 100_003 + step)
+def step_params(params: SamplingParams, seed: int, step: int, round_: int = 0) -> SamplingParams:
+    """Sampling seeded by (data seed, step, generation round): a resumed run samples exactly what an
+    uninterrupted one did."""
+    return replace(params, seed=seed * 100_003 + step + round_ * 7_919_993)
 
 
 def dump_generations(directory: str, step: int, tokenizer, batch: Batch, meta: Meta, scores: torch.Tensor) -> None:

@@ -13,9 +13,11 @@ Run: python -m strive.trainer.main_ppo [key=value ...]
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Optional
 
+from strive.batch import Batch
 from strive.config import needs_critic, needs_reference
 from strive.trainer import checkpoint as ckpt
 from strive.trainer import phases
@@ -64,15 +66,10 @@ class PPOTrainer:
 
     def train_step(self, rows: list[dict]) -> dict[str, float]:
         cfg, rt, t = self.cfg, self.rt, {}
-        algo, seed = cfg.algorithm, rt.sampler.seed
+        algo = cfg.algorithm
         metrics: dict[str, float] = {}
         with timer("step", t):
-            with timer("gen", t):
-                baselines = self.remax_baselines(rows, seed) if algo.adv_estimator == "remax" else None
-                params = phases.step_params(sampling_params(cfg.actor_rollout_ref, False, None), seed, self.step)
-                batch, meta = phases.generate(rt.group, rows, params, release_after=True)
-            with timer("reward", t):
-                batch, _ = phases.score(rt.reward_fn, batch, meta)
+            batch, meta, baselines = self.rollout(rows, t, metrics)
             if cfg.trainer.balance_batch:
                 batch, meta, balance = phases.balance(batch, meta, rt.group.world_size)
                 metrics.update(balance)
@@ -110,6 +107,45 @@ class PPOTrainer:
             phases.dump_generations(cfg.trainer.rollout_data_dir, self.step, rt.tokenizer, batch, meta,
                                     batch.token_level_scores.sum(-1))
         return metrics
+
+    def rollout(self, rows: list[dict], t: dict[str, float], metrics: dict[str, float]):
+        """Generate and score. Under algorithm.filter_groups (DAPO's dynamic sampling) keep only the prompts
+        whose responses scored differently, generating further rounds of data.gen_batch_size prompts until
+        data.train_batch_size are kept; the first ones kept are trained on."""
+        cfg, rt = self.cfg, self.rt
+        fg, want = cfg.algorithm.filter_groups, cfg.data.train_batch_size
+        batches, metas, kept, generated, score_sum = [], [], 0, 0, 0.0
+        for round_ in itertools.count():
+            with timer("gen", t):
+                remax = cfg.algorithm.adv_estimator == "remax"
+                baselines = self.remax_baselines(rows, rt.sampler.seed) if remax else None
+                params = sampling_params(cfg.actor_rollout_ref, False, None)
+                params = phases.step_params(params, rt.sampler.seed, self.step, round_)
+                batch, meta = phases.generate(rt.group, rows, params, release_after=not fg.enable)
+            with timer("reward", t):
+                batch, extra = phases.score(rt.reward_fn, batch, meta)
+            if not fg.enable:
+                return batch, meta, baselines
+            score_sum += float(batch.token_level_scores.sum())
+            values = phases.filter_values(batch, extra, fg.metric)
+            groups = phases.informative_groups(values, batch.group_ids)[: want - kept]
+            batch, meta = phases.take_groups(batch, meta, groups, first_id=kept)
+            batches.append(batch)
+            metas.append(meta)
+            kept, generated = kept + len(groups), generated + len(values)
+            if kept == want:
+                break
+            if fg.max_num_gen_batches and round_ + 1 >= fg.max_num_gen_batches:
+                raise RuntimeError(
+                    f"step {self.step}: only {kept} of data.train_batch_size={want} prompts had responses with "
+                    f"differing {fg.metric} after algorithm.filter_groups.max_num_gen_batches="
+                    f"{fg.max_num_gen_batches} rounds; raise it (0: no limit) or use easier data")
+            print(f"[strive] step {self.step}: dynamic sampling kept {kept}/{want} prompts after round {round_ + 1}")
+            rows = [rt.train_data[i] for i in rt.sampler.next_batch()]
+        rt.group.call_all("release_rollout")
+        metrics.update({"train/num_gen_batches": round_ + 1, "train/generated_score_mean": score_sum / generated,
+                        "train/kept_prompt_frac": want * params.n / generated})
+        return Batch.cat(batches), phases.Meta.cat(metas), None
 
     def remax_baselines(self, rows: list[dict], seed: int):
         """ReMax: the summed reward of one greedy response per prompt is that prompt's baseline."""

@@ -72,10 +72,15 @@ class RolloutWorker:
         # parallelism) collect their group's prompts on one rank
         completions = self.engine.generate(prompts, params)
         batch = to_batch(prompts, completions, params.n, rollout.prompt_length, rollout.response_length, self.pad_id)
-        if release_after and rollout.free_cache_engine:
+        if release_after:
+            self.release()
+        return batch
+
+    def release(self) -> None:
+        """Free the engine's weights and KV cache until the next weight sync (rollout.free_cache_engine)."""
+        if self.cfg.rollout.free_cache_engine and not self.released:
             self.engine.release(("weights", "kv_cache"))
             self.released = True
-        return batch
 
     def sync_from(self, buckets) -> dict[str, float]:
         """Push full weights (an iterator of buckets of (name, tensor)) into the engine; timed."""

@@ -1,5 +1,8 @@
 """Other configurations users run, each for a couple of real steps on CPU: in-reward KL with the adaptive
-controller, a critic in its own worker group, token-budget micro-batches and packed forwards; ReMax and RLOO."""
+controller, a critic in its own worker group, token-budget micro-batches and packed forwards; ReMax and RLOO;
+dynamic sampling (algorithm.filter_groups)."""
+
+import json
 
 import pytest
 
@@ -58,3 +61,49 @@ def test_critic_free_estimators(tiny_model_dir, data_dir, tmp_path, estimator):
     rows = read_metrics(ckpt / "logs")
     assert "critic/vf_loss" not in rows[1]
     assert rows[1]["critic/advantages/max"] > rows[1]["critic/advantages/min"]  # non-trivial advantages
+
+
+# Half the prompts (by their answer) score every response alike, so they carry no GRPO signal; the others
+# score a response by the parity of its characters.
+HALF_UNINFORMATIVE_REWARD = '''
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    if sum(map(ord, str(ground_truth))) % 2:
+        return {"score": 0.5, "acc": 0.0}
+    acc = float(sum(map(ord, solution_str)) % 2)
+    return {"score": acc, "acc": acc}
+'''
+
+
+def test_dynamic_sampling_trains_only_on_groups_with_a_signal(tiny_model_dir, data_dir, tmp_path):
+    ckpt, dump = tmp_path / "ckpt", tmp_path / "rollouts"
+    reward = tmp_path / "half_reward.py"
+    reward.write_text(HALF_UNINFORMATIVE_REWARD)
+    overrides = base(tiny_model_dir, data_dir, ckpt, reward, steps=2) + [
+        "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4", "data.gen_batch_size=3",
+        "algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=acc",
+        f"trainer.rollout_data_dir={dump}", "trainer.n_gpus_per_node=2"]
+    result = run_training(overrides, cwd=tmp_path)
+    assert "dynamic sampling: rounds of data.gen_batch_size 3 prompts" in result.stdout
+    rows = read_metrics(ckpt / "logs")
+    rounds = [rows[s]["train/num_gen_batches"] for s in (1, 2)]
+    assert min(rounds) >= 2  # 3 prompts a round, about half of them without a signal: 4 need two rounds or more
+    for step in (1, 2):
+        groups: dict[str, list[float]] = {}
+        for line in (dump / f"{step}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            groups.setdefault(row["input"], []).append(row["score"])
+        assert len(groups) == 4 and all(len(s) == 4 and len(set(s)) > 1 for s in groups.values())
+        assert rows[step]["train/kept_prompt_frac"] == pytest.approx(4 / (3 * rounds[step - 1]))
+        assert rows[step]["critic/advantages/max"] > 0 > rows[step]["critic/advantages/min"]
+
+
+def test_dynamic_sampling_stops_with_the_keys_to_change(tiny_model_dir, data_dir, tmp_path):
+    reward = tmp_path / "flat_reward.py"
+    reward.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n    return 1.0\n")
+    overrides = base(tiny_model_dir, data_dir, tmp_path / "ckpt", reward, steps=1) + [
+        "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=2", "algorithm.filter_groups.enable=True",
+        "algorithm.filter_groups.max_num_gen_batches=2", "trainer.n_gpus_per_node=1"]
+    with pytest.raises(AssertionError) as err:
+        run_training(overrides, cwd=tmp_path)
+    assert "only 0 of data.train_batch_size=4 prompts" in str(err.value)
+    assert "algorithm.filter_groups.max_num_gen_batches=2 rounds" in str(err.value)

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from strive.config import ConfigError, StriveConfig, explain, load_config, parse_value, prepare, to_dict
-from strive.config.report import undocumented_fields
+from strive.config.report import sizes_table, undocumented_fields
 
 # The two command lines of the seed page (verl's SGLang backend doc), as users type them (module name aside).
 SEED_SINGLE_NODE = """
@@ -157,6 +157,7 @@ def test_unknown_key_suggests_closest():
 
 def test_plus_adds_keys_and_ray_init_passthrough():
     run = prepare(["+ray_kwargs.ray_init.address=auto", "+trainer.my_flag=3", "+data.gen_batch_size=16",
+                   "data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
                    "+custom_reward_function.reward_kwargs.bonus=0.5"])
     cfg = run.config
     assert cfg.extras["ray_kwargs.ray_init.address"] == "auto"
@@ -245,3 +246,20 @@ def test_pf_ppo_is_refused_and_liger_noted():
         prepare(["algorithm.use_pf_ppo=True"])
     run = prepare(["actor_rollout_ref.model.use_liger=True"])
     assert any("use_liger=True has no effect" in n for n in run.notes)
+
+
+def test_filter_groups_keys_are_checked_and_reported():
+    grpo = ["algorithm.adv_estimator=grpo", "data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8"]
+    with pytest.raises(ConfigError, match="data.gen_batch_size=24 differs from data.train_batch_size=8"):
+        prepare(grpo + ["data.gen_batch_size=24"])
+    on = grpo + ["algorithm.filter_groups.enable=True", "data.gen_batch_size=24"]
+    with pytest.raises(ConfigError, match="rollout.n > 1"):
+        prepare(on)
+    with pytest.raises(ConfigError, match="algorithm.filter_groups.metric=accuracy is not one of"):
+        prepare(on + ["actor_rollout_ref.rollout.n=4", "algorithm.filter_groups.metric=accuracy"])
+    with pytest.raises(ConfigError, match="max_num_gen_batches=-1"):
+        prepare(on + ["actor_rollout_ref.rollout.n=4", "algorithm.filter_groups.max_num_gen_batches=-1"])
+    run = prepare(on + ["actor_rollout_ref.rollout.n=4", "algorithm.filter_groups.max_num_gen_batches=5"])
+    assert run.config.algorithm.filter_groups.metric == "acc"
+    assert "rounds of data.gen_batch_size 24 prompts × rollout.n until 8 prompts have differing acc (5 rounds" \
+        in sizes_table(run.sizes, run.config)
