@@ -58,8 +58,8 @@ def summarize(steps: dict[int, dict], step0: dict[int, dict] | None) -> dict:
 def markdown(summary: dict) -> str:
     lines = ["| step | strict val score (200 test questions, greedy) |", "| --- | --- |"]
     lines += [f"| {s} | {v:.3f} |" for s, v in summary["validation_strict_score"].items()]
-    lines += ["", "| step | train reward (all sampled responses) | generation rounds | mean response tokens (trained) | "
-              "truncated | entropy | step time (s) | worker RSS at step end (GB) |",
+    lines += ["", "| step | train reward (all sampled responses) | generation rounds | "
+              "mean response tokens (trained) | truncated | entropy | step time (s) | worker RSS at step end (GB) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {s} | {r:.3f} | {summary['generation_rounds'][s]} | {summary['response_length'][s]:.0f} | "
               f"{summary['truncated_fraction'][s]:.2f} | "

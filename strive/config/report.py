@@ -57,8 +57,8 @@ def sizes_table(sizes: Sizes, cfg: StriveConfig) -> str:
     fg = cfg.algorithm.filter_groups
     if fg.enable:
         limit = f"at most {fg.max_num_gen_batches} rounds" if fg.max_num_gen_batches else "no limit on rounds"
-        lines.append(f"  dynamic sampling: rounds of data.gen_batch_size {cfg.data.gen_batch_size} prompts × rollout.n "
-                     f"until {cfg.data.train_batch_size} prompts have differing {fg.metric} ({limit})")
+        lines.append(f"  dynamic sampling: rounds of data.gen_batch_size {cfg.data.gen_batch_size} prompts × "
+                     f"rollout.n until {cfg.data.train_batch_size} prompts have differing {fg.metric} ({limit})")
     header = ["role", "mini-batches/step", "seqs/mini-batch/rank", "micro-batch/rank", "grad-accum steps",
               "optimizer steps/step"]
     rows = [_train_row("actor", sizes.actor)]

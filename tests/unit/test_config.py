@@ -261,5 +261,5 @@ def test_filter_groups_keys_are_checked_and_reported():
         prepare(on + ["actor_rollout_ref.rollout.n=4", "algorithm.filter_groups.max_num_gen_batches=-1"])
     run = prepare(on + ["actor_rollout_ref.rollout.n=4", "algorithm.filter_groups.max_num_gen_batches=5"])
     assert run.config.algorithm.filter_groups.metric == "acc"
-    assert "rounds of data.gen_batch_size 24 prompts × rollout.n until 8 prompts have differing acc (at most 5 rounds)" \
-        in sizes_table(run.sizes, run.config)
+    table = sizes_table(run.sizes, run.config)
+    assert "rounds of data.gen_batch_size 24 prompts × rollout.n until 8 prompts have differing acc (at most 5 " in table
