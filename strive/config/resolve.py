@@ -155,6 +155,10 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
     _check(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank > 0: LoRA is not implemented")
     _check(not algo.use_pf_ppo, "algorithm.use_pf_ppo=True: PF-PPO resampling is not implemented; set it to False")
     _validate_filter_groups(cfg)
+    rc = algo.rollout_correction
+    _check(rc.rollout_is is None and rc.rollout_rs is None and not rc.bypass_mode,
+           "algorithm.rollout_correction (rollout_is, rollout_rs, bypass_mode) is not implemented: the old log-probs "
+           "are always recomputed by the actor; leave those keys at null/False")
     if cfg.actor_rollout_ref.model.use_liger:
         notes.append("actor_rollout_ref.model.use_liger=True has no effect: strive's chunked log-prob head is used")
     unknown = [name for name in cfg.trainer.logger if name not in LOGGERS]

@@ -263,3 +263,9 @@ def test_filter_groups_keys_are_checked_and_reported():
     assert run.config.algorithm.filter_groups.metric == "acc"
     table = sizes_table(run.sizes, run.config)
     assert "rounds of data.gen_batch_size 24 prompts × rollout.n until 8 prompts have differing acc (at most 5 " in table
+
+
+def test_unimplemented_rollout_correction_is_refused_not_ignored():
+    for key in ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.bypass_mode=True"):
+        with pytest.raises(ConfigError, match="algorithm.rollout_correction .* is not implemented"):
+            prepare(["data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=16", key])
