@@ -65,6 +65,8 @@ class Console:
         vkey = val_key(metrics)
         fields = [
             ("reward", metrics.get("critic/score/mean"), "{:.3f}"),
+            ("all sampled", metrics.get("train/generated_score_mean"), "{:.3f}"),  # under dynamic sampling
+            ("rounds", metrics.get("train/num_gen_batches"), "{:.0f}"),
             ("val", metrics.get(vkey) if vkey else None, "{:.3f}"),
             ("resp_len", metrics.get("response_length/mean"), "{:.1f}"),
             ("step", metrics.get("timing_s/step"), "{:.1f}s"),

@@ -20,7 +20,8 @@ from strive.tracking.records import by_step, jsonl_path, read_jsonl, val_key
 
 # (panel title, key patterns): a panel plots the matches of its first pattern that matches any key.
 PANELS = [
-    ("reward (critic/score/mean)", ["critic/score/mean"]),
+    # under dynamic sampling critic/score/mean covers only the kept (mixed) groups
+    ("reward (all sampled responses)", ["train/generated_score_mean", "critic/score/mean"]),
     ("validation", ["val-core/*"]),
     ("response length (mean)", ["response_length/mean"]),
     ("entropy", ["actor/entropy"]),

@@ -88,6 +88,8 @@ def test_console_progress_line_and_eta(capsys):
         "[step 3/20 | 15%] reward 0.500 | val 0.450 | step 45.0s | eta 12m45s",  # 17 x 45 s
         f"  validation: {VAL} 0.4500",
     ]
+    tracker.log({"critic/score/mean": 0.5, "train/generated_score_mean": 0.0625, "train/num_gen_batches": 3}, step=4)
+    assert capsys.readouterr().out.startswith("[step 4/20 | 20%] reward 0.500 | all sampled 0.062 | rounds 3 |")
 
 
 def test_console_without_total_steps_and_verbose(capsys):
@@ -172,10 +174,13 @@ def test_plot_cli_defaults_beside_the_metrics(tmp_path, capsys):
 def test_panels_pick_what_is_present():
     keys = {"critic/score/mean", "actor/ppo_kl", "actor/kl_loss", VAL, "val-core/b/reward/mean@1", "timing_s/gen"}
     assert _panels(keys, None) == [
-        ("reward (critic/score/mean)", ["critic/score/mean"]),
+        ("reward (all sampled responses)", ["critic/score/mean"]),
         ("validation", ["val-core/b/reward/mean@1", VAL]),
         ("KL", ["actor/kl_loss"]),  # kl_loss preferred over ppo_kl
     ]
+    # under dynamic sampling the reward panel shows every sampled response, not only the kept groups
+    assert _panels(keys | {"train/generated_score_mean"}, None)[0] == (
+        "reward (all sampled responses)", ["train/generated_score_mean"])
     assert _panels({"actor/ppo_kl"}, None) == [("KL", ["actor/ppo_kl"])]
     assert _panels(keys, ["timing_s/*", "missing"]) == [("timing_s/*", ["timing_s/gen"])]
 
