@@ -63,11 +63,11 @@ def test_critic_free_estimators(tiny_model_dir, data_dir, tmp_path, estimator):
     assert rows[1]["critic/advantages/max"] > rows[1]["critic/advantages/min"]  # non-trivial advantages
 
 
-# Half the prompts (by their answer) score every response alike, so they carry no GRPO signal; the others
-# score a response by the parity of its characters.
+# The odd-numbered prompts score every response alike, so they carry no GRPO signal; the others score a
+# response by the parity of its characters. (tests/gpu reuses it.)
 HALF_UNINFORMATIVE_REWARD = '''
 def compute_score(data_source, solution_str, ground_truth, extra_info=None):
-    if sum(map(ord, str(ground_truth))) % 2:
+    if extra_info["index"] % 2:
         return {"score": 0.5, "acc": 0.0}
     acc = float(sum(map(ord, solution_str)) % 2)
     return {"score": acc, "acc": acc}

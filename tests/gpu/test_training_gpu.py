@@ -63,3 +63,22 @@ def test_grpo_learns_synthetic_reward(qwen05_small_vocab_dir, token_data_small_v
     rewards = [rows[s]["critic/score/mean"] for s in range(1, steps + 1)]
     print("token-set reward by step:", [round(r, 3) for r in rewards])
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.02, rewards
+
+
+def test_dynamic_sampling_on_the_fast_path(qwen05_dir, token_data, tmp_path):
+    """Several generation rounds a step: the engine stays loaded between them and is released after the last;
+    the next step's rollout still matches the actor (weights synced)."""
+    from tests.e2e.test_variants_cpu import HALF_UNINFORMATIVE_REWARD
+
+    reward = tmp_path / "half_reward.py"
+    reward.write_text(HALF_UNINFORMATIVE_REWARD)
+    ckpt = tmp_path / "ckpt"
+    cmd = gpu_command(qwen05_dir, token_data, ckpt, 1, steps=3) + [
+        "algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=False", "actor_rollout_ref.rollout.n=4",
+        "algorithm.filter_groups.enable=True", "data.gen_batch_size=24", f"custom_reward_function.path={reward}",
+        "trainer.save_freq=-1", "trainer.test_freq=-1"]
+    run_training(cmd, cwd=tmp_path, timeout=900)
+    rows = read_metrics(ckpt / "logs")
+    for step in (1, 2, 3):
+        assert rows[step]["train/num_gen_batches"] >= 2  # 24 prompts a round, half without a signal: 32 need 3
+        assert rows[step]["training/rollout_logprob_diff_mean"] < 0.05, rows[step]
