@@ -31,7 +31,7 @@ for attempt in $(seq 1 20); do
     actor_rollout_ref.actor.optim.lr=5e-6 actor_rollout_ref.actor.ppo_mini_batch_size=4 \
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
     actor_rollout_ref.model.enable_gradient_checkpointing=False actor_rollout_ref.actor.use_kl_loss=False \
-    actor_rollout_ref.rollout.max_num_seqs=64 actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
+    actor_rollout_ref.rollout.max_num_seqs=128 actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
     trainer.device=cpu trainer.n_gpus_per_node=1 trainer.nnodes=1 \
     trainer.total_training_steps=60 trainer.test_freq=3 trainer.save_freq=1 trainer.val_before_train=$VAL_FIRST \
     trainer.max_actor_ckpt_to_keep=2 trainer.resume_mode=auto \
