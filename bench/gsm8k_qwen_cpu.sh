@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GRPO on the real GSM8K with Qwen2.5-Coder-0.5B-Instruct on this CPU, strict "####" scoring, greedy validation
 # on a fixed 200-question subset of the test split every 3 steps. Dynamic sampling (algorithm.filter_groups):
-# each round samples 16 prompts × 8 responses and keeps the prompts whose responses scored differently, until 4
-# are kept; only those are trained on (the others have zero GRPO advantage and would only cost update time).
+# each round samples 16 prompts × 8 responses and keeps the prompts whose responses scored differently; a step
+# trains on the first one kept (the others have zero GRPO advantage and would only cost update time). At the
+# start fewer than 1 response in 500 is right in the strict format, so a step waits for its first signal.
 # Takes hours: it checkpoints every step and restarts the trainer after an interruption (resume_mode=auto).
 #
 #   GSM8K_DIR=../shared/data/gsm8k bash bench/gsm8k_qwen_cpu.sh        # then: python bench/gsm8k_qwen_cpu_report.py
@@ -24,11 +25,11 @@ for attempt in $(seq 1 20); do
   [ -f "$RUN_DIR/ckpt/latest_checkpointed_iteration.txt" ] && VAL_FIRST=False
   python3 -m strive.trainer.main_ppo \
     data.train_files="$DATA/train.parquet" data.val_files="$DATA/test.parquet" data.val_max_samples=200 \
-    data.train_batch_size=4 data.gen_batch_size=16 algorithm.filter_groups.enable=True \
+    data.train_batch_size=1 data.gen_batch_size=16 algorithm.filter_groups.enable=True \
     data.max_prompt_length=256 data.filter_overlong_prompts=True data.max_response_length=300 \
     actor_rollout_ref.model.path=qwen2.5-coder-0.5b-instruct actor_rollout_ref.rollout.name=${ENGINE:-hf} \
     algorithm.adv_estimator=grpo actor_rollout_ref.rollout.n=8 \
-    actor_rollout_ref.actor.optim.lr=5e-6 actor_rollout_ref.actor.ppo_mini_batch_size=4 \
+    actor_rollout_ref.actor.optim.lr=5e-6 actor_rollout_ref.actor.ppo_mini_batch_size=1 \
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
     actor_rollout_ref.model.enable_gradient_checkpointing=False actor_rollout_ref.actor.use_kl_loss=False \
     actor_rollout_ref.rollout.max_num_seqs=128 actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
