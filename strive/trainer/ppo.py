@@ -140,7 +140,8 @@ class PPOTrainer:
                     f"step {self.step}: only {kept} of data.train_batch_size={want} prompts had responses with "
                     f"differing {fg.metric} after algorithm.filter_groups.max_num_gen_batches="
                     f"{fg.max_num_gen_batches} rounds; raise it (0: no limit) or use easier data")
-            print(f"[strive] step {self.step}: dynamic sampling kept {kept}/{want} prompts after round {round_ + 1}")
+            print(f"[strive] step {self.step}: dynamic sampling kept {kept}/{want} prompts after round {round_ + 1} "
+                  f"({generated} responses, {t['gen']:.0f} s generating)", flush=True)
             rows = [rt.train_data[i] for i in rt.sampler.next_batch()]
         rt.group.call_all("release_rollout")
         metrics.update({"train/num_gen_batches": round_ + 1, "train/generated_score_mean": score_sum / generated,
