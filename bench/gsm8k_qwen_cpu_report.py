@@ -43,7 +43,7 @@ def summarize(steps: dict[int, dict], step0: dict[int, dict] | None) -> dict:
         # is train/generated_score_mean, the trained batch's critic/score/mean
         "train_reward": {s: r.get("train/generated_score_mean", r["critic/score/mean"]) for s, r in train.items()},
         "trained_batch_reward": {s: r["critic/score/mean"] for s, r in train.items()},
-        "generation_rounds": {s: r.get("train/num_gen_batches", 1) for s, r in train.items()},
+        "generation_rounds": {s: int(r.get("train/num_gen_batches", 1)) for s, r in train.items()},
         "response_length": {s: r.get("response_length/mean") for s, r in train.items()},
         "truncated_fraction": {s: r.get("response_length/clip_ratio") for s, r in train.items()},
         "entropy": {s: r.get("actor/entropy") for s, r in train.items()},
@@ -61,7 +61,7 @@ def markdown(summary: dict) -> str:
     lines += ["", "| step | train reward (all sampled responses) | generation rounds | "
               "mean response tokens (trained) | truncated | entropy | step time (s) | worker RSS at step end (GB) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {s} | {r:.3f} | {summary['generation_rounds'][s]} | {summary['response_length'][s]:.0f} | "
+    lines += [f"| {s} | {r:.4f} | {summary['generation_rounds'][s]} | {summary['response_length'][s]:.0f} | "
               f"{summary['truncated_fraction'][s]:.2f} | "
               f"{summary['entropy'][s]:.2f} | {_num(summary['step_time_s'][s], 0)} | "
               f"{_num(summary['worker_rss_gb_at_step_end'][s], 1)} |" for s, r in summary["train_reward"].items()]
