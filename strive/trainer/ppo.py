@@ -114,13 +114,13 @@ class PPOTrainer:
         data.train_batch_size are kept; the first ones kept are trained on."""
         cfg, rt = self.cfg, self.rt
         fg, want = cfg.algorithm.filter_groups, cfg.data.train_batch_size
+        remax = cfg.algorithm.adv_estimator == "remax"  # config forbids it together with filter_groups
+        base_params = sampling_params(cfg.actor_rollout_ref, False, None)
         batches, metas, kept, generated, score_sum = [], [], 0, 0, 0.0
         for round_ in itertools.count():
             with timer("gen", t):
-                remax = cfg.algorithm.adv_estimator == "remax"
                 baselines = self.remax_baselines(rows, rt.sampler.seed) if remax else None
-                params = sampling_params(cfg.actor_rollout_ref, False, None)
-                params = phases.step_params(params, rt.sampler.seed, self.step, round_)
+                params = phases.step_params(base_params, rt.sampler.seed, self.step, round_)
                 batch, meta = phases.generate(rt.group, rows, params, release_after=not fg.enable)
             with timer("reward", t):
                 batch, extra = phases.score(rt.reward_fn, batch, meta)
