@@ -75,6 +75,7 @@ def load_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, w
                                "with the same trainer.n_gpus_per_node × trainer.nnodes, or `strive merge` it and "
                                "start from the merged model")
     files = _files(path, world, rank)
+    configured = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups] if optimizer is not None else []
     if "model" in contents:
         saved = torch.load(files["model"], map_location="cpu", weights_only=True)
         with torch.no_grad():
@@ -88,6 +89,25 @@ def load_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, w
         if scheduler is not None and extra.get("lr_scheduler") is not None:
             scheduler.load_state_dict(extra["lr_scheduler"])
         set_rng_state(extra["rng"])
+    if optimizer is not None and scheduler is not None:
+        keep_configured_lr(optimizer, scheduler, configured, path if rank == 0 else None)
+
+
+def keep_configured_lr(optimizer, scheduler, configured: list[float], path: str | None) -> None:
+    """A resumed run trains at the `optim.lr` of its own config, not the checkpoint's: the saved optimizer and
+    scheduler bring back the lr they were built with, so a changed lr would otherwise be silently ignored. The
+    scheduler's position (warm-up, decay) is kept."""
+    saved = list(scheduler.base_lrs)
+    if saved == configured:
+        return
+    scheduler.base_lrs = list(configured)
+    for i, group in enumerate(optimizer.param_groups):
+        group["initial_lr"] = configured[i]
+        group["lr"] = configured[i] * scheduler.lr_lambdas[i](scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    if path is not None:
+        print(f"[strive] {path}: the checkpoint was trained at optim.lr={saved[0]:g}; this run's config says "
+              f"{configured[0]:g}, which is used from here on", flush=True)
 
 
 def _load_optimizer(optimizer, saved: dict) -> None:
