@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = argv[argv.index("--") + 1:]
         argv = argv[: argv.index("--")]
     parser = argparse.ArgumentParser(prog="strive demo", description="A real GRPO run on the CPU in minutes.")
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="strive_demo", help="run folder (logs, curves, data)")
     parser.add_argument("--model", default="smollm2-135m-instruct")
