@@ -97,8 +97,8 @@ def keep_configured_lr(optimizer, scheduler, configured: list[float], path: str 
     """A resumed run trains at the `optim.lr` of its own config, not the checkpoint's: the saved optimizer and
     scheduler bring back the lr they were built with, so a changed lr would otherwise be silently ignored. The
     scheduler's position (warm-up, decay) is kept."""
-    saved = list(scheduler.base_lrs)
-    if saved == configured:
+    saved = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]  # what the loaded state brought back
+    if saved == configured and list(scheduler.base_lrs) == configured:
         return
     scheduler.base_lrs = list(configured)
     for i, group in enumerate(optimizer.param_groups):

@@ -41,3 +41,13 @@ def test_resume_uses_the_configured_lr_and_keeps_the_warmup_position(tmp_path, c
     _train(module2, optimizer2, scheduler2, 1)
     assert optimizer2.param_groups[0]["lr"] == pytest.approx(new_lr * lr_multiplier(4, cfg2, 20))
     assert ("this run's config says" in capsys.readouterr().out) == (new_lr != 5e-6)
+
+
+def test_resume_without_the_scheduler_state_still_uses_the_configured_lr(tmp_path):
+    module, optimizer, scheduler, _ = _role(5e-6, warmup=0)
+    _train(module, optimizer, scheduler, 2)
+    save_shards(str(tmp_path), module, optimizer, scheduler, 0, 1, CONTENTS)
+
+    module2, optimizer2, scheduler2, _ = _role(1e-5, warmup=0)
+    load_shards(str(tmp_path), module2, optimizer2, scheduler2, 0, 1, ["model", "optimizer"])
+    assert optimizer2.param_groups[0]["lr"] == pytest.approx(1e-5)
