@@ -40,8 +40,7 @@ def _as_number(text: str | None) -> float | None:
         return None
 
 
-def _committed_answer(output: str) -> str | None:
-    strict = extract_solution(output, "strict")
+def _committed_answer(output: str, strict: str | None) -> str | None:
     if strict is not None:
         return strict
     boxed = _BOXED_RE.findall(output)
@@ -55,7 +54,7 @@ def classify(output: str, truth: str) -> dict[str, bool]:
         "strict_format": strict is not None,
         "near_miss": strict is not None and strict != truth and _as_number(strict) == _as_number(truth),
         "flexible_correct": compute_score(output, truth, method="flexible") == 1.0,
-        "answer_right": _as_number(_committed_answer(output)) == _as_number(truth),
+        "answer_right": _as_number(_committed_answer(output, strict)) == _as_number(truth),
     }
 
 
@@ -91,9 +90,7 @@ def main() -> None:
     if not files:
         sys.exit(f"gsm8k_dump_stats: no STEP.jsonl files in {args.dump_dir}")
     table = {int(os.path.basename(p)[:-6]): step_stats(p, tokenizer, args.max_tokens) for p in files}
-    keys = [k for k in ("strict_correct", "strict_format", "near_miss", "flexible_correct", "answer_right",
-                                "truncated")
-            if k in next(iter(table.values()))]
+    keys = [k for k in next(iter(table.values())) if k not in ("responses", "logged_score")]
     print("| step | " + " | ".join(keys) + " | responses |")
     print("|---" * (len(keys) + 2) + "|")
     for step, stats in table.items():
