@@ -12,7 +12,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GSM8K_DIR=${GSM8K_DIR:-../shared/data/gsm8k}
 RUN_DIR=${RUN_DIR:-$HOME/strive_runs/gsm8k_qwen_cpu}
-DATA=$RUN_DIR/data
+DATA=$RUN_DIR/data MODEL=qwen2.5-coder-0.5b-instruct
+source bench/gsm8k_qwen_cpu_args.sh
 mkdir -p "$RUN_DIR"
 [ -f "$DATA/train.parquet" ] || python3 examples/data_preprocess/gsm8k.py --local_dataset_path "$GSM8K_DIR" --local_dir "$DATA"
 export HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
@@ -23,17 +24,10 @@ export RAY_memory_usage_threshold=${RAY_memory_usage_threshold:-0.97} MALLOC_ARE
 for attempt in $(seq 1 20); do
   VAL_FIRST=True  # the step-0 validation runs once; a resumed run goes straight on
   [ -f "$RUN_DIR/ckpt/latest_checkpointed_iteration.txt" ] && VAL_FIRST=False
-  python3 -m strive.trainer.main_ppo \
-    data.train_files="$DATA/train.parquet" data.val_files="$DATA/test.parquet" data.val_max_samples=200 \
-    data.train_batch_size=1 data.gen_batch_size=16 algorithm.filter_groups.enable=True \
-    data.max_prompt_length=256 data.filter_overlong_prompts=True data.max_response_length=300 \
-    actor_rollout_ref.model.path=qwen2.5-coder-0.5b-instruct actor_rollout_ref.rollout.name=${ENGINE:-hf} \
-    algorithm.adv_estimator=grpo actor_rollout_ref.rollout.n=8 \
-    actor_rollout_ref.actor.optim.lr=5e-6 actor_rollout_ref.actor.ppo_mini_batch_size=1 \
-    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
-    actor_rollout_ref.model.enable_gradient_checkpointing=False actor_rollout_ref.actor.use_kl_loss=False \
-    actor_rollout_ref.rollout.max_num_seqs=128 actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
-    trainer.device=cpu trainer.n_gpus_per_node=1 trainer.nnodes=1 \
+  python3 -m strive.trainer.main_ppo "${GSM8K_QWEN_CPU_ARGS[@]}" \
+    data.train_batch_size=1 data.gen_batch_size=16 algorithm.filter_groups.enable=True data.max_response_length=300 \
+    actor_rollout_ref.actor.optim.lr=5e-6 actor_rollout_ref.model.enable_gradient_checkpointing=False \
+    actor_rollout_ref.actor.use_kl_loss=False \
     trainer.total_training_steps=60 trainer.test_freq=3 trainer.save_freq=1 trainer.val_before_train=$VAL_FIRST \
     trainer.max_actor_ckpt_to_keep=2 trainer.resume_mode=auto \
     trainer.logger="['console','file']" trainer.project_name=bench trainer.experiment_name=gsm8k_qwen_cpu \

@@ -12,17 +12,12 @@ GSM8K_DIR=${GSM8K_DIR:-../shared/data/gsm8k}
 OUT=${OUT:-$HOME/strive_runs/gsm8k_qwen_cpu_answers}
 MODEL=${MODEL:-qwen2.5-coder-0.5b-instruct}
 DATA=$OUT/data
+source bench/gsm8k_qwen_cpu_args.sh
 mkdir -p "$OUT"
 [ -f "$DATA/test.parquet" ] || python3 examples/data_preprocess/gsm8k.py --local_dataset_path "$GSM8K_DIR" --local_dir "$DATA"
 export HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
-python3 -m strive.trainer.main_ppo \
-  data.train_files="$DATA/train.parquet" data.val_files="$DATA/test.parquet" data.val_max_samples=200 data.seed=2 \
-  data.train_batch_size=1 data.max_prompt_length=256 data.filter_overlong_prompts=True data.max_response_length=400 \
-  actor_rollout_ref.model.path="$MODEL" actor_rollout_ref.rollout.name=${ENGINE:-hf} \
-  algorithm.adv_estimator=grpo actor_rollout_ref.rollout.n=8 actor_rollout_ref.actor.ppo_mini_batch_size=1 \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
-  actor_rollout_ref.rollout.max_num_seqs=128 actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
-  trainer.device=cpu trainer.n_gpus_per_node=1 trainer.nnodes=1 trainer.val_only=True trainer.val_before_train=True \
+python3 -m strive.trainer.main_ppo "${GSM8K_QWEN_CPU_ARGS[@]}" data.seed=2 data.train_batch_size=1 data.max_response_length=400 \
+  trainer.val_only=True trainer.val_before_train=True \
   trainer.resume_mode=disable trainer.logger="['console']" trainer.default_local_dir="$OUT/ckpt" \
   trainer.validation_data_dir="$OUT/val_dump" "$@" 2>&1 | tee "$OUT/val.log"
 MAX_TOKENS=400
