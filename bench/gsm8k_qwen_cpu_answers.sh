@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a model's greedy answers on the GSM8K benchmark's 200 validation questions are made of: one validation
-# pass (trainer.val_only) with the same data, seed and decoding as bench/gsm8k_qwen_cpu.sh, the generations dumped,
-# then bench/gsm8k_dump_stats.py splits the strict score into format, arithmetic and truncation.
+# pass (trainer.val_only) with bench/gsm8k_qwen_cpu.sh's shared overrides (bench/gsm8k_qwen_cpu_args.sh) and the
+# third and fourth runs' data.seed=2 and 400-token responses, the generations dumped, then
+# bench/gsm8k_dump_stats.py splits the strict score into format, arithmetic and truncation.
 #
 #   OUT=~/strive_runs/base_answers GSM8K_DIR=../shared/data/gsm8k bash bench/gsm8k_qwen_cpu_answers.sh \
 #       [data.max_response_length=1024 ...]
