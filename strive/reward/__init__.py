@@ -22,10 +22,10 @@ from typing import Any
 
 from strive.reward import arithmetic, gsm8k, math, token_set
 
-_SCORERS: dict[str, Callable[[str, Any], float]] = {
+_SCORERS: dict[str, Callable[[str, Any], float | dict[str, float]]] = {
     "openai/gsm8k": gsm8k.compute_score,
-    "strive/arithmetic": arithmetic.compute_score,
-    "strive/token_set": token_set.compute_score,  # random-weight models on GPU: a reward a policy can climb  # strive.data.synthetic: GSM8K-format problems
+    "strive/arithmetic": arithmetic.compute_score,  # strive.data.synthetic: GSM8K-format problems
+    "strive/token_set": token_set.compute_score,  # random-weight models on GPU: a reward a policy can climb
     "lighteval/MATH": math.compute_score,
     "DigitalLearningGmbH/MATH-lighteval": math.compute_score,
     "HuggingFaceH4/MATH-500": math.compute_score,
@@ -33,7 +33,7 @@ _SCORERS: dict[str, Callable[[str, Any], float]] = {
     "math_dapo": math.compute_score,
     "math_dapo_reasoning": math.compute_score,
 }
-_PREFIX_SCORERS: dict[str, Callable[[str, Any], float]] = {"aime": math.compute_score}
+_PREFIX_SCORERS: dict[str, Callable[[str, Any], float | dict[str, float]]] = {"aime": math.compute_score}
 
 SUPPORTED_DATA_SOURCES: tuple[str, ...] = tuple(_SCORERS) + tuple(f"{p}*" for p in _PREFIX_SCORERS)
 

@@ -23,6 +23,9 @@ PANELS = [
     # under dynamic sampling critic/score/mean covers only the kept (mixed) groups
     ("reward (all sampled responses)", ["train/generated_score_mean", "critic/score/mean"]),
     ("validation", ["val-core/*"]),
+    # scorers that report these (strive/arithmetic) show the format and the arithmetic apart
+    ("validation: answers in the `#### N` format", ["val-aux/*/formatted/mean@*"]),
+    ("validation: right answers", ["val-aux/*/right/mean@*"]),
     ("response length (mean)", ["response_length/mean"]),
     ("entropy", ["actor/entropy"]),
     ("policy loss", ["actor/pg_loss"]),

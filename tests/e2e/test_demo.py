@@ -24,3 +24,5 @@ def test_short_demo_reward_rises(tmp_path):
     assert "mean reward of the first" in result.stdout
     assert os.path.getsize(out / "logs" / "curves.png") > 0
     assert "val-core/strive/arithmetic/reward/mean@1" in rows[0]
+    assert "val-aux/strive/arithmetic/right/mean@1" in rows[8]
+    assert "validation (greedy), step 0 → 8: `#### N` format" in result.stdout

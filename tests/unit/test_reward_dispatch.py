@@ -25,6 +25,16 @@ def test_gsm8k_source_uses_gsm8k_scorer():
     assert default_compute_score("openai/gsm8k", "\\boxed{1000}", "1000") == 0.0
 
 
+@pytest.mark.parametrize(
+    "response, expected",
+    [("so #### 1,000", {"score": 1.0, "right": 1.0, "formatted": 1.0}),
+     ("#### 7 then #### 999", {"score": 0.1, "right": 0.0, "formatted": 1.0}),  # the last `####` counts
+     ("the answer is 1000", {"score": 0.0, "right": 0.0, "formatted": 0.0})],
+)
+def test_arithmetic_source_scores_and_splits_right_from_format(response, expected):
+    assert default_compute_score("strive/arithmetic", response, "1000") == expected
+
+
 def test_unknown_source_names_it_and_lists_supported():
     with pytest.raises(NotImplementedError) as err:
         default_compute_score("my/dataset", "x", "y")

@@ -185,6 +185,27 @@ def test_panels_pick_what_is_present():
     assert _panels(keys, ["timing_s/*", "missing"]) == [("timing_s/*", ["timing_s/gen"])]
 
 
+def test_panels_show_format_and_right_answers_apart():
+    fmt, right = "val-aux/strive/arithmetic/formatted/mean@1", "val-aux/strive/arithmetic/right/mean@1"
+    assert _panels({VAL, fmt, right, "val-aux/strive/arithmetic/right/std@1"}, None) == [
+        ("validation", [VAL]),
+        ("validation: answers in the `#### N` format", [fmt]),
+        ("validation: right answers", [right]),
+    ]
+
+
+def test_demo_validation_split_first_and_last_validation():
+    from strive.demo import validation_split
+
+    fmt, right = "val-aux/strive/arithmetic/formatted/mean@1", "val-aux/strive/arithmetic/right/mean@1"
+    rows = [{"step": 0, VAL: 0.13, fmt: 0.71875, right: 0.0625}, {"step": 4, "critic/score/mean": 0.1},
+            {"step": 6, fmt: 0.9, right: 0.1}, {"step": 12, fmt: 1.0, right: 0.0}]
+    assert validation_split(rows) == (
+        "validation (greedy), step 0 → 12: `#### N` format 0.719 → 1.000, right answers 0.062 → 0.000")
+    assert validation_split([{"step": 0, VAL: 0.1}, {"step": 8, VAL: 0.2}]) is None  # a scorer without the split
+    assert validation_split([{"step": 0, fmt: 0.5, right: 0.1}]) is None  # validated once: nothing to compare
+
+
 def test_reward_table(tmp_path):
     table = reward_table(_fake_run(tmp_path), every=4)
     assert table.splitlines() == [
