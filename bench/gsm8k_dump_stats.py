@@ -50,7 +50,7 @@ def _committed_answer(output: str, strict: str | None) -> str | None:
 def classify(output: str, truth: str) -> dict[str, bool]:
     strict = extract_solution(output, "strict")
     return {
-        "strict_correct": compute_score(output, truth) == 1.0,
+        "strict_correct": strict == truth,  # compute_score's strict rule, on the answer extracted above
         "strict_format": strict is not None,
         "near_miss": strict is not None and strict != truth and _as_number(strict) == _as_number(truth),
         "flexible_correct": compute_score(output, truth, method="flexible") == 1.0,

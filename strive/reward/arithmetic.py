@@ -16,6 +16,5 @@ FORMAT_SCORE = 0.1
 def compute_score(solution_str: str, ground_truth: str, format_score: float = FORMAT_SCORE,
                   score: float = 1.0) -> dict[str, float]:
     answer = gsm8k.extract_solution(solution_str, method="strict")
-    right = answer is not None and answer == ground_truth
-    value = score if right else (format_score if answer is not None else 0.0)
-    return {"score": value, "right": float(right), "formatted": float(answer is not None)}
+    return {"score": gsm8k.score_answer(answer, ground_truth, format_score, score),
+            "right": float(answer == ground_truth), "formatted": float(answer is not None)}

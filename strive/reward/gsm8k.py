@@ -58,7 +58,11 @@ def compute_score(
 ) -> float:
     """`score` if the extracted answer equals `ground_truth` exactly, `format_score` if an
     answer was extracted but differs, and 0 when nothing could be extracted."""
-    answer = extract_solution(solution_str, method=method)
+    return score_answer(extract_solution(solution_str, method=method), ground_truth, format_score, score)
+
+
+def score_answer(answer: str | None, ground_truth: str, format_score: float = 0.0, score: float = 1.0) -> float:
+    """The rule of `compute_score` for an answer already extracted (None: nothing was)."""
     if answer is None:
         return 0.0
     return score if answer == ground_truth else format_score
