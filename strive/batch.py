@@ -1,8 +1,10 @@
 """The typed batch that travels through one training step.
 
 One dataclass with named tensor fields instead of a bag of string keys: a field is either there (a tensor of
-the documented shape) or None. Splitting across data-parallel ranks and joining results back are methods here.
-Text-side information (data source, ground truth, extra info) stays on the controller in plain lists.
+the documented shape) or None. The text side of each sequence (data source, ground truth, extra info) rides
+along in `meta`, in the same row order, so selecting, reordering or joining rows can never separate the two;
+`only()` drops it, so workers receive tensors and nothing else. Splitting across data-parallel ranks and joining
+results back are methods here, and `even_sizes` is the one rule for how many rows each rank gets.
 
 Shapes: B = sequences, P = prompt tokens (left-padded), T = response tokens (right-padded), L = P + T.
 """
@@ -11,12 +13,43 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, TypeVar
 
 import torch
 
-OPTIONAL_FIELDS = ("rollout_log_probs", "old_log_probs", "ref_log_probs", "entropy", "values", "token_level_scores",
-                   "token_level_rewards", "advantages", "returns", "group_ids")
+Item = TypeVar("Item")
+
+
+def even_sizes(n: int, parts: int) -> list[int]:
+    """How many of n items each of `parts` contiguous pieces holds: sizes differ by at most one, larger first."""
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def split_evenly(items: Sequence[Item], parts: int) -> list[list[Item]]:
+    """`items` cut into `parts` contiguous lists of `even_sizes`."""
+    out, start = [], 0
+    for size in even_sizes(len(items), parts):
+        out.append(list(items[start: start + size]))
+        start += size
+    return out
+
+
+@dataclass
+class Meta:
+    """Text-side information of each sequence, in the batch's row order (controller only)."""
+
+    data_sources: list[str]
+    ground_truths: list[Any]
+    extra_infos: list[Any]
+
+    def select(self, rows: Sequence[int]) -> "Meta":
+        return Meta([self.data_sources[i] for i in rows], [self.ground_truths[i] for i in rows],
+                    [self.extra_infos[i] for i in rows])
+
+    @staticmethod
+    def cat(metas: Sequence["Meta"]) -> "Meta":
+        return Meta([x for m in metas for x in m.data_sources], [x for m in metas for x in m.ground_truths],
+                    [x for m in metas for x in m.extra_infos])
 
 
 @dataclass
@@ -33,9 +66,11 @@ class Batch:
     values: Optional[torch.Tensor] = None  # (B, T) critic values before the update
     token_level_scores: Optional[torch.Tensor] = None  # (B, T) reward on the last valid token
     token_level_rewards: Optional[torch.Tensor] = None  # (B, T) scores minus in-reward KL
+    reward_baselines: Optional[torch.Tensor] = None  # (B,) ReMax: the greedy response's summed reward
     advantages: Optional[torch.Tensor] = None  # (B, T)
     returns: Optional[torch.Tensor] = None  # (B, T)
     group_ids: Optional[torch.Tensor] = None  # (B,) long, one id per prompt (its n samples share it)
+    meta: Optional[Meta] = None  # text side, one entry per sequence; never shipped to workers
 
     def __len__(self) -> int:
         return self.responses.shape[0]
@@ -49,57 +84,51 @@ class Batch:
         return self.responses.shape[1]
 
     def _tensors(self) -> dict[str, Optional[torch.Tensor]]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "meta"}
 
     def select(self, index: torch.Tensor | Sequence[int] | slice) -> "Batch":
         if not isinstance(index, slice):
             index = torch.as_tensor(index, dtype=torch.long)
-        return Batch(**{k: (v[index] if v is not None else None) for k, v in self._tensors().items()})
+        meta = None
+        if self.meta is not None:
+            meta = self.meta.select(range(len(self))[index] if isinstance(index, slice) else index.tolist())
+        return Batch(**{k: (v[index] if v is not None else None) for k, v in self._tensors().items()}, meta=meta)
 
-    def with_fields(self, **fields: Optional[torch.Tensor]) -> "Batch":
+    def with_fields(self, **fields: Any) -> "Batch":
         return dataclasses.replace(self, **fields)
 
     def only(self, *names: str) -> "Batch":
-        """A copy carrying only the core tensors plus `names` (less to ship to a worker)."""
+        """A copy carrying only the core tensors plus `names` (less to ship to a worker); no meta."""
         keep = {f: getattr(self, f) for f in names}
         return Batch(self.prompts, self.responses, self.attention_mask, self.position_ids, self.response_mask, **keep)
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(**{k: (v.to(device) if v is not None else None) for k, v in self._tensors().items()})
+        tensors = {k: (v.to(device) if v is not None else None) for k, v in self._tensors().items()}
+        return Batch(**tensors, meta=self.meta)
 
     def chunk(self, parts: int) -> list["Batch"]:
-        """Split into `parts` contiguous pieces whose sizes differ by at most one."""
-        sizes = [len(self) // parts + (1 if i < len(self) % parts else 0) for i in range(parts)]
-        bounds = torch.tensor([0] + sizes).cumsum(0).tolist()
+        """Split into `parts` contiguous pieces of `even_sizes`."""
+        bounds = torch.tensor([0] + even_sizes(len(self), parts)).cumsum(0).tolist()
         return [self.select(slice(bounds[i], bounds[i + 1])) for i in range(parts)]
 
     @staticmethod
     def cat(batches: Sequence["Batch"]) -> "Batch":
-        first = batches[0]._tensors()
-        out = {}
-        for name, value in first.items():
+        out: dict[str, Any] = {}
+        for name in batches[0]._tensors():
             parts = [getattr(b, name) for b in batches]
-            if value is None or any(p is None for p in parts):
-                out[name] = None
-            else:
-                out[name] = torch.cat(parts, dim=0)
+            out[name] = None if any(p is None for p in parts) else torch.cat(parts, dim=0)
+        metas = [b.meta for b in batches]
+        out["meta"] = None if any(m is None for m in metas) else Meta.cat(metas)
         return Batch(**out)
-
-
-def merge_fields(base: Batch, results: Sequence[Batch], names: Sequence[str]) -> Batch:
-    """Copy fields computed by the workers (in rank order) back onto the full batch."""
-    joined = Batch.cat(list(results))
-    return base.with_fields(**{name: getattr(joined, name) for name in names})
 
 
 def balance_order(lengths: torch.Tensor, parts: int) -> torch.Tensor:
     """A permutation that gives each of `parts` contiguous chunks about the same token count.
 
-    Longest first, each sequence to the currently lightest chunk that still has room (every chunk gets the
-    same number of sequences, so `Batch.chunk` keeps working). Deterministic for equal inputs.
+    Longest first, each sequence to the currently lightest chunk that still has room (every chunk gets its
+    `even_sizes` share of sequences, so `Batch.chunk` keeps working). Deterministic for equal inputs.
     """
-    n = lengths.numel()
-    per = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+    per = even_sizes(lengths.numel(), parts)
     loads = [0] * parts
     members: list[list[int]] = [[] for _ in range(parts)]
     for idx in torch.argsort(lengths, descending=True, stable=True).tolist():
@@ -108,3 +137,8 @@ def balance_order(lengths: torch.Tensor, parts: int) -> torch.Tensor:
         members[target].append(idx)
         loads[target] += int(lengths[idx])
     return torch.tensor([i for m in members for i in sorted(m)], dtype=torch.long)
+
+
+def rank_loads(lengths: torch.Tensor, parts: int) -> torch.Tensor:
+    """(parts,) the token count each rank receives from `Batch.chunk` of a batch with these (B,) lengths."""
+    return torch.stack([piece.sum() for piece in lengths.split(even_sizes(lengths.numel(), parts))])

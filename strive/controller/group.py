@@ -1,7 +1,10 @@
 """A group of worker processes and the calls that cross them.
 
-Calls are explicit at the call site: `group.call("update_actor", shards, step)` sends shard r to rank r;
-`group.call_all("sync_weights")` sends the same arguments to every rank. Results come back in rank order.
+Calls are explicit at the call site and name the method itself, not a string:
+`group.call(WorkerProcess.update_actor, shards, step)` sends shard r to rank r, and
+`group.call_all(WorkerProcess.sync_weights)` sends the same arguments to every rank. Results come back in rank
+order. An editor's go-to-definition follows the call to the worker, and a type checker checks the arguments
+against the method's signature (ParamSpec); a method the process class does not have fails before anything is sent.
 A rank that dies (a crash, an out-of-memory kill) surfaces as `WorkerDied` naming the rank and the phase,
 and the other ranks are killed rather than left hanging in a collective.
 """
@@ -9,11 +12,16 @@ and the other ranks are killed rather than left hanging in a collective.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
 
 from strive.config.schema import StriveConfig
 from strive.controller.cluster import Placement
 from strive.controller.process import ProcessSpec, WorkerProcess
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
 
 
 class WorkerDied(RuntimeError):
@@ -27,6 +35,7 @@ class WorkerGroup:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.name = name
+        self.process_cls = process_cls
         world = len(placement.node_ids)
         remote_cls = ray.remote(process_cls)
         self.workers = []
@@ -38,8 +47,7 @@ class WorkerGroup:
                                                    **resources).remote(spec))
         self.node_ids = list(placement.node_ids)
         master = self.get([self.workers[0].address.remote()], "rendezvous")[0]
-        self.get([w.init_distributed.remote(master, cfg.actor_rollout_ref.nccl_timeout) for w in self.workers],
-                 "init_distributed")
+        self.call_all(WorkerProcess.init_distributed, master, cfg.actor_rollout_ref.nccl_timeout)
 
     def describe(self) -> str:
         """Which node hosts each rank, e.g. for the start-up log."""
@@ -53,14 +61,28 @@ class WorkerGroup:
     def world_size(self) -> int:
         return len(self.workers)
 
-    def call(self, method: str, shards: Sequence[Any], *args: Any) -> list[Any]:
-        """Rank r runs `method(shards[r], *args)`."""
-        refs = [getattr(w, method).remote(shard, *args) for w, shard in zip(self.workers, shards)]
-        return self.get(refs, method)
+    def call(self, method: Callable[Concatenate[Any, S, P], R], shards: Sequence[S], *args: P.args,
+             **kwargs: P.kwargs) -> list[R]:
+        """Rank r runs `method(shards[r], *args, **kwargs)`."""
+        name = self._remote_name(method)
+        refs = [getattr(w, name).remote(shard, *args, **kwargs) for w, shard in zip(self.workers, shards)]
+        return self.get(refs, name)
 
-    def call_all(self, method: str, *args: Any) -> list[Any]:
-        refs = [getattr(w, method).remote(*args) for w in self.workers]
-        return self.get(refs, method)
+    def call_all(self, method: Callable[Concatenate[Any, P], R], *args: P.args, **kwargs: P.kwargs) -> list[R]:
+        """Every rank runs `method(*args, **kwargs)`."""
+        return self.get(self.submit_all(method, *args, **kwargs), self._remote_name(method))
+
+    def submit_all(self, method: Callable[Concatenate[Any, P], Any], *args: P.args, **kwargs: P.kwargs) -> list:
+        """Start `method(*args, **kwargs)` on every rank; the object refs, to wait on with `get`."""
+        name = self._remote_name(method)
+        return [getattr(w, name).remote(*args, **kwargs) for w in self.workers]
+
+    def _remote_name(self, method: Callable) -> str:
+        name = getattr(method, "__name__", None)
+        if name is None or getattr(self.process_cls, name, None) is not method:
+            raise TypeError(f"{self.name}: {method!r} is not a method of {self.process_cls.__name__}; "
+                            f"pass one, e.g. {self.process_cls.__name__}.sync_weights")
+        return name
 
     def get(self, refs: list, what: str) -> list[Any]:
         """Wait for all ranks; on the first failure stop the others and raise, instead of hanging."""
@@ -94,7 +116,7 @@ class WorkerGroup:
         import ray
 
         try:
-            ray.get([w.shutdown.remote() for w in self.workers], timeout=30)
+            ray.get(self.submit_all(WorkerProcess.shutdown), timeout=30)
         except Exception:
             pass
         self.kill()

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def current_rss_gb() -> Optional[float]:
@@ -31,10 +34,10 @@ def malloc_trim() -> Optional[Callable[[int], int]]:
         return None
 
 
-def trims_heap(phase: Callable) -> Callable:
+def trims_heap(phase: Callable[P, R]) -> Callable[P, R]:
     """Decorator: after `phase` returns, give the heap's free pages back to the OS."""
     @functools.wraps(phase)
-    def run(*args, **kwargs):
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
         result = phase(*args, **kwargs)
         trim = malloc_trim()
         if trim is not None:

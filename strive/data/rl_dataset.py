@@ -1,7 +1,7 @@
-"""Prompt dataset for RL rollouts: chat-templated, truncated and left-padded prompts.
+"""Prompt dataset for RL rollouts: chat-templated, truncated prompts as token ids, one typed row each.
 
-Why it exists: the trainer needs fixed-width prompt tensors plus the per-row fields the
-reward needs (`data_source`, `reward_model.ground_truth`, `extra_info`). This follows verl's
+Why it exists: the engines need each prompt's token ids, and the reward needs the per-row fields
+(`data_source`, `reward_model.ground_truth`, `extra_info`). This follows verl's
 <= v0.6 `RLHFDataset` (spec §2.2-2.3), where the dataset itself tokenises, because that is
 what `data.max_prompt_length` / `data.truncation` / `data.filter_overlong_prompts` mean on
 the command lines we accept.
@@ -12,11 +12,10 @@ What it chose:
 - `max_samples` is applied first (first N, or a seeded random N), then the length filter;
 - a tokenizer without a chat template is an error unless `custom_chat_template` is given;
 - truncation: left keeps the last L tokens, right the first L, middle the first L//2 and
-  the last L - L//2, error raises; `raw_prompt_ids` are the truncated, unpadded ids;
-- prompts are left-padded with the pad id (eos when the tokenizer has no pad token);
-  position ids are `clamp(cumsum(mask) - 1, min=0)`;
-- columns other than the prompt are passed through unchanged; `collate` stacks tensors and
-  keeps everything else as lists.
+  the last L - L//2, error raises;
+- a row is a `PromptRow`: the truncated, unpadded ids and the reward's fields. No padded tensors:
+  the rollout pads prompts and responses together when it builds the step's `Batch`;
+- columns other than the prompt are passed through unchanged in `PromptRow.columns`.
 
 Exercised by `pytest tests/unit/test_data_rl_dataset.py`.
 """
@@ -26,7 +25,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import pyarrow.parquet as pq
 import torch
@@ -73,6 +73,24 @@ def truncate_ids(ids: list[int], max_len: int, mode: str, row: int) -> list[int]
     )
 
 
+@dataclass
+class PromptRow:
+    """One prompt of the dataset, ready for the engine, with what its reward needs."""
+
+    prompt_ids: list[int]
+    """Chat-templated (generation prompt included) and truncated to data.max_prompt_length; unpadded."""
+    data_source: Optional[str]
+    ground_truth: Any
+    """The row's `reward_model.ground_truth`, or None."""
+    extra_info: Any
+    index: int
+    """`extra_info.index` when the file has one, else the row's position in the dataset."""
+    raw_prompt: Optional[list[dict[str, Any]]] = None
+    """The chat messages, with data.return_raw_chat=True."""
+    columns: dict[str, Any] = field(default_factory=dict)
+    """Every column of the file except the prompt, unchanged."""
+
+
 class RLDataset(Dataset):
     """Rows of verl-format prompt files, tokenised on access (see module docstring)."""
 
@@ -99,7 +117,6 @@ class RLDataset(Dataset):
         self.return_raw_chat = return_raw_chat
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.custom_chat_template = custom_chat_template
-        self.pad_token_id = _pad_token_id(tokenizer)
         if custom_chat_template is None and not getattr(tokenizer, "chat_template", None):
             name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
             raise ValueError(
@@ -150,40 +167,21 @@ class RLDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> PromptRow:
         row = self.rows[index]
         messages = self._messages(row, index)
         ids = truncate_ids(self.prompt_ids(messages), self.max_prompt_length, self.truncation, index)
-        pad = self.max_prompt_length - len(ids)
-        input_ids = torch.tensor([self.pad_token_id] * pad + ids, dtype=torch.long)  # (L,)
-        attention_mask = torch.tensor([0] * pad + [1] * len(ids), dtype=torch.long)  # (L,)
-        position_ids = torch.clamp(attention_mask.cumsum(-1) - 1, min=0)  # (L,)
         extra_info = row.get("extra_info")
         reward_model = row.get("reward_model")
-        item = {k: v for k, v in row.items() if k != self.prompt_key}
-        item.update(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            raw_prompt_ids=ids,
+        return PromptRow(
+            prompt_ids=ids,
             data_source=row.get("data_source"),
-            reward_model=reward_model,
+            ground_truth=reward_model.get("ground_truth") if isinstance(reward_model, dict) else None,
             extra_info=extra_info,
             index=extra_info["index"] if isinstance(extra_info, dict) and "index" in extra_info else index,
-            ground_truth=reward_model.get("ground_truth") if isinstance(reward_model, dict) else None,
+            raw_prompt=messages if self.return_raw_chat else None,
+            columns={k: v for k, v in row.items() if k != self.prompt_key},
         )
-        if self.return_raw_chat:
-            item["raw_prompt"] = messages
-        return item
-
-
-def _pad_token_id(tokenizer: Any) -> int:
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(tokenizer, "eos_token_id", None)
-    if pad is None:
-        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad nor an eos token")
-    return pad
 
 
 def _subset(rows: list[dict[str, Any]], max_samples: int, seed: int | None) -> list[dict[str, Any]]:
@@ -195,14 +193,3 @@ def _subset(rows: list[dict[str, Any]], max_samples: int, seed: int | None) -> l
     generator = torch.Generator().manual_seed(seed)
     chosen = sorted(torch.randperm(len(rows), generator=generator)[:max_samples].tolist())
     return [rows[i] for i in chosen]
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensor fields into (B, ...) tensors; every other field becomes a length-B list."""
-    if not items:
-        raise ValueError("collate: empty batch")
-    batch: dict[str, Any] = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    return batch

@@ -13,7 +13,7 @@ after the trainer finished batch k resumes at batch k+1. `len()` is batches per 
     sampler = ResumableSampler(len(dataset), batch_size=train_batch_size, seed=data.seed)
     for epoch in range(sampler.epoch, total_epochs):
         for indices in sampler:
-            batch = collate([dataset[i] for i in indices])
+            rows = [dataset[i] for i in indices]
 
 Exercised by `pytest tests/unit/test_data_sampler.py`.
 """

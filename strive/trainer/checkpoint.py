@@ -3,6 +3,7 @@
     <trainer.default_local_dir>/latest_checkpointed_iteration.txt   the last complete step, written last
     <trainer.default_local_dir>/global_step_N/{actor,critic}/        written by the workers (rank shards)
     <trainer.default_local_dir>/global_step_N/data.pt                sampler state + trainer state
+    <trainer.default_local_dir>/logs/                                config.yaml as it ran, metrics.jsonl, curves.png
 
 The tracker file is written only after every rank and the controller have finished, so a run killed while
 saving resumes from the previous complete checkpoint.
@@ -24,6 +25,10 @@ TRACKER = "latest_checkpointed_iteration.txt"
 
 def root_dir(trainer: TrainerConfig) -> str:
     return os.path.abspath(os.path.expanduser(trainer.default_local_dir))
+
+
+def log_dir(trainer: TrainerConfig) -> str:
+    return os.path.join(root_dir(trainer), "logs")
 
 
 def step_dir(trainer: TrainerConfig, step: int) -> str:

@@ -1,8 +1,9 @@
 """Entry point users call: `python -m strive.trainer.main_ppo [--config-path D --config-name N] [key=value ...]`.
 
 Same command lines as verl's `verl.trainer.main_ppo` (only the module name changes). The config is resolved
-and checked before anything heavy starts; the derived batch sizes and any notes on what strive inferred are
-printed first, and the full resolved config is written next to the logs.
+and checked before anything heavy starts. What depends on the machine (a GPU to run on) and on the data (the
+total step count) is filled in next; then the derived batch sizes and the notes on what strive inferred are
+printed, and the config exactly as it runs is written to `<trainer.default_local_dir>/logs/config.yaml`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from strive.config import ConfigError, prepare, to_yaml
+    from strive.config import ConfigError, prepare
 
     args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -34,35 +35,31 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 1
-    cfg = run.config
-    print(run.report(with_yaml=False), flush=True)
-    log_dir = os.path.join(os.path.expanduser(cfg.trainer.default_local_dir), "logs")
-    os.makedirs(log_dir, exist_ok=True)
-    with open(os.path.join(log_dir, "config.yaml"), "w") as fh:
-        fh.write(to_yaml(cfg))
     return run_ppo(run)
 
 
 def run_ppo(run) -> int:
+    """Resolve what depends on the machine and the data, print and save the config that runs, then train."""
+    from strive.config import to_yaml
     from strive.engines.base import EngineUnavailable, check_engine
+    from strive.trainer.checkpoint import log_dir
     from strive.trainer.ppo import run_training
-    from strive.trainer.setup import build_runtime
+    from strive.trainer.setup import build_runtime, load_data
 
     cfg = run.config
-    if cfg.trainer.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("[strive] trainer.device=cuda but no GPU is visible; running on the CPU instead "
-                  "(set trainer.device=cpu to silence this)", flush=True)
-            cfg.trainer.device = "cpu"
+    resolve_device(run)
     try:
         check_engine(cfg.actor_rollout_ref.rollout.name, cfg.trainer.device)
     except (EngineUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     start = time.time()
-    runtime = build_runtime(run)
+    data = load_data(run)
+    print(run.report(with_yaml=False), flush=True)
+    os.makedirs(log_dir(cfg.trainer), exist_ok=True)
+    with open(os.path.join(log_dir(cfg.trainer), "config.yaml"), "w") as fh:
+        fh.write(to_yaml(cfg))
+    runtime = build_runtime(run, data)
     try:
         run_training(runtime)
     finally:
@@ -71,6 +68,17 @@ def run_ppo(run) -> int:
             runtime.critic_group.shutdown()
     print(f"[strive] done in {time.time() - start:.0f}s", flush=True)
     return 0
+
+
+def resolve_device(run) -> None:
+    """trainer.device=cuda on a machine without a visible GPU runs on the CPU, with a note in the start-up report."""
+    if run.config.trainer.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            run.config.trainer.device = "cpu"
+            run.notes.append("trainer.device=cuda but no GPU is visible; running on the CPU instead "
+                             "(set trainer.device=cpu to silence this)")
 
 
 if __name__ == "__main__":

@@ -1,125 +1,109 @@
-"""The phases of a step as the controller runs them: each splits the batch across ranks, calls one worker
-method, and joins the results; the math phases (reward, KL, advantages) run here on the controller.
+"""The phases of a step as the controller runs them, and the table that says what each one moves.
+
+A worker phase is one method of `WorkerProcess` called on every rank of a group with that rank's contiguous share
+of the batch. The `Phase` constants below declare, once, which batch fields a phase ships to the workers
+(besides the core tensors every phase gets) and which fields it returns; the loop names only the constant:
+
+    batch = phases.compute(rt.group, phases.OLD_LOG_PROBS, batch, timings)
+
+and go-to-definition on `OLD_LOG_PROBS` lands on the method the workers run. The math phases (KL in the reward,
+advantages) run here on the controller.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional
 
 import torch
 
 from strive.algos import compute_advantages, kl_penalty
-from strive.batch import Batch, balance_order
+from strive.batch import Batch, Meta, balance_order, rank_loads, split_evenly
 from strive.controller.group import WorkerGroup
+from strive.controller.process import WorkerProcess
+from strive.data.rl_dataset import PromptRow
 from strive.engines import SamplingParams
+from strive.trainer.metrics import mean_over_ranks, timer
 
 
-@dataclass
-class Meta:
-    """Text-side information, one entry per sequence, in the batch's row order."""
+@dataclass(frozen=True)
+class Phase:
+    """One worker phase: the method every rank runs, and the batch fields that travel each way."""
 
-    data_sources: list[str]
-    ground_truths: list[Any]
-    extra_infos: list[Any]
-    uids: list[int]
-    """Index of the prompt each sequence came from (its group)."""
-    extras: dict[str, list[Any]] = field(default_factory=dict)
-
-    def select(self, order: list[int]) -> "Meta":
-        pick = lambda xs: [xs[i] for i in order]  # noqa: E731
-        return Meta(pick(self.data_sources), pick(self.ground_truths), pick(self.extra_infos), pick(self.uids),
-                    {k: pick(v) for k, v in self.extras.items()})
-
-    @staticmethod
-    def cat(metas: list["Meta"]) -> "Meta":
-        join = lambda name: [x for m in metas for x in getattr(m, name)]  # noqa: E731
-        keys = set.intersection(*(set(m.extras) for m in metas)) if metas else set()
-        return Meta(join("data_sources"), join("ground_truths"), join("extra_infos"), join("uids"),
-                    {k: [x for m in metas for x in m.extras[k]] for k in keys})
+    method: Callable
+    """A `WorkerProcess` method taking (batch shard, *args)."""
+    timer: str
+    """Its name in `timing_s/*` (verl's names)."""
+    sends: tuple[str, ...] = ()
+    """Batch fields shipped besides prompts, responses and the masks (a field that is None ships as None)."""
+    returns: tuple[str, ...] = ()
+    """Batch fields the workers compute (forward phases); an update phase returns metrics instead."""
 
 
-def split_list(items: list, parts: int) -> list[list]:
-    sizes = [len(items) // parts + (1 if i < len(items) % parts else 0) for i in range(parts)]
-    out, start = [], 0
-    for size in sizes:
-        out.append(items[start: start + size])
-        start += size
-    return out
+OLD_LOG_PROBS = Phase(WorkerProcess.compute_log_probs, "old_log_prob", returns=("old_log_probs", "entropy"))
+REF_LOG_PROBS = Phase(WorkerProcess.compute_ref_log_probs, "ref", returns=("ref_log_probs",))
+VALUES = Phase(WorkerProcess.compute_values, "values", returns=("values",))
+UPDATE_CRITIC = Phase(WorkerProcess.update_critic, "update_critic", sends=("values", "returns"))
+UPDATE_ACTOR = Phase(WorkerProcess.update_actor, "update_actor", sends=("old_log_probs", "advantages", "ref_log_probs"))
 
 
-def generate(group: WorkerGroup, rows: list[dict], params: SamplingParams, release_after: bool) -> tuple[Batch, Meta]:
-    """Sample params.n responses for every row's prompt on the rollout engines; prompt-major order."""
-    prompts = [list(r["raw_prompt_ids"]) for r in rows]
-    shards = split_list(prompts, group.world_size)
-    parts = group.call("generate", shards, params, release_after)
-    n = params.n
-    uids = [i // n for i in range(len(rows) * n)]
-    batch = Batch.cat(parts).with_fields(group_ids=torch.tensor(uids, dtype=torch.long))
-    meta = Meta([rows[u]["data_source"] for u in uids], [rows[u]["ground_truth"] for u in uids],
-                [rows[u].get("extra_info") for u in uids], uids)
-    return batch, meta
+def compute(group: WorkerGroup, phase: Phase, batch: Batch, timings: dict[str, float]) -> Batch:
+    """Run a forward phase on every rank's share and put the fields it returns onto the batch."""
+    with timer(phase.timer, timings):
+        shards = [b.only(*phase.sends) for b in batch.chunk(group.world_size)]
+        results = group.call(phase.method, shards)
+        if set(results[0]) != set(phase.returns):
+            raise RuntimeError(f"{phase.method.__qualname__} returned {sorted(results[0])}; its phase declares "
+                               f"{sorted(phase.returns)}")
+        return batch.with_fields(**{name: torch.cat([r[name] for r in results]) for name in phase.returns})
 
 
-def score(reward_fn, batch: Batch, meta: Meta) -> tuple[Batch, dict[str, list[Any]]]:
+def update(group: WorkerGroup, phase: Phase, batch: Batch, step: int, timings: dict[str, float]) -> dict[str, float]:
+    """Run an update phase on every rank's share; its metrics, averaged over ranks."""
+    with timer(phase.timer, timings):
+        shards = [b.only(*phase.sends) for b in batch.chunk(group.world_size)]
+        return mean_over_ranks(group.call(phase.method, shards, step))
+
+
+def sync_weights(group: WorkerGroup, timings: dict[str, float]) -> dict[str, float]:
+    """Push the actor's new weights into every rank's rollout engine."""
+    with timer("update_weights", timings):
+        return mean_over_ranks(group.call_all(WorkerProcess.sync_weights))
+
+
+def generate(group: WorkerGroup, rows: list[PromptRow], params: SamplingParams, release_after: bool) -> Batch:
+    """Sample params.n responses for every row's prompt on the rollout engines; prompt-major order, group id = row."""
+    shards = split_evenly([r.prompt_ids for r in rows], group.world_size)
+    parts = group.call(WorkerProcess.generate, shards, params, release_after)
+    uids = [i // params.n for i in range(len(rows) * params.n)]
+    meta = Meta([rows[u].data_source for u in uids], [rows[u].ground_truth for u in uids],
+                [rows[u].extra_info for u in uids])
+    return Batch.cat(parts).with_fields(group_ids=torch.tensor(uids, dtype=torch.long), meta=meta)
+
+
+def score(reward_fn, batch: Batch) -> tuple[Batch, dict[str, list[Any]]]:
+    """Rule/custom reward of every response; the reward function's extra dict entries come back beside it."""
+    meta = batch.meta
     result = reward_fn.score(batch.responses, batch.response_mask, meta.data_sources, meta.ground_truths,
                              meta.extra_infos, prompts=batch.prompts,
                              prompt_mask=batch.attention_mask[:, : batch.prompts.shape[1]])
     return batch.with_fields(token_level_scores=result.token_scores), result.extra
 
 
-def filter_values(batch: Batch, extra: dict[str, list[Any]], metric: str) -> torch.Tensor:
-    """(B,) the value algorithm.filter_groups compares: a named entry of the reward function's dict result,
-    else the response's summed score."""
-    if metric in ("acc", "score") and metric in extra:
-        return torch.tensor([float(v) for v in extra[metric]], dtype=torch.float64)
-    return batch.token_level_scores.sum(-1).double()
-
-
-def informative_groups(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """Group ids, in order of first appearance, whose responses do not all share one value (values (B,),
-    group_ids (B,)); a group whose values are all equal has zero advantage under GRPO and RLOO."""
-    groups = torch.unique_consecutive(group_ids)  # (G,) prompt-major order
-    keep = [g for g in groups.tolist() if values[group_ids == g].unique().numel() > 1]
-    return torch.tensor(keep, dtype=torch.long)
-
-
-def take_groups(batch: Batch, meta: Meta, groups: torch.Tensor, first_id: int) -> tuple[Batch, Meta]:
-    """The rows of `groups` (in that order), their group ids renumbered first_id, first_id + 1, ..."""
-    rows = [i for g in groups.tolist() for i in (batch.group_ids == g).nonzero().flatten().tolist()]
-    renumber = {g: first_id + k for k, g in enumerate(groups.tolist())}
-    ids = torch.tensor([renumber[int(batch.group_ids[i])] for i in rows], dtype=torch.long)
-    picked = meta.select(rows)
-    picked.uids = ids.tolist()
-    return batch.select(rows).with_fields(group_ids=ids), picked
-
-
-def balance(batch: Batch, meta: Meta, parts: int) -> tuple[Batch, Meta, dict[str, float]]:
-    """Reorder so each rank gets about the same number of tokens (trainer.balance_batch)."""
+def balance(batch: Batch, parts: int, metrics: dict[str, float]) -> Batch:
+    """Reorder so each rank gets about the same number of tokens (trainer.balance_batch); adds the loads to
+    `metrics`."""
     lengths = batch.attention_mask.sum(-1)  # (B,)
     order = balance_order(lengths, parts)
-    before = torch.stack([c.sum() for c in lengths.chunk(parts)]) if len(lengths) >= parts else lengths
-    after = torch.stack([c.sum() for c in lengths[order].chunk(parts)]) if len(lengths) >= parts else lengths
-    metrics = {"global_seqlen/min": before.min().item(), "global_seqlen/max": before.max().item(),
-               "global_seqlen/minmax_diff": (before.max() - before.min()).item(),
-               "global_seqlen/balanced_min": after.min().item(), "global_seqlen/balanced_max": after.max().item(),
-               "global_seqlen/mean": lengths.float().sum().item() / parts}
-    return batch.select(order), meta.select(order.tolist()), metrics
-
-
-def run_on_shards(group: WorkerGroup, method: str, batch: Batch, send: tuple[str, ...], *args) -> Batch:
-    """Call `method` on every rank with its contiguous share of the batch; merge returned fields."""
-    shards = [b.only(*send) for b in batch.chunk(group.world_size)]
-    results = group.call(method, shards, *args)
-    fields = {name: torch.cat([r[name] for r in results]) for name in results[0]}
-    return batch.with_fields(**fields)
-
-
-def update_on_shards(group: WorkerGroup, method: str, batch: Batch, send: tuple[str, ...], step: int) -> list[dict]:
-    shards = [b.only(*send) for b in batch.chunk(group.world_size)]
-    return group.call(method, shards, step)
+    before, after = rank_loads(lengths, parts), rank_loads(lengths[order], parts)  # (parts,) each
+    metrics.update({"global_seqlen/min": before.min().item(), "global_seqlen/max": before.max().item(),
+                    "global_seqlen/minmax_diff": (before.max() - before.min()).item(),
+                    "global_seqlen/balanced_min": after.min().item(),
+                    "global_seqlen/balanced_max": after.max().item(),
+                    "global_seqlen/mean": lengths.float().sum().item() / parts})
+    return batch.select(order)
 
 
 def apply_kl_in_reward(batch: Batch, kl_ctrl, kind: str) -> tuple[Batch, dict[str, float]]:
@@ -133,12 +117,20 @@ def apply_kl_in_reward(batch: Batch, kl_ctrl, kind: str) -> tuple[Batch, dict[st
     return batch.with_fields(token_level_rewards=rewards), metrics
 
 
-def advantages(batch: Batch, algo, reward_baselines: Optional[torch.Tensor]) -> Batch:
-    adv, ret = compute_advantages(algo.adv_estimator, token_rewards=batch.token_level_rewards,
-                                  mask=batch.response_mask, group_ids=batch.group_ids, values=batch.values,
-                                  gamma=algo.gamma, lam=algo.lam, norm_adv_by_std_in_grpo=algo.norm_adv_by_std_in_grpo,
-                                  reward_baselines=reward_baselines)
-    return batch.with_fields(advantages=adv, returns=ret)
+def rewards_and_advantages(batch: Batch, algo, kl_ctrl, timings: dict[str, float],
+                           metrics: dict[str, float]) -> Batch:
+    """Token rewards (the scores, minus β·KL with algorithm.use_kl_in_reward), then the advantage estimator."""
+    with timer("adv", timings):
+        batch = batch.with_fields(token_level_rewards=batch.token_level_scores)
+        if algo.use_kl_in_reward:
+            batch, kl_metrics = apply_kl_in_reward(batch, kl_ctrl, algo.kl_penalty)
+            metrics.update(kl_metrics)
+        adv, ret = compute_advantages(algo.adv_estimator, token_rewards=batch.token_level_rewards,
+                                      mask=batch.response_mask, group_ids=batch.group_ids, values=batch.values,
+                                      gamma=algo.gamma, lam=algo.lam,
+                                      norm_adv_by_std_in_grpo=algo.norm_adv_by_std_in_grpo,
+                                      reward_baselines=batch.reward_baselines)
+        return batch.with_fields(advantages=adv, returns=ret)
 
 
 def masked_mean(x: Optional[torch.Tensor], mask: torch.Tensor) -> float:
@@ -153,13 +145,16 @@ def step_params(params: SamplingParams, seed: int, step: int, round_: int = 0) -
     return replace(params, seed=seed * 100_003 + step + round_ * 7_919_993)
 
 
-def dump_generations(directory: str, step: int, tokenizer, batch: Batch, meta: Meta, scores: torch.Tensor) -> None:
+def dump_generations(directory: str, step: int, tokenizer, batch: Batch) -> None:
+    """One JSON line per response: prompt and response text, ground truth, summed score (trainer.*_data_dir)."""
     os.makedirs(directory, exist_ok=True)
     P = batch.prompts.shape[1]
+    scores = batch.token_level_scores.sum(-1)  # (B,)
     with open(os.path.join(directory, f"{step}.jsonl"), "w") as fh:
         for i in range(len(batch)):
             prompt = batch.prompts[i][batch.attention_mask[i, :P].bool()].tolist()
             response = batch.responses[i][batch.response_mask[i].bool()].tolist()
             fh.write(json.dumps({"input": tokenizer.decode(prompt, skip_special_tokens=True),
                                  "output": tokenizer.decode(response, skip_special_tokens=True),
-                                 "gts": str(meta.ground_truths[i]), "score": float(scores[i]), "step": step}) + "\n")
+                                 "gts": str(batch.meta.ground_truths[i]), "score": float(scores[i]),
+                                 "step": step}) + "\n")

@@ -1,13 +1,15 @@
-"""Everything a run needs before its first step: tokenizer, data, rewards, Ray, worker groups, loggers.
+"""Everything a run needs before its first step, in two parts.
 
-Kept apart from the loop so ppo.py reads like the algorithm. Order matters for memory: every rank creates its
-rollout engine first (same moment everywhere, before training weights), then the actor, reference, critic.
+`load_data`: tokenizer, datasets and sampler, and with them the last config values that depend on the data (the
+optimizers' total step count), so that the config the entry point prints and saves is the one that runs.
+`build_runtime`: rewards, Ray, worker groups, loggers. Order matters for memory: every rank creates its rollout
+engine first (same moment everywhere, before training weights), then the actor, reference, critic.
+
+Kept apart from the loop so ppo.py reads like the algorithm.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -15,28 +17,35 @@ from strive.algos import AdaptiveKLController, FixedKLController
 from strive.config import Prepared, needs_critic, needs_reference, to_dict
 from strive.controller.cluster import Placement, init_ray, plan_placement
 from strive.controller.group import WorkerGroup
+from strive.controller.process import WorkerProcess
 from strive.data.rl_dataset import RLDataset
 from strive.data.sampler import ResumableSampler
 from strive.models.loading import load_tokenizer, resolve_model_path
 from strive.reward.custom import load_reward_function
 from strive.reward.manager import RewardManager
+from strive.trainer.checkpoint import log_dir
+
+
+@dataclass
+class RunData:
+    tokenizer: Any
+    train_data: RLDataset
+    val_data: Optional[RLDataset]
+    sampler: ResumableSampler
+    total_steps: int
+    model_path: str
 
 
 @dataclass
 class Runtime:
     run: Prepared
-    tokenizer: Any
-    train_data: RLDataset
-    val_data: Optional[RLDataset]
-    sampler: ResumableSampler
+    data: RunData
     reward_fn: RewardManager
     val_reward_fn: RewardManager
     group: WorkerGroup
     critic_group: Optional[WorkerGroup]
     kl_ctrl: Any
-    total_steps: int
     tracker: Any
-    model_path: str
 
     @property
     def cfg(self):
@@ -97,8 +106,9 @@ def build_groups(cfg, sizes, total_steps: int, tokenizer) -> tuple[WorkerGroup, 
         if g is not None:
             print(f"[strive] placement {g.describe()}", flush=True)
     eos_ids, pad_id = _eos_ids(tokenizer, cfg), tokenizer.pad_token_id
-    workers = group.workers + (critic_group.workers if critic_group else [])
-    group.get([w.build.remote(cfg, sizes, total_steps, eos_ids, pad_id) for w in workers], "build")
+    refs = [ref for g in (group, critic_group) if g is not None
+            for ref in g.submit_all(WorkerProcess.build, cfg, sizes, total_steps, eos_ids, pad_id)]
+    group.get(refs, "build")
     return group, critic_group
 
 
@@ -130,9 +140,8 @@ def kl_controller(cfg):
     return FixedKLController(kl.kl_coef)
 
 
-def build_runtime(run: Prepared) -> Runtime:
-    from strive.tracking import Tracker
-
+def load_data(run: Prepared) -> RunData:
+    """Tokenizer, datasets and sampler; fills the optimizers' total step count into the config."""
     cfg = run.config
     model_path = resolve_model_path(cfg.actor_rollout_ref.model.path)
     tokenizer = load_tokenizer(cfg.data.tokenizer or cfg.actor_rollout_ref.model.tokenizer_path or model_path,
@@ -142,18 +151,19 @@ def build_runtime(run: Prepared) -> Runtime:
     total = total_training_steps(cfg, len(sampler))
     for optim in (cfg.actor_rollout_ref.actor.optim, cfg.critic.optim):
         optim.total_training_steps = total
-    reward_fn, val_reward_fn = build_rewards(cfg, tokenizer)
     print(f"[strive] {len(train)} training prompts, {len(sampler)} steps per epoch, {total} steps in total"
           + (f"; {len(val)} validation prompts" if val is not None else ""))
+    return RunData(tokenizer, train, val, sampler, total, model_path)
+
+
+def build_runtime(run: Prepared, data: RunData) -> Runtime:
+    from strive.tracking import Tracker
+
+    cfg = run.config
+    reward_fn, val_reward_fn = build_rewards(cfg, data.tokenizer)
     processes = run.sizes.world_size * (1 if cfg.trainer.colocate_critic or not needs_critic(cfg) else 2)
     init_ray(cfg, processes)
-    group, critic_group = build_groups(cfg, run.sizes, total, tokenizer)
-    log_dir = os.path.join(os.path.expanduser(cfg.trainer.default_local_dir), "logs")
-    tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir,
-                      config=to_dict(cfg), total_steps=total)
-    return Runtime(run, tokenizer, train, val, sampler, reward_fn, val_reward_fn, group, critic_group,
-                   kl_controller(cfg), total, tracker, model_path)
-
-
-def steps_per_epoch(runtime: Runtime) -> int:
-    return max(1, math.floor(len(runtime.train_data) / runtime.cfg.data.gen_batch_size))
+    group, critic_group = build_groups(cfg, run.sizes, data.total_steps, data.tokenizer)
+    tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir(cfg.trainer),
+                      config=to_dict(cfg), total_steps=data.total_steps)
+    return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker)

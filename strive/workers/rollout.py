@@ -9,8 +9,6 @@ then the KV cache resumed (so the cache never competes with a half-loaded model 
 from __future__ import annotations
 
 import time
-from typing import Optional
-
 import torch
 
 from strive.batch import Batch
@@ -101,10 +99,9 @@ class RolloutWorker:
                 "weight_sync/gb_per_s": nbytes / max(seconds, 1e-9) / 1e9}
 
 
-def sampling_params(cfg: ActorRolloutRefConfig, validate: bool, seed: Optional[int],
-                    stop_token_ids: Optional[list[int]] = None) -> SamplingParams:
+def sampling_params(cfg: ActorRolloutRefConfig, *, validate: bool) -> SamplingParams:
+    """The rollout's sampling settings (rollout.*), or the validation ones (rollout.val_kwargs.*); unseeded."""
     rollout = cfg.rollout
     src = rollout.val_kwargs if validate else rollout
     return SamplingParams(max_new_tokens=rollout.response_length, temperature=src.temperature, top_p=src.top_p,
-                          top_k=src.top_k, n=src.n, do_sample=src.do_sample, ignore_eos=rollout.ignore_eos,
-                          stop_token_ids=list(stop_token_ids or []), seed=seed)
+                          top_k=src.top_k, n=src.n, do_sample=src.do_sample, ignore_eos=rollout.ignore_eos)

@@ -80,3 +80,32 @@ def test_lr_schedules():
     assert lr_multiplier(6, cos, 10) == pytest.approx(mid)
     assert lr_multiplier(10, cos, 10) == pytest.approx(0.1)
     assert lr_multiplier(5, OptimConfig(), 10) == 1.0
+
+
+def test_meta_moves_with_its_rows_and_never_ships():
+    from strive.batch import Meta
+
+    b = make_batch(B=5)
+    b.meta = Meta([f"src{i}" for i in range(5)], [f"gt{i}" for i in range(5)], [{"i": i} for i in range(5)])
+    picked = b.select([3, 0])
+    assert picked.meta.ground_truths == ["gt3", "gt0"] and picked.meta.extra_infos == [{"i": 3}, {"i": 0}]
+    assert b.select(slice(1, 3)).meta.data_sources == ["src1", "src2"]
+    parts = b.chunk(2)
+    assert [p.meta.ground_truths for p in parts] == [["gt0", "gt1", "gt2"], ["gt3", "gt4"]]
+    assert Batch.cat(parts).meta == b.meta
+    assert b.only("advantages").meta is None  # workers get tensors only
+    assert Batch.cat([b, b.only()]).meta is None  # a part without text makes the join text-less, not misaligned
+
+
+def test_one_even_split_rule_for_ranks_prompts_and_balancing():
+    from strive.batch import even_sizes, rank_loads, split_evenly
+
+    assert even_sizes(10, 4) == [3, 3, 2, 2] and even_sizes(2, 4) == [1, 1, 0, 0]
+    assert [len(p) for p in make_batch(B=10).chunk(4)] == even_sizes(10, 4)
+    assert [len(p) for p in split_evenly(list(range(10)), 4)] == even_sizes(10, 4)
+    lengths = torch.tensor([5, 1, 1, 1, 9, 2, 2, 2, 2, 2])
+    order = balance_order(lengths, 4)
+    sizes = even_sizes(10, 4)
+    assert [len(p) for p in torch.split(order, sizes)] == sizes
+    # the loads reported for balancing are what Batch.chunk hands each rank (torch.chunk would give 3,3,3,1)
+    assert rank_loads(lengths, 4).tolist() == [7, 12, 4, 4]

@@ -1,16 +1,15 @@
-"""RLDataset: templating, left padding, truncation modes, length filter, position ids, collate."""
+"""RLDataset: templating, typed rows, truncation modes, length filter."""
 
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from strive.data.rl_dataset import RLDataset, collate, truncate_ids
+from strive.data.rl_dataset import PromptRow, RLDataset, truncate_ids
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -58,21 +57,17 @@ def parquet(tmp_path):
     return path
 
 
-def test_template_then_left_padding(tokenizer, parquet):
+def test_template_gives_a_typed_row(tokenizer, parquet):
     ds = RLDataset(str(parquet), tokenizer, max_prompt_length=32)
     assert len(ds) == 3
     item = ds[0]
+    assert isinstance(item, PromptRow)
     expected = tokenizer.encode("<|im_start|>user\nab<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
     assert len(expected) == OVERHEAD + 2
-    n = len(expected)
-    assert item["input_ids"].shape == (32,) and item["input_ids"].dtype == torch.long
-    assert item["input_ids"][: 32 - n].eq(tokenizer.pad_token_id).all()
-    assert item["input_ids"][32 - n:].tolist() == expected == item["raw_prompt_ids"]
-    assert item["attention_mask"].tolist() == [0] * (32 - n) + [1] * n
-    assert item["position_ids"].tolist() == [0] * (32 - n) + list(range(n))
-    assert item["raw_prompt"] == [{"role": "user", "content": "ab"}]
-    assert item["index"] == 100 and item["ground_truth"] == "0" and item["data_source"] == "openai/gsm8k"
-    assert item["ability"] == "math" and "prompt" not in item
+    assert item.prompt_ids == expected  # unpadded: the rollout pads
+    assert item.raw_prompt == [{"role": "user", "content": "ab"}]
+    assert item.index == 100 and item.ground_truth == "0" and item.data_source == "openai/gsm8k"
+    assert item.columns["ability"] == "math" and "prompt" not in item.columns
 
 
 @pytest.mark.parametrize(
@@ -83,12 +78,9 @@ def test_template_then_left_padding(tokenizer, parquet):
 def test_truncation_modes(tokenizer, parquet, mode, keep):
     L = 25  # odd, so middle keeps 12 from the front and 13 from the back
     ds = RLDataset(str(parquet), tokenizer, max_prompt_length=L, truncation=mode)
-    full = ds.prompt_ids(ds[1]["raw_prompt"])
+    full = ds.prompt_ids(ds[1].raw_prompt)
     assert len(full) == OVERHEAD + 30
-    item = ds[1]
-    assert item["raw_prompt_ids"] == keep(full, L)
-    assert item["input_ids"].tolist() == keep(full, L) and item["attention_mask"].all()
-    assert item["position_ids"].tolist() == list(range(L))
+    assert ds[1].prompt_ids == keep(full, L)
 
 
 def test_truncate_ids_middle_exact():
@@ -109,9 +101,9 @@ def test_truncation_error_names_row_and_lengths(tokenizer, parquet):
 
 def test_filter_overlong_prompts(tokenizer, parquet, capsys):
     ds = RLDataset(str(parquet), tokenizer, max_prompt_length=25, filter_overlong_prompts=True)
-    assert [ds[i]["raw_prompt"][0]["content"] for i in range(len(ds))] == ["ab", "hello"]
+    assert [ds[i].raw_prompt[0]["content"] for i in range(len(ds))] == ["ab", "hello"]
     assert "dropped 1 of 3 rows" in capsys.readouterr().out
-    assert ds[1]["index"] == 102  # extra_info.index survives the filter
+    assert ds[1].index == 102  # extra_info.index survives the filter
 
 
 def test_many_files_json_jsonl_and_tilde(tokenizer, tmp_path, monkeypatch, parquet):
@@ -119,25 +111,25 @@ def test_many_files_json_jsonl_and_tilde(tokenizer, tmp_path, monkeypatch, parqu
     (tmp_path / "a.json").write_text(json.dumps(_rows(["j1", "j2"])))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in _rows(["l1"])) + "\n")
     ds = RLDataset(["~/a.json", str(tmp_path / "b.jsonl"), "~/train.parquet"], tokenizer, max_prompt_length=64)
-    assert [ds[i]["raw_prompt"][0]["content"] for i in range(len(ds))] == ["j1", "j2", "l1", "ab", "x" * 30, "hello"]
+    assert [ds[i].raw_prompt[0]["content"] for i in range(len(ds))] == ["j1", "j2", "l1", "ab", "x" * 30, "hello"]
 
 
 def test_max_samples(tokenizer, tmp_path):
     path = tmp_path / "many.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in _rows([f"p{i}" for i in range(20)])))
     first = RLDataset(str(path), tokenizer, max_prompt_length=64, max_samples=4)
-    assert [first[i]["index"] for i in range(4)] == [100, 101, 102, 103]
+    assert [first[i].index for i in range(4)] == [100, 101, 102, 103]
     rand_a = RLDataset(str(path), tokenizer, max_prompt_length=64, max_samples=4, shuffle_subset_seed=1)
     rand_b = RLDataset(str(path), tokenizer, max_prompt_length=64, max_samples=4, shuffle_subset_seed=1)
-    picked = [rand_a[i]["index"] for i in range(4)]
-    assert picked == [rand_b[i]["index"] for i in range(4)] and picked != [100, 101, 102, 103]
+    picked = [rand_a[i].index for i in range(4)]
+    assert picked == [rand_b[i].index for i in range(4)] and picked != [100, 101, 102, 103]
 
 
 def test_index_defaults_to_row_number(tokenizer, tmp_path):
     path = tmp_path / "plain.jsonl"
     path.write_text(json.dumps({"prompt": [{"role": "user", "content": "q"}]}) + "\n")
     item = RLDataset(str(path), tokenizer, max_prompt_length=64, return_raw_chat=False)[0]
-    assert item["index"] == 0 and item["ground_truth"] is None and "raw_prompt" not in item
+    assert item.index == 0 and item.ground_truth is None and item.raw_prompt is None
 
 
 def test_missing_chat_template_and_custom_template(tmp_path, parquet):
@@ -146,21 +138,14 @@ def test_missing_chat_template_and_custom_template(tmp_path, parquet):
         RLDataset(str(parquet), bare, max_prompt_length=64)
     plain = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
     ds = RLDataset(str(parquet), bare, max_prompt_length=8, custom_chat_template=plain)
-    assert ds[0]["raw_prompt_ids"] == bare.encode("ab>", add_special_tokens=False)
+    assert ds[0].prompt_ids == bare.encode("ab>", add_special_tokens=False)
 
 
 def test_chat_template_kwargs_are_passed(tokenizer, parquet):
     template = "{% if shout %}!{% endif %}{{ messages[0]['content'] }}"
     ds = RLDataset(str(parquet), tokenizer, max_prompt_length=8, custom_chat_template=template,
                    chat_template_kwargs={"shout": True})
-    assert ds[0]["raw_prompt_ids"] == tokenizer.encode("!ab", add_special_tokens=False)
-
-
-def test_pad_falls_back_to_eos(parquet):
-    no_pad = build_tokenizer(pad=False)
-    assert no_pad.pad_token_id is None
-    item = RLDataset(str(parquet), no_pad, max_prompt_length=32)[0]
-    assert item["input_ids"][0] == no_pad.eos_token_id
+    assert ds[0].prompt_ids == tokenizer.encode("!ab", add_special_tokens=False)
 
 
 def test_config_errors(tokenizer, parquet, tmp_path):
@@ -170,11 +155,3 @@ def test_config_errors(tokenizer, parquet, tmp_path):
         RLDataset(str(parquet), tokenizer, prompt_key="messages")
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         RLDataset(str(tmp_path / "missing.parquet"), tokenizer)
-
-
-def test_collate(tokenizer, parquet):
-    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=32)
-    batch = collate([ds[0], ds[2]])
-    assert batch["input_ids"].shape == (2, 32) and batch["position_ids"].shape == (2, 32)
-    assert batch["ground_truth"] == ["0", "2"] and batch["index"] == [100, 102]
-    assert isinstance(batch["raw_prompt_ids"], list) and len(batch["raw_prompt_ids"][1]) == OVERHEAD + 5

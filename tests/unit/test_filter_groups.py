@@ -3,11 +3,12 @@
 import torch
 
 from strive.algos import compute_advantages
-from strive.batch import Batch
-from strive.trainer.phases import Meta, filter_values, informative_groups, take_groups
+from strive.batch import Batch, Meta
+from strive.trainer.sampling import filter_values, informative_groups, take_groups
 
 
-def scored_batch(scores: list[float], n: int) -> tuple[Batch, Meta]:
+def scored_batch(scores: list[float], n: int) -> tuple[Batch, dict]:
+    """A scored batch whose ground truths name their group, and the reward function's extra dict ("acc")."""
     B, P, T = len(scores), 2, 3
     mask = torch.ones(B, T)
     token_scores = torch.zeros(B, T)
@@ -17,8 +18,8 @@ def scored_batch(scores: list[float], n: int) -> tuple[Batch, Meta]:
                   attn.cumsum(-1) - 1, mask, token_level_scores=token_scores,
                   group_ids=torch.arange(B) // n)
     uids = (torch.arange(B) // n).tolist()
-    meta = Meta(["gsm8k"] * B, [f"gt{u}" for u in uids], [None] * B, uids, {"acc": [s > 0 for s in scores]})
-    return batch, meta
+    batch.meta = Meta(["gsm8k"] * B, [f"gt{u}" for u in uids], [None] * B)
+    return batch, {"acc": [s > 0 for s in scores]}
 
 
 def test_informative_groups_are_those_with_differing_values():
@@ -40,18 +41,18 @@ def test_dropped_groups_are_exactly_those_grpo_gives_zero_advantage():
 
 
 def test_filter_values_use_the_named_reward_entry_else_the_summed_score():
-    batch, meta = scored_batch([0.0, 2.5, 1.0, 1.0], n=2)
-    assert filter_values(batch, meta.extras, "acc").tolist() == [0.0, 1.0, 1.0, 1.0]
+    batch, extra = scored_batch([0.0, 2.5, 1.0, 1.0], n=2)
+    assert filter_values(batch, extra, "acc").tolist() == [0.0, 1.0, 1.0, 1.0]
     assert filter_values(batch, {}, "acc").tolist() == [0.0, 2.5, 1.0, 1.0]
-    assert filter_values(batch, meta.extras, "seq_reward").tolist() == [0.0, 2.5, 1.0, 1.0]
+    assert filter_values(batch, extra, "seq_reward").tolist() == [0.0, 2.5, 1.0, 1.0]
 
 
 def test_take_groups_keeps_rows_in_group_order_and_renumbers():
-    batch, meta = scored_batch([0, 1, 0, 0, 1, 0, 1, 1], n=2)  # groups 0 and 2 informative
-    kept, kept_meta = take_groups(batch, meta, torch.tensor([2, 0]), first_id=5)
+    batch, _ = scored_batch([0, 1, 0, 0, 1, 0, 1, 1], n=2)  # groups 0 and 2 informative
+    kept = take_groups(batch, torch.tensor([2, 0]), first_id=5)
     assert kept.prompts[:, 0].tolist() == [4, 5, 0, 1]  # group 2's rows, then group 0's
-    assert kept.group_ids.tolist() == [5, 5, 6, 6] == kept_meta.uids
-    assert kept_meta.ground_truths == ["gt2", "gt2", "gt0", "gt0"]
-    assert kept_meta.extras["acc"] == [True, False, False, True]
-    joined = Meta.cat([kept_meta, meta.select([0, 1])])
-    assert joined.ground_truths == ["gt2", "gt2", "gt0", "gt0", "gt0", "gt0"] and len(joined.extras["acc"]) == 6
+    assert kept.group_ids.tolist() == [5, 5, 6, 6]
+    assert kept.meta.ground_truths == ["gt2", "gt2", "gt0", "gt0"]  # the text side moved with its rows
+    joined = Batch.cat([kept, batch.select([0, 1])])
+    assert joined.meta.ground_truths == ["gt2", "gt2", "gt0", "gt0", "gt0", "gt0"]
+    assert joined.prompts[:, 0].tolist() == [4, 5, 0, 1, 0, 1]

@@ -1,0 +1,74 @@
+"""The phase table and the typed calls across processes: what each phase ships and returns, checked without Ray."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from strive.batch import Batch
+from strive.controller.group import WorkerGroup
+from strive.controller.process import WorkerProcess
+from strive.trainer import phases
+
+PHASES = [phases.OLD_LOG_PROBS, phases.REF_LOG_PROBS, phases.VALUES, phases.UPDATE_CRITIC, phases.UPDATE_ACTOR]
+
+
+def tiny_batch(B=4, P=2, T=3) -> Batch:
+    attn = torch.ones(B, P + T, dtype=torch.long)
+    return Batch(torch.zeros(B, P, dtype=torch.long), torch.ones(B, T, dtype=torch.long), attn,
+                 attn.cumsum(-1) - 1, torch.ones(B, T), advantages=torch.randn(B, T), values=torch.randn(B, T))
+
+
+class RecordingGroup:
+    """Stands in for a WorkerGroup: records what each rank would receive and answers like the workers."""
+
+    world_size = 2
+
+    def __init__(self, answer):
+        self.answer, self.sent = answer, []
+
+    def call(self, method, shards, *args):
+        self.sent.append((method, shards, args))
+        return [self.answer(shard) for shard in shards]
+
+
+def test_every_phase_names_a_worker_method_and_batch_fields():
+    fields = {f.name for f in dataclasses.fields(Batch)}
+    for phase in PHASES:
+        assert getattr(WorkerProcess, phase.method.__name__) is phase.method, phase
+        assert set(phase.sends) <= fields and set(phase.returns) <= fields, phase
+
+
+def test_compute_ships_declared_fields_only_and_merges_in_rank_order():
+    group = RecordingGroup(lambda shard: {"values": shard.prompts.float().sum(-1, keepdim=True).expand(-1, 3)})
+    batch = tiny_batch()
+    batch.prompts[:, 0] = torch.arange(4)
+    out = phases.compute(group, phases.VALUES, batch, timings := {})
+    method, shards, _ = group.sent[0]
+    assert method is WorkerProcess.compute_values and [len(s) for s in shards] == [2, 2]
+    assert all(s.advantages is None and s.values is None for s in shards)  # VALUES sends nothing extra
+    assert out.values[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0] and "values" in timings
+
+
+def test_update_ships_what_the_phase_declares():
+    group = RecordingGroup(lambda shard: {"critic/vf_loss": float(len(shard))})
+    metrics = phases.update(group, phases.UPDATE_CRITIC, tiny_batch(), 7, {})
+    _, shards, args = group.sent[0]
+    assert args == (7,) and all(s.values is not None and s.returns is None and s.advantages is None for s in shards)
+    assert metrics == {"critic/vf_loss": 2.0}
+
+
+def test_a_worker_returning_undeclared_fields_is_an_error():
+    group = RecordingGroup(lambda shard: {"old_log_probs": torch.zeros(len(shard), 3)})  # no entropy
+    with pytest.raises(RuntimeError, match="compute_log_probs returned .*declares"):
+        phases.compute(group, phases.OLD_LOG_PROBS, tiny_batch(), {})
+
+
+def test_group_calls_take_the_method_not_a_string():
+    group = WorkerGroup.__new__(WorkerGroup)  # no Ray: only the name check runs
+    group.name, group.process_cls = "actor_rollout_ref", WorkerProcess
+    assert group._remote_name(WorkerProcess.sync_weights) == "sync_weights"
+    with pytest.raises(TypeError, match="not a method of WorkerProcess"):
+        group._remote_name("sync_weights")
+    with pytest.raises(TypeError, match="not a method of WorkerProcess"):
+        group._remote_name(Batch.chunk)
