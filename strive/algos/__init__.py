@@ -4,46 +4,54 @@ Why this package exists: it is the part of verl's `core_algos` whose numbers str
 reproduce (spec §4). It imports only torch, so the workers, the trainer and the CPU unit tests
 can all use it without Ray, engines or configs.
 
-Exercised by: pytest tests/unit -k algos
+Importing the package loads nothing: `strive.config` validates user-written names against
+`strive.algos.names` and must not pull in torch to do so. `from strive.algos import kl_penalty`
+still works; each name is imported from its module on first use (PEP 562 `__getattr__`).
+
+Exercised by: pytest tests/unit -k "algos or names"
 """
 
-from strive.algos.advantages import (
-    CRITIC_ESTIMATORS,
-    ESTIMATORS,
-    compute_advantages,
-    compute_gae,
-    compute_grpo,
-    compute_reinforce_pp,
-    compute_reinforce_pp_baseline,
-    compute_remax,
-    compute_rloo,
-    needs_critic,
-    whiten,
-)
-from strive.algos.kl import KL_KINDS, AdaptiveKLController, FixedKLController, kl_penalty
-from strive.algos.logits import entropy_from_logits, logprobs_from_logits
-from strive.algos.losses import AGG_MODES, aggregate_loss, policy_loss, value_loss
+from __future__ import annotations
 
-__all__ = [
-    "AGG_MODES",
-    "CRITIC_ESTIMATORS",
-    "ESTIMATORS",
-    "KL_KINDS",
-    "AdaptiveKLController",
-    "FixedKLController",
-    "aggregate_loss",
-    "compute_advantages",
-    "compute_gae",
-    "compute_grpo",
-    "compute_reinforce_pp",
-    "compute_reinforce_pp_baseline",
-    "compute_remax",
-    "compute_rloo",
-    "entropy_from_logits",
-    "kl_penalty",
-    "logprobs_from_logits",
-    "needs_critic",
-    "policy_loss",
-    "value_loss",
-    "whiten",
-]
+import importlib
+from typing import Any
+
+# public name -> the module of this package that defines it
+_HOME = {
+    "compute_advantages": "advantages",
+    "compute_gae": "advantages",
+    "compute_grpo": "advantages",
+    "compute_reinforce_pp": "advantages",
+    "compute_reinforce_pp_baseline": "advantages",
+    "compute_remax": "advantages",
+    "compute_rloo": "advantages",
+    "whiten": "advantages",
+    "AdaptiveKLController": "kl",
+    "FixedKLController": "kl",
+    "kl_penalty": "kl",
+    "entropy_from_logits": "logits",
+    "logprobs_from_logits": "logits",
+    "aggregate_loss": "losses",
+    "policy_loss": "losses",
+    "value_loss": "losses",
+    "AGG_MODES": "names",
+    "CRITIC_ESTIMATORS": "names",
+    "ESTIMATORS": "names",
+    "GROUP_ESTIMATORS": "names",
+    "KL_KINDS": "names",
+    "KL_NOT_IMPLEMENTED": "names",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

@@ -9,20 +9,27 @@ Choices:
   consumer (losses, metrics) masks them, so zeroing changes nothing observable and reads better.
 - Groups are integer ids (one per prompt); group statistics are vectorised with index_add.
 - Advantages are constants for the optimiser, so the estimators run under torch.no_grad.
+- The estimator names are strive.algos.names.ESTIMATORS, which config checks without importing torch.
 
 Shapes: B = sequences, T = response tokens.
 Exercised by: pytest tests/unit/test_algos_advantages.py
 """
 
+from __future__ import annotations
+
+from typing import Sequence, TypeVar
+
 import torch
+
+from strive.algos.names import ESTIMATORS, GROUP_ESTIMATORS
 
 WHITEN_EPS = 1e-8
 
-ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax")
-CRITIC_ESTIMATORS = frozenset({"gae"})
+GroupIds = torch.Tensor | Sequence[int]  # (B,) one integer per sample, equal within a prompt's group
+_V = TypeVar("_V")
 
 
-def whiten(x, mask, shift_mean=True):
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
     """Masked whitening over the whole batch, each valid token counted once.
 
     μ = Σ x·m / Σ m,   σ² = Σ (x − μ)²·m / (Σ m − 1)   (Bessel-corrected)
@@ -40,7 +47,7 @@ def whiten(x, mask, shift_mean=True):
     return out if shift_mean else out + mean
 
 
-def _group_stats(scores, group_ids):
+def _group_stats(scores: torch.Tensor, group_ids: GroupIds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample statistics of the sample's group: (mean μ_G, unbiased std σ_G, size n_G), each (B,).
 
     μ_G = Σ_{j∈G} s_j / n_G,  σ_G = sqrt(Σ_{j∈G} (s_j − μ_G)² / (n_G − 1)).
@@ -60,7 +67,8 @@ def _group_stats(scores, group_ids):
 
 
 @torch.no_grad()
-def compute_gae(token_rewards, values, mask, gamma, lam):
+def compute_gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+                lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation, backward over t, skipping masked positions.
 
     δ_t = r_t + γ·V_next − V_t,   G_t = δ_t + γλ·G_next,
@@ -88,7 +96,8 @@ def compute_gae(token_rewards, values, mask, gamma, lam):
 
 
 @torch.no_grad()
-def compute_grpo(scores, mask, group_ids, norm_by_std=True, eps=1e-6):
+def compute_grpo(scores: torch.Tensor, mask: torch.Tensor, group_ids: GroupIds, norm_by_std: bool = True,
+                 eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """GRPO outcome advantage, one value per sequence broadcast over its valid tokens.
 
     A_i = (s_i − μ_G) / (σ_G + eps)  if norm_by_std,  else  A_i = s_i − μ_G  (Dr.GRPO);
@@ -103,7 +112,7 @@ def compute_grpo(scores, mask, group_ids, norm_by_std=True, eps=1e-6):
 
 
 @torch.no_grad()
-def compute_rloo(scores, mask, group_ids):
+def compute_rloo(scores: torch.Tensor, mask: torch.Tensor, group_ids: GroupIds) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE leave-one-out: A_i = s_i − mean of the other n_G − 1 scores = n/(n−1)·(s_i − μ_G).
 
     A group of size 1 has no other sample: A_i = s_i. A_{i,t} = A_i·m_{i,t}; returns = advantages.
@@ -116,7 +125,8 @@ def compute_rloo(scores, mask, group_ids):
 
 
 @torch.no_grad()
-def compute_reinforce_pp_baseline(scores, mask, group_ids):
+def compute_reinforce_pp_baseline(scores: torch.Tensor, mask: torch.Tensor,
+                                  group_ids: GroupIds) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++ with a group baseline: A = whiten((s_i − μ_G)·m)·m over the batch.
 
     Groups of size 1 use μ = 0. Returns = advantages.
@@ -128,7 +138,8 @@ def compute_reinforce_pp_baseline(scores, mask, group_ids):
 
 
 @torch.no_grad()
-def compute_reinforce_pp(token_rewards, mask, gamma):
+def compute_reinforce_pp(token_rewards: torch.Tensor, mask: torch.Tensor,
+                         gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++: discounted return-to-go that restarts at every masked position.
 
     R_t = r_t + γ·R_{t+1}·m_{t+1} (R_{T+1} = 0): a valid token sees only the rewards of the run
@@ -145,7 +156,8 @@ def compute_reinforce_pp(token_rewards, mask, gamma):
 
 
 @torch.no_grad()
-def compute_remax(token_rewards, mask, baselines):
+def compute_remax(token_rewards: torch.Tensor, mask: torch.Tensor,
+                  baselines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ReMax: reward-to-go minus the greedy response's score b_i.
 
     R_t = Σ_{t' ≥ t} r_{t'}·m_{t'};  A_t = (R_t − b_i)·m_t;  returns = R·m.
@@ -155,40 +167,31 @@ def compute_remax(token_rewards, mask, baselines):
     return advantages, reward_to_go * mask
 
 
-def _check_estimator(estimator):
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
-
-
-def needs_critic(estimator):
-    """True when the estimator reads critic values (only 'gae'); ValueError for unknown names."""
-    _check_estimator(estimator)
-    return estimator in CRITIC_ESTIMATORS
-
-
-def _required(value, name, estimator):
+def _required(value: _V | None, name: str, estimator: str) -> _V:
     if value is None:
         raise ValueError(f"advantage estimator {estimator!r} needs {name}")
     return value
 
 
 def compute_advantages(
-    estimator,
+    estimator: str,
     *,
-    token_rewards,
-    mask,
-    group_ids=None,
-    values=None,
-    gamma=1.0,
-    lam=1.0,
-    norm_adv_by_std_in_grpo=True,
-    reward_baselines=None,
-):
+    token_rewards: torch.Tensor,
+    mask: torch.Tensor,
+    group_ids: GroupIds | None = None,
+    values: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    norm_adv_by_std_in_grpo: bool = True,
+    reward_baselines: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch on verl's `algorithm.adv_estimator` name; returns (advantages, returns), each (B, T).
 
-    Outcome estimators (grpo, rloo, reinforce_plus_plus_baseline) use s_i = Σ_t r_{i,t}.
+    The names are strive.algos.names.ESTIMATORS. Group estimators (GROUP_ESTIMATORS: grpo, rloo,
+    reinforce_plus_plus_baseline) use the outcome score s_i = Σ_t r_{i,t}.
     """
-    _check_estimator(estimator)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
     if estimator == "gae":
         values = _required(values, "values (a critic)", estimator)
         return compute_gae(token_rewards, values, mask, gamma, lam)
@@ -197,10 +200,14 @@ def compute_advantages(
     if estimator == "remax":
         baselines = _required(reward_baselines, "reward_baselines (greedy scores)", estimator)
         return compute_remax(token_rewards, mask, baselines)
-    group_ids = _required(group_ids, "group_ids", estimator)
-    scores = token_rewards.sum(-1)  # (B,)
-    if estimator == "grpo":
-        return compute_grpo(scores, mask, group_ids, norm_by_std=norm_adv_by_std_in_grpo)
-    if estimator == "rloo":
-        return compute_rloo(scores, mask, group_ids)
-    return compute_reinforce_pp_baseline(scores, mask, group_ids)
+    if estimator in GROUP_ESTIMATORS:
+        group_ids = _required(group_ids, "group_ids", estimator)
+        scores = token_rewards.sum(-1)  # (B,)
+        if estimator == "grpo":
+            return compute_grpo(scores, mask, group_ids, norm_by_std=norm_adv_by_std_in_grpo)
+        if estimator == "rloo":
+            return compute_rloo(scores, mask, group_ids)
+        if estimator == "reinforce_plus_plus_baseline":
+            return compute_reinforce_pp_baseline(scores, mask, group_ids)
+    raise NotImplementedError(f"advantage estimator {estimator!r} is in strive.algos.names.ESTIMATORS "
+                              "but compute_advantages has no branch for it")

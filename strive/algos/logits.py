@@ -8,10 +8,12 @@ Shapes: any leading shape (...), V = vocabulary; e.g. (B, T, V) logits give (B, 
 Exercised by: pytest tests/unit/test_algos_logits.py
 """
 
+from __future__ import annotations
+
 import torch
 
 
-def entropy_from_logits(logits):
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """H = logsumexp(z) − Σ_v softmax(z)_v · z_v over the last dim, in float32. (..., V) -> (...).
 
     z is first shifted so its max is 0 (H is shift-invariant); otherwise the two terms are both
@@ -23,7 +25,7 @@ def entropy_from_logits(logits):
     return torch.logsumexp(z, dim=-1) - (probs * z).sum(-1)  # (...)
 
 
-def logprobs_from_logits(logits, labels):
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log softmax(z)[y] = z_y − logsumexp(z), in float32. (..., V), (...) -> (...)."""
     z = logits.float()  # (..., V)
     picked = z.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (...)

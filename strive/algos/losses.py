@@ -9,17 +9,21 @@ Choices:
   the caller multiplies each micro-batch loss by micro/mini (sequences), as verl does.
 - An all-masked micro-batch aggregates to 0 instead of verl's 0/0 = NaN.
 - ppo_kl uses the log-ratio after the ±20 clamp, as verl does (differs only beyond |d| > 20).
+- The mode names are strive.algos.names.AGG_MODES, which config checks without importing torch.
 
 Shapes: B = sequences, T = response tokens.
 Exercised by: pytest tests/unit/test_algos_losses.py
 """
 
+from __future__ import annotations
+
 import torch
 
-AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+from strive.algos.names import AGG_MODES
 
 
-def aggregate_loss(loss, mask, mode, scale=None):
+def aggregate_loss(loss: torch.Tensor, mask: torch.Tensor, mode: str,
+                   scale: float | None = None) -> torch.Tensor:
     """Agg(L, m) for verl's `loss_agg_mode`; returns a scalar.
 
     token-mean:               Σ_{i,t} L·m / Σ_{i,t} m
@@ -38,15 +42,20 @@ def aggregate_loss(loss, mask, mode, scale=None):
     per_seq = masked.sum(-1)  # (B,)
     if mode == "seq-mean-token-mean":
         per_seq = per_seq / tokens.clamp(min=1)
+    elif mode != "seq-mean-token-sum":
+        raise NotImplementedError(f"loss_agg_mode {mode!r} is in strive.algos.names.AGG_MODES "
+                                  "but aggregate_loss has no branch for it")
     has_tokens = (tokens > 0).to(per_seq.dtype)  # (B,)
     return (per_seq * has_tokens).sum() / has_tokens.sum().clamp(min=1)
 
 
-def _masked_mean(x, mask):
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return aggregate_loss(x, mask, "token-mean")
 
 
-def policy_loss(logp, old_logp, advantages, mask, clip_low=0.2, clip_high=0.2, clip_c=3.0, agg="token-mean"):
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                clip_low: float = 0.2, clip_high: float = 0.2, clip_c: float = 3.0,
+                agg: str = "token-mean") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped PPO surrogate with dual clip (`loss_mode=vanilla`); returns (loss, metrics).
 
     ρ = exp(clamp(logp − old_logp, −20, 20))
@@ -75,7 +84,8 @@ def policy_loss(logp, old_logp, advantages, mask, clip_low=0.2, clip_high=0.2, c
     return loss, metrics
 
 
-def value_loss(values, old_values, returns, mask, clip=0.5, agg="token-mean"):
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float = 0.5, agg: str = "token-mean") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped critic loss; returns (loss, metrics).
 
     V_clip = clip(V, V_old − ε, V_old + ε);  loss = ½·Agg(max((V − R)², (V_clip − R)²), m).

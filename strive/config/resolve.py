@@ -3,21 +3,33 @@
 verl writes many defaults as interpolations (`critic.ppo_epochs: ${actor.ppo_epochs}`) and has renamed keys
 over its releases. Users have command lines from every era, so both spellings are accepted; a value strive
 changes or infers is reported as a note, which `strive config` and the trainer print at start.
+
+The names a key may take are owned by the code that dispatches on them and imported from there (both modules are
+torch-free): estimators, loss-agg modes and KL kinds from `strive.algos.names`, logger backends from
+`strive.tracking.backends`. tests/unit/test_names.py pins the two sides together.
 """
 
 from __future__ import annotations
 
 import os
 
+from strive.algos.names import (
+    AGG_MODES,
+    CRITIC_ESTIMATORS,
+    ESTIMATORS,
+    GROUP_ESTIMATORS,
+    KL_KINDS,
+    KL_NOT_IMPLEMENTED,
+    split_kl_kind,
+)
 from strive.config.loader import ConfigError
 from strive.config.schema import StriveConfig
 from strive.engines.base import ENGINES
+from strive.tracking.backends import BACKEND_NAMES
 
-ADV_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax")
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-KL_TYPES = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
+# Dispatched on by strive/trainer/phases.py:filter_values, which reads acc and score from the reward function's
+# extra dict and uses the summed score for the other two; kept here until that module can own it.
 FILTER_METRICS = ("acc", "score", "seq_reward", "seq_final_reward")
-LOGGERS = ("console", "file", "tensorboard", "wandb", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
 
 
 def _fill(obj, name: str, value) -> None:
@@ -114,7 +126,7 @@ def _interpolations(cfg: StriveConfig) -> None:
     _fill(cfg.trainer, "default_local_dir",
           os.path.join("checkpoints", cfg.trainer.project_name, cfg.trainer.experiment_name))
     if critic.enable is None:
-        critic.enable = cfg.algorithm.adv_estimator == "gae"
+        critic.enable = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
 
 
 def _check(ok: bool, message: str) -> None:
@@ -127,14 +139,16 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
     actor, rollout = arr.actor, arr.rollout
     algo = cfg.algorithm
     _check(rollout.name in ENGINES, f"actor_rollout_ref.rollout.name={rollout.name} is not one of {', '.join(ENGINES)}")
-    _check(algo.adv_estimator in ADV_ESTIMATORS,
-           f"algorithm.adv_estimator={algo.adv_estimator} is not one of {', '.join(ADV_ESTIMATORS)}")
+    _check(algo.adv_estimator in ESTIMATORS,
+           f"algorithm.adv_estimator={algo.adv_estimator} is not one of {', '.join(ESTIMATORS)}")
     for key, mode in (("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode),
                       ("critic.loss_agg_mode", cfg.critic.loss_agg_mode)):
-        _check(mode in LOSS_AGG_MODES, f"{key}={mode} is not one of {', '.join(LOSS_AGG_MODES)}")
+        _check(mode in AGG_MODES, f"{key}={mode} is not one of {', '.join(AGG_MODES)}")
     for key, kind in (("actor_rollout_ref.actor.kl_loss_type", actor.kl_loss_type),
                       ("algorithm.kl_penalty", algo.kl_penalty)):
-        _check(kind.rstrip("+") in KL_TYPES, f"{key}={kind} is not one of {', '.join(KL_TYPES)} (optionally with +)")
+        base, _ = split_kl_kind(kind)
+        _check(base not in KL_NOT_IMPLEMENTED, f"{key}={kind}: KL kind {base!r} {KL_NOT_IMPLEMENTED.get(base)}")
+        _check(base in KL_KINDS, f"{key}={kind} is not one of {', '.join(KL_KINDS)} (optionally with +)")
     _check(actor.clip_ratio_c > 1.0, f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be > 1")
     _check(actor.policy_loss.loss_mode == "vanilla",
            f"actor_rollout_ref.actor.policy_loss.loss_mode={actor.policy_loss.loss_mode}: only vanilla is implemented")
@@ -161,19 +175,21 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
            "are always recomputed by the actor; leave those keys at null/False")
     if cfg.actor_rollout_ref.model.use_liger:
         notes.append("actor_rollout_ref.model.use_liger=True has no effect: strive's chunked log-prob head is used")
-    unknown = [name for name in cfg.trainer.logger if name not in LOGGERS]
-    _check(not unknown, f"trainer.logger: unknown backend(s) {unknown}; choose from {', '.join(LOGGERS)}")
+    unknown = [name for name in cfg.trainer.logger if name not in BACKEND_NAMES]
+    _check(not unknown, f"trainer.logger: unknown backend(s) {unknown}; choose from {', '.join(BACKEND_NAMES)}")
     val = rollout.val_kwargs
     _check(not val.do_sample or val.temperature > 0,
            "actor_rollout_ref.rollout.val_kwargs.do_sample=True needs val_kwargs.temperature > 0")
     sp = (arr.actor.fsdp_config.ulysses_sequence_parallel_size, cfg.critic.ulysses_sequence_parallel_size)
     _check(max(sp) == 1, "ulysses_sequence_parallel_size > 1 is not supported yet; set it to 1")
+    reads_values = algo.adv_estimator in CRITIC_ESTIMATORS
     if not cfg.critic.enable and any(k.startswith("critic.") for k in explicit):
-        notes.append("critic.* is set but algorithm.adv_estimator is not gae, so no critic is created")
-    if cfg.critic.enable and algo.adv_estimator != "gae":
+        notes.append(f"critic.* is set but algorithm.adv_estimator={algo.adv_estimator} reads no critic values, "
+                     "so no critic is created")
+    if cfg.critic.enable and not reads_values:
         notes.append(f"critic.enable=True with adv_estimator={algo.adv_estimator}: the critic trains but its values "
                      "do not enter the advantages")
-    if algo.adv_estimator in ("grpo", "rloo", "reinforce_plus_plus_baseline") and rollout.n == 1:
+    if algo.adv_estimator in GROUP_ESTIMATORS and rollout.n == 1:
         notes.append(f"adv_estimator={algo.adv_estimator} with rollout.n=1: every group has one sample")
     if algo.use_kl_in_reward and actor.use_kl_loss:
         notes.append("both algorithm.use_kl_in_reward and actor.use_kl_loss are on: KL is penalised twice")
@@ -205,4 +221,6 @@ def needs_reference(cfg: StriveConfig) -> bool:
 
 
 def needs_critic(cfg: StriveConfig) -> bool:
+    """A critic exists when critic.enable is on; unset, it defaults to whether the estimator reads critic values
+    (strive.algos.names.CRITIC_ESTIMATORS)."""
     return bool(cfg.critic.enable)

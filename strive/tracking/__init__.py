@@ -7,17 +7,41 @@
     python -m strive.tracking.plot runs/gsm8k/metrics.jsonl --out curves.png
 
 Importing this package loads neither torch, tensorboard, matplotlib, wandb nor mlflow; each backend imports its
-library when it is opened.
+library when it is opened. It loads no numpy either: `strive.config` checks `trainer.logger` against
+`strive.tracking.backends.BACKEND_NAMES`, so the names below are imported from their modules on first use
+(PEP 562 `__getattr__`).
 
     /work/venv/bin/pytest tests/unit -q -k tracking
 """
 
-from strive.tracking.backends import BACKEND_NAMES
-from strive.tracking.report import plot_curves, reward_table
-from strive.tracking.records import as_float, by_step, read_jsonl, reduce_metrics, val_key
-from strive.tracking.tracker import Tracker
+from __future__ import annotations
 
-__all__ = [
-    "BACKEND_NAMES", "Tracker", "as_float", "by_step", "plot_curves", "read_jsonl", "reduce_metrics",
-    "reward_table", "val_key",
-]
+import importlib
+from typing import Any
+
+# public name -> the module of this package that defines it
+_HOME = {
+    "BACKEND_NAMES": "backends",
+    "plot_curves": "report",
+    "reward_table": "report",
+    "as_float": "records",
+    "by_step": "records",
+    "read_jsonl": "records",
+    "reduce_metrics": "records",
+    "val_key": "records",
+    "Tracker": "tracker",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

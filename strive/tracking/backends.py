@@ -7,6 +7,9 @@ warning instead of the run: a run that already holds GPUs should not die for wan
 
 Metrics arrive converted by `records.as_float`: a float, or None for anything that was not a finite number.
 None is written as null by `file` and skipped by every other backend.
+
+BACKEND_NAMES is the one list of `trainer.logger` names: `strive.config` validates against it, so importing this
+module must stay cheap (no numpy, no backend library).
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ import os
 import re
 import sys
 from typing import Any
-
-from strive.tracking.records import val_key
 
 BUILTIN = ("console", "file", "tensorboard")
 # name -> (module to import, pip package to suggest)
@@ -62,6 +63,8 @@ class Console:
         head = f"step {step}"
         if self.total_steps:
             head += f"/{self.total_steps} | {100 * step / self.total_steps:.0f}%"
+        from strive.tracking.records import val_key  # here, not at the top: records imports numpy
+
         vkey = val_key(metrics)
         fields = [
             ("reward", metrics.get("critic/score/mean"), "{:.3f}"),

@@ -20,7 +20,6 @@ from strive.algos import (
     compute_reinforce_pp_baseline,
     compute_remax,
     compute_rloo,
-    needs_critic,
     whiten,
 )
 
@@ -343,7 +342,7 @@ def test_dispatch_matches_direct_calls():
         torch.testing.assert_close(got_ret, ret)
 
 
-def test_dispatch_errors_and_needs_critic():
+def test_dispatch_errors():
     r, m = torch.zeros(2, 3), torch.ones(2, 3)
     with pytest.raises(ValueError, match="'opo'.*grpo.*remax"):
         compute_advantages("opo", token_rewards=r, mask=m)
@@ -353,6 +352,3 @@ def test_dispatch_errors_and_needs_critic():
         compute_advantages("grpo", token_rewards=r, mask=m)
     with pytest.raises(ValueError, match="reward_baselines"):
         compute_advantages("remax", token_rewards=r, mask=m)
-    assert [needs_critic(e) for e in ESTIMATORS] == [e == "gae" for e in ESTIMATORS]
-    with pytest.raises(ValueError, match="known"):
-        needs_critic("ppo")
