@@ -32,15 +32,6 @@ def apply_fsdp(module: nn.Module, layers: Iterable[nn.Module], mesh, fsdp: FsdpC
     return module
 
 
-def local_param_bytes(module: nn.Module) -> int:
-    """Bytes of this rank's parameter shards (what offloading moves)."""
-    total = 0
-    for p in module.parameters():
-        local = p.to_local() if hasattr(p, "to_local") else p
-        total += local.numel() * local.element_size()
-    return total
-
-
 def offload_params(module: nn.Module) -> None:
     """Move this rank's parameter shards (and gradients) to the CPU."""
     if _on_cpu(module):
