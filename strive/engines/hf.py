@@ -34,8 +34,8 @@ import torch
 from torch.nn.attention import sdpa_kernel
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams
-from strive.engines.fast import fast_generator
-from strive.engines.fast_model import SDPA_BACKENDS
+from strive.engines.fast.generator import fast_generator
+from strive.engines.fast.model import SDPA_BACKENDS
 from strive.models.loading import load_causal_lm
 
 RELEASED_MESSAGE = "weights were released; call update_weights after resume"

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from engine_conformance import eos_ids, greedy, ids_of, perturbed_state_dict, reference_logprobs, reference_model
-from strive.engines import fast as fast_module
+from strive.engines.fast import generator as fast_module
 from strive.engines.base import EngineSpec, SamplingParams
-from strive.engines.fast_model import unsupported_reason
-from strive.engines.fast_sampling import SamplerKind, row_keys, sample, uniforms
+from strive.engines.fast.model import unsupported_reason
+from strive.engines.fast.sampling import SamplerKind, row_keys, sample, uniforms
 from strive.engines.hf import HFEngine
 
 _rng = random.Random(0)

@@ -20,8 +20,8 @@ if DEVICE == "cpu":
 
 @pytest.mark.parametrize("dtype,temperature", [(torch.float32, 1.0), (torch.bfloat16, 0.7)])
 def test_sample_plain_matches_the_torch_sampler(dtype, temperature):
-    from strive.engines.fast_kernels import sample_plain
-    from strive.engines.fast_sampling import SamplerKind, sample
+    from strive.engines.fast.kernels import sample_plain
+    from strive.engines.fast.sampling import SamplerKind, sample
 
     gen = torch.Generator().manual_seed(0)
     b, vocab = 12, 5003  # not a multiple of the kernel's block
@@ -42,8 +42,8 @@ def test_sample_plain_matches_the_torch_sampler(dtype, temperature):
 
 
 def test_rope_to_cache_matches_the_torch_ops():
-    from strive.engines.fast_kernels import rope_to_cache
-    from strive.engines.fast_model import rope
+    from strive.engines.fast.kernels import rope_to_cache
+    from strive.engines.fast.model import rope
 
     gen = torch.Generator().manual_seed(1)
     b, heads, kv_heads, d, slots, length = 5, 6, 2, 16, 8, 32
@@ -79,7 +79,7 @@ def test_rope_to_cache_matches_the_torch_ops():
 def test_fast_path_with_kernels_equals_the_torch_ops(request, model):
     """The decode loop with both kernels in place (forced on here; on by default only on CUDA) gives the tokens
     and log-probs of the torch ops, greedy and sampled."""
-    from strive.engines import fast_kernels
+    from strive.engines.fast import kernels as fast_kernels
     from strive.engines.base import EngineSpec, SamplingParams
     from strive.engines.hf import HFEngine
 
@@ -103,7 +103,7 @@ def test_fast_path_with_kernels_equals_the_torch_ops(request, model):
 def test_decode_attention_matches_masked_softmax_in_float64(groups, head_dim, splits):
     """Each row attends to exactly its own slot's positions [0, pos]: stale values beyond pos (here huge) and other
     slots never leak in; split or not, the result is the float64 softmax's."""
-    from strive.engines.fast_kernels import decode_attention
+    from strive.engines.fast.kernels import decode_attention
 
     gen = torch.Generator().manual_seed(2)
     b, kv_heads, slots, length, span = 5, 2, 6, 200, 192
@@ -126,7 +126,7 @@ def test_decode_attention_matches_masked_softmax_in_float64(groups, head_dim, sp
 
 
 def test_silu_mul_matches_torch():
-    from strive.engines.fast_kernels import silu_mul
+    from strive.engines.fast.kernels import silu_mul
 
     gen = torch.Generator().manual_seed(3)
     dt = torch.bfloat16 if DEVICE == "cuda" else torch.float32

@@ -56,9 +56,9 @@ import torch
 from torch.nn.attention import sdpa_kernel
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams
-from strive.engines.fast_batching import SlotScheduler, bucket, span_buckets
-from strive.engines.fast_model import SDPA_BACKENDS, FastModel, out_and_mlp, qkv, unsupported_reason
-from strive.engines.fast_sampling import SamplerKind, row_keys, sample, uniforms
+from strive.engines.fast.batching import SlotScheduler, bucket, span_buckets
+from strive.engines.fast.model import SDPA_BACKENDS, FastModel, out_and_mlp, qkv, unsupported_reason
+from strive.engines.fast.sampling import SamplerKind, row_keys, sample, uniforms
 
 DEFAULT_FAST = "auto"
 ALIGN = 64
@@ -98,9 +98,9 @@ def _flag(value) -> bool:
 
 
 def load_kernels():
-    """strive.engines.fast_kernels, or None where triton is not installed (the torch ops run instead)."""
+    """strive.engines.fast.kernels, or None where triton is not installed (the torch ops run instead)."""
     try:
-        from strive.engines import fast_kernels
+        from strive.engines.fast import kernels as fast_kernels
     except ImportError as exc:
         log.warning("fast rollout: Triton kernels unavailable (%s); using the torch ops", exc)
         return None

@@ -195,7 +195,7 @@ class FastModel:
         self.silu = str(getattr(config, "hidden_act", "")).lower() in ("silu", "swish")
         self.qkv_fn = qkv
         self.mlp_fn = out_and_mlp
-        self.kernels = None  # strive.engines.fast_kernels when the fast path runs its Triton kernels (CUDA)
+        self.kernels = None  # strive.engines.fast.kernels when the fast path runs its Triton kernels (CUDA)
         self._packed: list = []  # per layer ((qkv_w, qkv_b), (gate_up_w, gate_up_b))
 
     def _groups(self, i: int) -> tuple[tuple, tuple]:
