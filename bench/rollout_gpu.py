@@ -41,8 +41,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from strive.engines.base import EngineSpec, SamplingParams  # noqa: E402
-from strive.engines.fast.generator import FastGenerator, FastOptions  # noqa: E402
-from strive.engines.fast.model import SDPA_BACKENDS  # noqa: E402
+from strive.engines.fast.generator import FastGenerator  # noqa: E402
+from strive.engines.fast.options import FastOptions  # noqa: E402
+from strive.engines.hf import SDPA_BACKENDS  # noqa: E402
 
 SHAPES = {
     "qwen2.5-0.5b": dict(vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,

@@ -4,6 +4,10 @@ Token ids go in, token ids and the log-probs of the sampled tokens come out; the
 type. Engines are imported lazily by name (`load_engine_class("vllm")`), so `import strive` works without any
 engine installed, and a missing engine fails at start with the command that installs it.
 
+`start_engine(name, spec)` is how a run starts its engine. For hf it is also where the decode path is chosen:
+the plain loop (hf.py) or the fast path (strive/engines/fast/), from engine_kwargs.hf.fast, the device and the
+model's config.json (strive/engines/fast/options.py), and it prints one line saying which and why.
+
 Every engine passes the same conformance suite: `pytest tests/integration/test_engine_conformance.py`.
 """
 
@@ -186,3 +190,24 @@ def load_engine_class(name: str) -> type:
     except ImportError as exc:
         raise EngineUnavailable(f"rollout engine '{name}' cannot be imported ({exc}). Install it with: {install}") from exc
     return getattr(module, class_name)
+
+
+def start_engine(name: str, spec: EngineSpec, announce: bool = True) -> RolloutEngine:
+    """The engine `name` started on `spec`. For hf, the plain loop or the fast path as engine_kwargs.hf.fast,
+    the device and the model decide (fast/options.py); `announce` prints that choice, one line, with its reason."""
+    if name != "hf":
+        return load_engine_class(name)(spec)
+    from strive.engines.fast.options import choose  # torch-free: options, device, config.json
+
+    choice = choose(spec)  # also refuses unknown engine_kwargs.hf keys, whichever path runs
+    if choice.fast:
+        from strive.engines.fast.engine import FastHFEngine
+
+        engine = FastHFEngine(spec)
+        if engine.fast is None:  # fast=auto, and the loaded model has something the fast path lacks
+            choice = choice.fallback(engine.unsupported)
+    else:
+        engine = load_engine_class("hf")(spec)
+    if announce:
+        print(choice.line(), flush=True)
+    return engine

@@ -12,10 +12,11 @@ import time
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 
 from strive.batch import Batch
 from strive.config.actor_rollout_ref import ActorRolloutRefConfig
-from strive.engines import SamplingParams, load_engine_class
+from strive.engines import SamplingParams, start_engine
 from strive.engines.base import Completion, EngineSpec
 from strive.models.loading import resolve_model_path
 
@@ -63,7 +64,10 @@ class RolloutWorker:
     def __init__(self, cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids: list[int],
                  pad_token_id: int, seed: int):
         self.cfg, self.pad_id = cfg, pad_token_id
-        self.engine = load_engine_class(cfg.rollout.name)(engine_spec(cfg, device, eos_token_ids, pad_token_id, seed))
+        # the engine's one line about itself (hf: which decode path and why) once per run, not once per rank
+        first_rank = not dist.is_initialized() or dist.get_rank() == 0
+        self.engine = start_engine(cfg.rollout.name, engine_spec(cfg, device, eos_token_ids, pad_token_id, seed),
+                                   announce=first_rank)
         self.released = False
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:

@@ -79,14 +79,14 @@ def test_rope_to_cache_matches_the_torch_ops():
 def test_fast_path_with_kernels_equals_the_torch_ops(request, model):
     """The decode loop with both kernels in place (forced on here; on by default only on CUDA) gives the tokens
     and log-probs of the torch ops, greedy and sampled."""
-    from strive.engines.fast import kernels as fast_kernels
     from strive.engines.base import EngineSpec, SamplingParams
-    from strive.engines.hf import HFEngine
+    from strive.engines.fast import kernels as fast_kernels
+    from strive.engines.fast.engine import FastHFEngine
 
     model_dir = request.getfixturevalue(model)
     prompts = [[3, 9, 27, 81], [5], list(range(40, 70)), [7, 7, 7]]
-    engine = HFEngine(EngineSpec(model_path=model_dir, dtype="float32", device=DEVICE, max_num_seqs=4,
-                                 engine_kwargs={"fast": "on", "fast_kernels": False}))
+    engine = FastHFEngine(EngineSpec(model_path=model_dir, dtype="float32", device=DEVICE, max_num_seqs=4,
+                                     engine_kwargs={"fast": "on", "fast_kernels": False}))
     fast = engine.fast
     runs = {}
     for use in (False, True):

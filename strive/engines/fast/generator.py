@@ -57,44 +57,14 @@ from torch.nn.attention import sdpa_kernel
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams
 from strive.engines.fast.batching import SlotScheduler, bucket, span_buckets
-from strive.engines.fast.model import SDPA_BACKENDS, FastModel, out_and_mlp, qkv, unsupported_reason
+from strive.engines.fast.model import FastModel, out_and_mlp, qkv
+from strive.engines.fast.options import FastOptions
 from strive.engines.fast.sampling import SamplerKind, row_keys, sample, uniforms
+from strive.engines.hf import SDPA_BACKENDS
 
-DEFAULT_FAST = "auto"
 ALIGN = 64
 """max_len and every attention span are multiples of this (SDPA's memory-efficient kernel wants masks aligned)."""
-OPTION_KEYS = ("fast", "fast_sync_every", "fast_prefill_tokens", "fast_compile", "fast_kernels")
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FastOptions:
-    mode: str = DEFAULT_FAST
-    sync_every: int = 8
-    prefill_tokens: int = 16384
-    compile: bool = False
-    kernels: bool = True
-
-    @staticmethod
-    def parse(kwargs: dict, default_prefill_tokens: int = 16384) -> "FastOptions":
-        unknown = sorted(set(kwargs) - set(OPTION_KEYS))
-        if unknown:
-            raise ValueError(f"engine_kwargs.hf: unknown keys {unknown}; the hf engine knows {list(OPTION_KEYS)}")
-        mode = str(kwargs.get("fast", DEFAULT_FAST)).lower()
-        mode = {"true": "on", "1": "on", "false": "off", "0": "off", "none": "off"}.get(mode, mode)
-        if mode not in ("auto", "on", "off"):
-            raise ValueError(f"engine_kwargs.hf.fast={kwargs['fast']!r}: use auto, on or off")
-        opts = FastOptions(mode=mode, sync_every=int(kwargs.get("fast_sync_every", 8)),
-                           prefill_tokens=int(kwargs.get("fast_prefill_tokens", default_prefill_tokens)),
-                           compile=_flag(kwargs.get("fast_compile", False)),
-                           kernels=_flag(kwargs.get("fast_kernels", True)))
-        if opts.sync_every < 1 or opts.prefill_tokens < 1:
-            raise ValueError("engine_kwargs.hf.fast_sync_every and fast_prefill_tokens must be ≥ 1")
-        return opts
-
-
-def _flag(value) -> bool:
-    return str(value).lower() in ("true", "1", "on")
 
 
 def load_kernels():
@@ -105,17 +75,6 @@ def load_kernels():
         log.warning("fast rollout: Triton kernels unavailable (%s); using the torch ops", exc)
         return None
     return fast_kernels
-
-
-def fast_generator(model, spec: EngineSpec) -> Optional["FastGenerator"]:
-    """The fast path for this model and spec, or None where engine_kwargs.hf.fast (auto by default) says no."""
-    opts = FastOptions.parse(dict(spec.engine_kwargs or {}), getattr(spec, "max_num_batched_tokens", None) or 16384)
-    reason = unsupported_reason(model)
-    if opts.mode == "off" or (opts.mode == "auto" and (torch.device(spec.device).type != "cuda" or reason)):
-        return None
-    if reason:
-        raise ValueError(f"engine_kwargs.hf.fast=on, but the fast path does not support {reason}; use fast=auto|off")
-    return FastGenerator(model, spec, opts)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -41,13 +41,9 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend
 
-# cuDNN's SDPA builds a plan for every new (batch, kv length) shape: a decode loop meets a new one each step, which
-# tripled the time of a first 256-token rollout on an H200 (13.6 s vs 3.9 s); the other kernels need no plan
-SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+from strive.engines.fast.options import arch_reason
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 """rope types whose frequencies do not depend on the sequence length (dynamic NTK and longrope do)."""
 
@@ -55,9 +51,9 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 def unsupported_reason(model) -> Optional[str]:
     """Why the fast path cannot run this model, or None when it can."""
     config = model.config
-    arch = getattr(config, "model_type", None)
-    if arch not in SUPPORTED_ARCHS:
-        return f"model_type {arch!r} (the fast path implements {', '.join(SUPPORTED_ARCHS)})"
+    arch = arch_reason(getattr(config, "model_type", None))
+    if arch:
+        return arch
     inner = getattr(model, "model", None)
     if inner is None or not all(hasattr(inner, a) for a in ("layers", "rotary_emb", "norm", "embed_tokens")):
         return "an unexpected module layout (model.model.{layers,rotary_emb,norm,embed_tokens})"
