@@ -5,7 +5,8 @@ P random tokens, G sampled tokens each (T = 1, no top-k/top-p), EOS disabled, it
   hf-dynamic   model.generate, DynamicCache (what the hf engine does without the fast path)
   hf-static    model.generate(cache_implementation="static"): transformers 5.x compiles the forward itself
                (torch.compile, mode="reduce-overhead"); the first call's time is reported as setup_s
-  fast         the fast path (fast.py): preallocated cache, CUDA graphs, sampling in the graph; capture as setup_s
+  fast         the fast path (strive/engines/fast/generator.py): preallocated cache, CUDA graphs, sampling in the
+               graph; capture as setup_s
   fast-compile the same with engine_kwargs fast_compile=true (inductor-fused layers); compile + capture as setup_s
   fast-eager   the fast path without CUDA graphs (enforce_eager), to show what the graphs buy
   fast-torch   the fast path with fast_kernels=false (torch ops for attention, RoPE, SiLU·up and sampling), to

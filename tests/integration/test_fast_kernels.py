@@ -1,4 +1,4 @@
-"""The fast path's Triton kernels against the torch code they replace (strive/engines/fast_kernels.py).
+"""The fast path's Triton kernels against the torch code they replace (strive/engines/fast/kernels.py).
 
 On CUDA they run compiled; elsewhere under TRITON_INTERPRET=1 (set here before triton is imported, so run this
 file in its own process when another test imported triton first). Skipped where triton is not installed.
@@ -53,7 +53,7 @@ def test_rope_to_cache_matches_the_torch_ops():
     k, v = kv[:, :kv_heads * d], kv[:, kv_heads * d:]  # views with a row stride of 2·KVH·D, as from one buffer
     angles = torch.arange(length)[:, None] * torch.rand(d // 2, generator=gen)[None]  # (L, D/2)
     cos = torch.cat((angles.cos(), angles.cos()), -1).to(dt).to(DEVICE)
-    sin = torch.cat((-angles.sin(), angles.sin()), -1).to(dt).to(DEVICE)  # signed, as fast_model.rope_table
+    sin = torch.cat((-angles.sin(), angles.sin()), -1).to(dt).to(DEVICE)  # signed, as model.rope_table
     pos = torch.tensor([0, 3, 31, 7, 12], device=DEVICE)
     rows = torch.tensor([4, 0, 2, 7, 1], device=DEVICE)
     k_cache = torch.zeros(slots, kv_heads, length, d, dtype=dt, device=DEVICE)
@@ -63,7 +63,7 @@ def test_rope_to_cache_matches_the_torch_ops():
     c, s = cos[pos][:, None, :], sin[pos][:, None, :]  # (b, 1, D)
     x = torch.cat((q.view(b, heads, d), k.reshape(b, kv_heads, d)), 1)  # (b, H + KVH, D)
     swapped = torch.cat((x[..., d // 2:], x[..., :d // 2]), -1)
-    # fast_model.rope's rounding: x·cos rounded to bf16, then + swap(x)·sin in fp32, rounded once
+    # model.rope's rounding: x·cos rounded to bf16, then + swap(x)·sin in fp32, rounded once
     qk = ((x * c).float() + swapped.float() * s.float()).to(dt)
     torch.testing.assert_close(qk, rope(x, c, s), atol=2**-6, rtol=2**-7)  # the torch op, up to its rounding
     ref_k = torch.zeros_like(k_cache)

@@ -1,6 +1,6 @@
 """Llama / Qwen2 forward passes over a preallocated KV cache, computed from the transformers model's own parameters.
 
-Why: the fast rollout path (`fast.py`) needs a forward it can capture in a CUDA graph: fixed shapes, a cache that
+Why: the fast decode path (generator.py) needs a forward it can capture in a CUDA graph: fixed shapes, a cache that
 does not grow, no host syncs. transformers' forward has none of these, so this module re-implements the forward
 (only the forward) of the two decoder stacks strive rolls out most, on top of the model's modules: every call reads
 `layer.self_attn.q_proj.weight` and friends, so weights copied in place by `update_weights` are seen at once and no
@@ -24,7 +24,7 @@ What it chose:
   reads `cache[:b, :, :span]` in place: a (slot, kv_head) pair is one contiguous (max_len, head_dim) matrix and the
   view (b·kv_heads, span, head_dim) needs no copy.
 - Decode attention: the G = heads / kv_heads queries that share a KV head become G query rows of one
-  (slot, kv_head) problem (no K/V repetition). With fast_kernels, `fast_kernels.decode_attention` reads only each
+  (slot, kv_head) problem (no K/V repetition). With fast_kernels, `kernels.decode_attention` reads only each
   slot's own positions; otherwise one SDPA call per layer with an additive mask hiding positions beyond each slot's
   own (computed once per step; with a mask SDPA runs its memory-efficient kernel on CUDA).
 - Prefill: prompts right-padded to the longest of the chunk, causal SDPA: a real token attends only to earlier real
