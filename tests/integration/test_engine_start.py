@@ -121,3 +121,17 @@ def test_tensor_parallel_flag_drives_the_engine_spec(tiny_model_dir, monkeypatch
     assert engine_spec(cfg, torch.device("cpu"), [1], 0, seed=0).tensor_parallel_size == 1
     monkeypatch.setitem(base.ENGINES, "hf", base.ENGINES["hf"]._replace(tensor_parallel=True))
     assert engine_spec(cfg, torch.device("cpu"), [1], 0, seed=0).tensor_parallel_size == 2
+
+
+def test_rollout_worker_starts_its_engine_through_start_engine(tiny_model_dir, capsys):
+    """The worker's path: the config's engine_kwargs.hf reach the choice, and the line is printed (no process group
+    here, so this process counts as rank 0)."""
+    import torch
+
+    from strive.workers.rollout import RolloutWorker
+
+    cfg = prepare([f"actor_rollout_ref.model.path={tiny_model_dir}", "actor_rollout_ref.rollout.dtype=float32",
+                   "+actor_rollout_ref.rollout.engine_kwargs.hf.fast=on"]).config.actor_rollout_ref
+    worker = RolloutWorker(cfg, torch.device("cpu"), [1], 0, seed=0)
+    assert isinstance(worker.engine, FastHFEngine)
+    assert capsys.readouterr().out == LINE + "fast decode path (engine_kwargs.hf.fast=on)\n"
