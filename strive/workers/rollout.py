@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 import torch
+import torch.distributed as dist
 
 from strive.batch import Batch
 from strive.config.actor_rollout_ref import ActorRolloutRefConfig
-from strive.engines import SamplingParams, load_engine_class
-from strive.engines.base import Completion, EngineSpec
+from strive.engines import SamplingParams, start_engine
+from strive.engines.base import ENGINES, Completion, EngineSpec
 from strive.models.loading import resolve_model_path
 
 
@@ -22,13 +23,14 @@ def engine_spec(cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids:
                 seed: int) -> EngineSpec:
     rollout = cfg.rollout
     kwargs = dict((rollout.engine_kwargs or {}).get(rollout.name) or {})
+    tp = rollout.tensor_model_parallel_size if ENGINES[rollout.name].tensor_parallel else 1
     max_len = rollout.max_model_len or (rollout.prompt_length + rollout.response_length)
     return EngineSpec(model_path=resolve_model_path(cfg.model.path), device=str(device), dtype=rollout.dtype,
                       load_format=rollout.load_format, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
                       max_model_len=max_len, max_num_seqs=rollout.max_num_seqs,
                       max_num_batched_tokens=rollout.max_num_batched_tokens,
                       gpu_memory_utilization=rollout.gpu_memory_utilization,
-                      tensor_parallel_size=1 if rollout.name == "hf" else rollout.tensor_model_parallel_size, enforce_eager=rollout.enforce_eager,
+                      tensor_parallel_size=tp, enforce_eager=rollout.enforce_eager,
                       free_cache_engine=rollout.free_cache_engine, trust_remote_code=cfg.model.trust_remote_code,
                       override_config=dict(cfg.model.override_config), engine_kwargs=kwargs, seed=seed,
                       update_weights_bucket_megabytes=rollout.update_weights_bucket_megabytes)
@@ -61,7 +63,10 @@ class RolloutWorker:
     def __init__(self, cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids: list[int],
                  pad_token_id: int, seed: int):
         self.cfg, self.pad_id = cfg, pad_token_id
-        self.engine = load_engine_class(cfg.rollout.name)(engine_spec(cfg, device, eos_token_ids, pad_token_id, seed))
+        # the engine's one line about itself (hf: which decode path and why) once per run, not once per rank
+        first_rank = not dist.is_initialized() or dist.get_rank() == 0
+        self.engine = start_engine(cfg.rollout.name, engine_spec(cfg, device, eos_token_ids, pad_token_id, seed),
+                                   announce=first_rank)
         self.released = False
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:

@@ -21,8 +21,8 @@ import random
 import pytest
 import torch
 
-from strive.engines.base import EngineSpec, SamplingParams
-from strive.engines.hf import HFEngine
+from strive.engines.base import EngineSpec, SamplingParams, start_engine
+from strive.engines.fast.engine import FastHFEngine
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -61,10 +61,10 @@ def reference(model_dir, state: dict):
     return model
 
 
-def make(model_dir, state: dict, **overrides) -> HFEngine:
+def make(model_dir, state: dict, **overrides) -> FastHFEngine:
     kwargs = {"fast": "on", **overrides.pop("engine_kwargs", {})}
-    engine = HFEngine(EngineSpec(**{"model_path": model_dir, "device": "cuda", "dtype": "bfloat16",
-                                    "max_num_seqs": 16, "engine_kwargs": kwargs, **overrides}))
+    engine = FastHFEngine(EngineSpec(**{"model_path": model_dir, "device": "cuda", "dtype": "bfloat16",
+                                        "max_num_seqs": 16, "engine_kwargs": kwargs, **overrides}))
     engine.update_weights(state.items())
     return engine
 
@@ -232,10 +232,10 @@ def qwen05_config_dir(tmp_path_factory):
 
 
 def test_qwen05_shape_against_its_own_transformers_forward(qwen05_config_dir):
-    engine = HFEngine(EngineSpec(model_path=qwen05_config_dir, device="cuda", dtype="bfloat16", load_format="dummy",
-                                 eos_token_ids=[2], pad_token_id=0, max_model_len=256, max_num_seqs=32,
-                                 engine_kwargs={"fast": "auto"}))
-    assert engine.fast is not None and engine.fast.use_graphs  # auto: CUDA + Qwen2
+    engine = start_engine("hf", EngineSpec(model_path=qwen05_config_dir, device="cuda", dtype="bfloat16",
+                                           load_format="dummy", eos_token_ids=[2], pad_token_id=0, max_model_len=256,
+                                           max_num_seqs=32, engine_kwargs={"fast": "auto"}))
+    assert isinstance(engine, FastHFEngine) and engine.fast.use_graphs  # auto: CUDA + Qwen2
     engine.model.requires_grad_(False)
     rng = random.Random(1)
     prompts = [[rng.randrange(3, 151936) for _ in range(rng.randrange(16, 96))] for _ in range(48)]

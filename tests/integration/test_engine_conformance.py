@@ -1,7 +1,7 @@
 """The engine conformance suite (engine_conformance.py) against every engine importable here, on CPU in float32.
 
-hf always runs, also as "hf-fast" (engine_kwargs fast=on: the fast rollout path without CUDA graphs on CPU); vllm
-joins when installed, sglang when installed and CUDA is present (its engine does not start on CPU).
+hf always runs, also as "hf-fast" (FastHFEngine, strive/engines/fast/: the fast decode path, without CUDA graphs on
+CPU); vllm joins when installed, sglang when installed and CUDA is present (its engine does not start on CPU).
 
     pytest tests/integration/test_engine_conformance.py -q
 """
@@ -36,8 +36,12 @@ def model_dir(request):
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))
 def test_engine(check, engine_name, model_dir):
-    engine_class = load_engine_class(engine_name.removesuffix("-fast"))
-    extra = {"engine_kwargs": {"fast": "on"}} if engine_name.endswith("-fast") else {}
+    extra = {}
+    if engine_name == "hf-fast":  # fast=on: a model the fast path cannot run fails instead of falling back
+        from strive.engines.fast.engine import FastHFEngine as engine_class
+        extra = {"engine_kwargs": {"fast": "on"}}
+    else:
+        engine_class = load_engine_class(engine_name)
 
     def make_engine(**overrides):
         return engine_class(EngineSpec(**{"model_path": model_dir, "device": "cpu", "dtype": "float32", **extra,

@@ -1,10 +1,12 @@
-"""The hf engine's fast rollout path (strive/engines/fast.py) on CPU in float32, beyond the conformance suite:
+"""The hf engine's fast decode path (FastHFEngine, strive/engines/fast/) on CPU in float32, beyond the conformance
+suite:
 greedy equality with `model.generate` over varied prompt lengths (also with fewer slots than completions, so
 finished slots are refilled, and with stop tokens ending some completions early), sampled log-probs against a
 teacher-forced forward, the filters, seeded sampling that does not depend on batching, update_weights,
-release/resume of the KV cache, cache sizing, the engine_kwargs switch, torch.compile'd layers, and the CUDA-graph
+release/resume of the KV cache, cache sizing, models it cannot run, torch.compile'd layers, and the CUDA-graph
 bookkeeping (which shapes get captured, when they are captured again) with a stand-in graph that re-runs the
-captured step. Real CUDA graphs: tests/gpu/test_fast_engine_gpu.py.
+captured step. Real CUDA graphs: tests/gpu/test_fast_engine_gpu.py. Which path a run takes:
+tests/integration/test_engine_start.py.
 
     pytest tests/integration/test_fast_engine.py -q
 """
@@ -17,10 +19,11 @@ import pytest
 import torch
 
 from engine_conformance import eos_ids, greedy, ids_of, perturbed_state_dict, reference_logprobs, reference_model
-from strive.engines import fast as fast_module
 from strive.engines.base import EngineSpec, SamplingParams
-from strive.engines.fast_model import unsupported_reason
-from strive.engines.fast_sampling import SamplerKind, row_keys, sample, uniforms
+from strive.engines.fast import engine as engine_module
+from strive.engines.fast.engine import FastHFEngine
+from strive.engines.fast.model import unsupported_reason
+from strive.engines.fast.sampling import SamplerKind, row_keys, sample, uniforms
 from strive.engines.hf import HFEngine
 
 _rng = random.Random(0)
@@ -28,9 +31,10 @@ PROMPTS = [[_rng.randrange(0, 256) for _ in range(n)] for n in (5, 1, 13, 3, 30,
 """Eight prompts of varied lengths (byte ids of the tiny tokenizer)."""
 
 
-def make(model_dir, fast="on", **overrides) -> HFEngine:
+def make(model_dir, fast="on", **overrides) -> FastHFEngine:
     kwargs = {"fast": fast, **overrides.pop("engine_kwargs", {})}
-    return HFEngine(EngineSpec(**{"model_path": model_dir, "dtype": "float32", "engine_kwargs": kwargs, **overrides}))
+    return FastHFEngine(EngineSpec(**{"model_path": model_dir, "dtype": "float32", "engine_kwargs": kwargs,
+                                      **overrides}))
 
 
 @pytest.fixture(params=["llama", "qwen2"])
@@ -293,20 +297,25 @@ def test_tied_embeddings(tiny_model_dir):
     assert ids_of(out) == hf_generate(ref, PROMPTS, 10, eos_ids(tiny_model_dir), pad_id(tiny_model_dir))
 
 
-# ---- the switch --------------------------------------------------------------------------------------------------
+# ---- models the fast path cannot run ---------------------------------------------------------------------------
 
 
-def test_engine_kwargs_switch(tiny_model_dir, monkeypatch):
-    assert make(tiny_model_dir, fast="auto").fast is None  # auto: CUDA only
-    assert make(tiny_model_dir, fast="off").fast is None
-    assert make(tiny_model_dir, fast=True).fast is not None
-    with pytest.raises(ValueError, match="unknown keys"):
-        make(tiny_model_dir, engine_kwargs={"fast_typo": 1})
-    with pytest.raises(ValueError, match="auto, on or off"):
-        make(tiny_model_dir, fast="sometimes")
-    monkeypatch.setattr(fast_module, "unsupported_reason", lambda model: "model_type 'gpt2'")
-    with pytest.raises(ValueError, match="gpt2"):
+def test_unsupported_model_is_an_error_with_on_and_the_plain_loop_with_auto(tiny_model_dir, monkeypatch):
+    """What the full check on the loaded model decides (config.json's model_type said llama, so start_engine
+    chose this engine): fast=on refuses, fast=auto decodes with HFEngine's loop and says why."""
+    monkeypatch.setattr(engine_module, "unsupported_reason", lambda model: "rope_type 'dynamic'")
+    with pytest.raises(ValueError, match=r"engine_kwargs\.hf\.fast=on.*rope_type 'dynamic'"):
         make(tiny_model_dir, fast="on")
+    engine = make(tiny_model_dir, fast="auto", max_num_seqs=3)
+    assert engine.fast is None and engine.unsupported == "rope_type 'dynamic'"
+    plain = HFEngine(EngineSpec(model_path=tiny_model_dir, dtype="float32", max_num_seqs=3))
+    params = SamplingParams(max_new_tokens=10, n=2, seed=3)
+    expected, out = plain.generate(PROMPTS, params), engine.generate(PROMPTS, params)
+    assert ids_of(out) == ids_of(expected) and [c.logprobs for c in out] == [c.logprobs for c in expected]
+    engine.release()
+    engine.resume()  # HFEngine's rules: generate waits for the weights
+    with pytest.raises(RuntimeError, match="weights were released"):
+        engine.generate(PROMPTS, params)
 
 
 def test_unsupported_architectures_are_named():

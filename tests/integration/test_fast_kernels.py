@@ -1,4 +1,4 @@
-"""The fast path's Triton kernels against the torch code they replace (strive/engines/fast_kernels.py).
+"""The fast path's Triton kernels against the torch code they replace (strive/engines/fast/kernels.py).
 
 On CUDA they run compiled; elsewhere under TRITON_INTERPRET=1 (set here before triton is imported, so run this
 file in its own process when another test imported triton first). Skipped where triton is not installed.
@@ -20,8 +20,8 @@ if DEVICE == "cpu":
 
 @pytest.mark.parametrize("dtype,temperature", [(torch.float32, 1.0), (torch.bfloat16, 0.7)])
 def test_sample_plain_matches_the_torch_sampler(dtype, temperature):
-    from strive.engines.fast_kernels import sample_plain
-    from strive.engines.fast_sampling import SamplerKind, sample
+    from strive.engines.fast.kernels import sample_plain
+    from strive.engines.fast.sampling import SamplerKind, sample
 
     gen = torch.Generator().manual_seed(0)
     b, vocab = 12, 5003  # not a multiple of the kernel's block
@@ -42,8 +42,8 @@ def test_sample_plain_matches_the_torch_sampler(dtype, temperature):
 
 
 def test_rope_to_cache_matches_the_torch_ops():
-    from strive.engines.fast_kernels import rope_to_cache
-    from strive.engines.fast_model import rope
+    from strive.engines.fast.kernels import rope_to_cache
+    from strive.engines.fast.model import rope
 
     gen = torch.Generator().manual_seed(1)
     b, heads, kv_heads, d, slots, length = 5, 6, 2, 16, 8, 32
@@ -53,7 +53,7 @@ def test_rope_to_cache_matches_the_torch_ops():
     k, v = kv[:, :kv_heads * d], kv[:, kv_heads * d:]  # views with a row stride of 2·KVH·D, as from one buffer
     angles = torch.arange(length)[:, None] * torch.rand(d // 2, generator=gen)[None]  # (L, D/2)
     cos = torch.cat((angles.cos(), angles.cos()), -1).to(dt).to(DEVICE)
-    sin = torch.cat((-angles.sin(), angles.sin()), -1).to(dt).to(DEVICE)  # signed, as fast_model.rope_table
+    sin = torch.cat((-angles.sin(), angles.sin()), -1).to(dt).to(DEVICE)  # signed, as model.rope_table
     pos = torch.tensor([0, 3, 31, 7, 12], device=DEVICE)
     rows = torch.tensor([4, 0, 2, 7, 1], device=DEVICE)
     k_cache = torch.zeros(slots, kv_heads, length, d, dtype=dt, device=DEVICE)
@@ -63,7 +63,7 @@ def test_rope_to_cache_matches_the_torch_ops():
     c, s = cos[pos][:, None, :], sin[pos][:, None, :]  # (b, 1, D)
     x = torch.cat((q.view(b, heads, d), k.reshape(b, kv_heads, d)), 1)  # (b, H + KVH, D)
     swapped = torch.cat((x[..., d // 2:], x[..., :d // 2]), -1)
-    # fast_model.rope's rounding: x·cos rounded to bf16, then + swap(x)·sin in fp32, rounded once
+    # model.rope's rounding: x·cos rounded to bf16, then + swap(x)·sin in fp32, rounded once
     qk = ((x * c).float() + swapped.float() * s.float()).to(dt)
     torch.testing.assert_close(qk, rope(x, c, s), atol=2**-6, rtol=2**-7)  # the torch op, up to its rounding
     ref_k = torch.zeros_like(k_cache)
@@ -79,14 +79,14 @@ def test_rope_to_cache_matches_the_torch_ops():
 def test_fast_path_with_kernels_equals_the_torch_ops(request, model):
     """The decode loop with both kernels in place (forced on here; on by default only on CUDA) gives the tokens
     and log-probs of the torch ops, greedy and sampled."""
-    from strive.engines import fast_kernels
     from strive.engines.base import EngineSpec, SamplingParams
-    from strive.engines.hf import HFEngine
+    from strive.engines.fast import kernels as fast_kernels
+    from strive.engines.fast.engine import FastHFEngine
 
     model_dir = request.getfixturevalue(model)
     prompts = [[3, 9, 27, 81], [5], list(range(40, 70)), [7, 7, 7]]
-    engine = HFEngine(EngineSpec(model_path=model_dir, dtype="float32", device=DEVICE, max_num_seqs=4,
-                                 engine_kwargs={"fast": "on", "fast_kernels": False}))
+    engine = FastHFEngine(EngineSpec(model_path=model_dir, dtype="float32", device=DEVICE, max_num_seqs=4,
+                                     engine_kwargs={"fast": "on", "fast_kernels": False}))
     fast = engine.fast
     runs = {}
     for use in (False, True):
@@ -103,7 +103,7 @@ def test_fast_path_with_kernels_equals_the_torch_ops(request, model):
 def test_decode_attention_matches_masked_softmax_in_float64(groups, head_dim, splits):
     """Each row attends to exactly its own slot's positions [0, pos]: stale values beyond pos (here huge) and other
     slots never leak in; split or not, the result is the float64 softmax's."""
-    from strive.engines.fast_kernels import decode_attention
+    from strive.engines.fast.kernels import decode_attention
 
     gen = torch.Generator().manual_seed(2)
     b, kv_heads, slots, length, span = 5, 2, 6, 200, 192
@@ -126,7 +126,7 @@ def test_decode_attention_matches_masked_softmax_in_float64(groups, head_dim, sp
 
 
 def test_silu_mul_matches_torch():
-    from strive.engines.fast_kernels import silu_mul
+    from strive.engines.fast.kernels import silu_mul
 
     gen = torch.Generator().manual_seed(3)
     dt = torch.bfloat16 if DEVICE == "cuda" else torch.float32

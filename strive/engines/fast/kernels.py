@@ -4,7 +4,7 @@ Why: a captured decode step is ~20 kernels per layer plus a sampler of ~8 passes
 H100 (bench/rollout_profile.py) the step is launch- and pass-bound, not bandwidth-bound. Each kernel here replaces
 a chain of small ones with the same arithmetic:
 - `sample_plain`: sampling at temperature T without top-k/top-p (the rollout default): the inverse-CDF index that
-  `fast_sampling._inverse_cdf` finds with a cumsum and a searchsorted (eight kernels and five fp32 (b, V)
+  `sampling._inverse_cdf` finds with a cumsum and a searchsorted (eight kernels and five fp32 (b, V)
   temporaries there) as the count of vocabulary entries whose cumulative mass stays below u × total. Pass 1 splits
   each row's vocabulary into SAMPLE_CHUNKS chunks, one program each (an online max / sum of exp(z − max)); pass 2,
   one program per row, merges them, finds the chunk where the cumulative mass crosses u × total and counts inside
@@ -12,14 +12,14 @@ a chain of small ones with the same arithmetic:
 - `rope_to_cache`: RoPE of q and k for one decode token per slot, k and v written into the KV cache at
   (slot, position), q written as the (b, KV heads, G, D) query block the attention call reads (seven kernels
   there: two cats, a multiply, an addcmul, two index_puts and a copy). It rounds x·cos to the model dtype before
-  adding swap_halves(x)·sin, as `fast_model.rope` does.
+  adding swap_halves(x)·sin, as `model.rope` does.
 - `decode_attention`: one query token per slot against that slot's own cache prefix [0, pos], the G query heads
   of a KV head as one (G, D) block (flash-decoding: online softmax over blocks of BLOCK_N positions). It replaces
   the mask construction and SDPA's memory-efficient kernel, which reads the whole span of every slot and works on
   query tiles of 32-64 rows where G is 6-7. When b × KV heads programs would leave the GPU's SMs idle (the small
   batches at a rollout's tail, long contexts) the positions are split among programs and a second kernel merges
   the partial softmaxes.
-- `silu_mul`: silu(gate) · up from the packed gate|up GEMM output (fast_model packs the two projections), with
+- `silu_mul`: silu(gate) · up from the packed gate|up GEMM output (model.py packs the two projections), with
   torch's roundings (silu rounded to the model dtype, then the product).
 All are checked against the torch code they replace (tests/integration/test_fast_kernels.py; on CPU under
 TRITON_INTERPRET=1).

@@ -1,4 +1,4 @@
-"""Continuous batching for the fast rollout path (fast.py): which completion sits in which KV-cache slot, when
+"""Continuous batching for the fast decode path (generator.py): which completion sits in which KV-cache slot, when
 the host looks at the device, and which batch bucket a decode step runs.
 
 Why: completions end at different lengths; a static batch would decode finished rows until the longest ends. Here

@@ -1,6 +1,6 @@
 """Llama / Qwen2 forward passes over a preallocated KV cache, computed from the transformers model's own parameters.
 
-Why: the fast rollout path (`fast.py`) needs a forward it can capture in a CUDA graph: fixed shapes, a cache that
+Why: the fast decode path (generator.py) needs a forward it can capture in a CUDA graph: fixed shapes, a cache that
 does not grow, no host syncs. transformers' forward has none of these, so this module re-implements the forward
 (only the forward) of the two decoder stacks strive rolls out most, on top of the model's modules: every call reads
 `layer.self_attn.q_proj.weight` and friends, so weights copied in place by `update_weights` are seen at once and no
@@ -24,7 +24,7 @@ What it chose:
   reads `cache[:b, :, :span]` in place: a (slot, kv_head) pair is one contiguous (max_len, head_dim) matrix and the
   view (b·kv_heads, span, head_dim) needs no copy.
 - Decode attention: the G = heads / kv_heads queries that share a KV head become G query rows of one
-  (slot, kv_head) problem (no K/V repetition). With fast_kernels, `fast_kernels.decode_attention` reads only each
+  (slot, kv_head) problem (no K/V repetition). With fast_kernels, `kernels.decode_attention` reads only each
   slot's own positions; otherwise one SDPA call per layer with an additive mask hiding positions beyond each slot's
   own (computed once per step; with a mask SDPA runs its memory-efficient kernel on CUDA).
 - Prefill: prompts right-padded to the longest of the chunk, causal SDPA: a real token attends only to earlier real
@@ -41,13 +41,9 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend
 
-# cuDNN's SDPA builds a plan for every new (batch, kv length) shape: a decode loop meets a new one each step, which
-# tripled the time of a first 256-token rollout on an H200 (13.6 s vs 3.9 s); the other kernels need no plan
-SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+from strive.engines.fast.options import arch_reason
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 """rope types whose frequencies do not depend on the sequence length (dynamic NTK and longrope do)."""
 
@@ -55,9 +51,9 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 def unsupported_reason(model) -> Optional[str]:
     """Why the fast path cannot run this model, or None when it can."""
     config = model.config
-    arch = getattr(config, "model_type", None)
-    if arch not in SUPPORTED_ARCHS:
-        return f"model_type {arch!r} (the fast path implements {', '.join(SUPPORTED_ARCHS)})"
+    arch = arch_reason(getattr(config, "model_type", None))
+    if arch:
+        return arch
     inner = getattr(model, "model", None)
     if inner is None or not all(hasattr(inner, a) for a in ("layers", "rotary_emb", "norm", "embed_tokens")):
         return "an unexpected module layout (model.model.{layers,rotary_emb,norm,embed_tokens})"
@@ -195,7 +191,7 @@ class FastModel:
         self.silu = str(getattr(config, "hidden_act", "")).lower() in ("silu", "swish")
         self.qkv_fn = qkv
         self.mlp_fn = out_and_mlp
-        self.kernels = None  # strive.engines.fast_kernels when the fast path runs its Triton kernels (CUDA)
+        self.kernels = None  # strive.engines.fast.kernels when the fast path runs its Triton kernels (CUDA)
         self._packed: list = []  # per layer ((qkv_w, qkv_b), (gate_up_w, gate_up_b))
 
     def _groups(self, i: int) -> tuple[tuple, tuple]:

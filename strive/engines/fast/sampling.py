@@ -7,11 +7,11 @@ completion's randomness a function of (seed, its index in the call, token index)
 whatever max_num_seqs is, whichever slot a completion lands in and however often the host checks for finished
 slots. The graph reads `u[slot, tokens generated so far]`: one gather, no RNG kernel.
 
-What it computes (the hf engine's conventions): greedy is the argmax of the logits, its log-prob taken at T = 1.
+What it computes (hf.py's conventions): greedy is the argmax of the logits, its log-prob taken at T = 1.
 Otherwise z = logits / T; top-k keeps the k largest; top-p (nucleus) keeps the shortest prefix of the sorted,
 renormalised probabilities whose mass reaches top_p (the first token always); the token is drawn from what is
 left, and its log-prob is log_softmax(z) at that token, not renormalised after the filters: the quantity the
-trainer recomputes. Ties at the k-th value keep exactly k tokens (the hf engine keeps every tied one).
+trainer recomputes. Ties at the k-th value keep exactly k tokens (the plain loop keeps every tied one).
 Costs per step on (b, V) logits: plain sampling ~5 passes (scale, logsumexp, exp, cumsum, gather); top-k adds a
 topk and then works on (b, k); top-p without top-k sorts the whole vocabulary every step.
 

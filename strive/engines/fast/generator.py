@@ -1,22 +1,23 @@
-"""The hf engine's fast rollout path: the same transformers weights, a preallocated KV cache, decode steps replayed
+"""The hf engine's fast decode loop: the same transformers weights, a preallocated KV cache, decode steps replayed
 as CUDA graphs, sampling on the device, and continuous batching.
 
 Why: `model.generate` spends ~20 ms per decode step at batch 256 on an H100/H200 for a 0.5B model whose
 memory-bandwidth floor is under 1 ms (../shared/GPU.md): the time goes to launching hundreds of small kernels from
-Python, a cache that grows by concatenation and a host sync per step. This path keeps the hf engine's contract and
-weights (HFEngine owns the model, update_weights and release/resume of weights; this object only reads the
-modules) and removes those costs. `HFEngine` builds it when `engine_kwargs.hf.fast` says so:
+Python, a cache that grows by concatenation and a host sync per step. This loop keeps the hf engine's contract and
+weights (FastHFEngine, engine.py, owns the model, update_weights and release/resume of weights through HFEngine;
+this object only reads the modules) and removes those costs. FastHFEngine builds it; a run with rollout.name=hf
+gets FastHFEngine when `engine_kwargs.hf.fast` says so (options.py; the run prints which path it took):
     actor_rollout_ref.rollout.engine_kwargs.hf.fast=auto|on|off    (auto: on for CUDA + Llama/Qwen2)
     ...hf.fast_sync_every=8    ...hf.fast_compile=false    ...hf.fast_kernels=true
     ...hf.fast_prefill_tokens=N    (default: rollout.max_num_batched_tokens where EngineSpec has it, else 16384)
 
 What it chose:
-- KV cache: per layer K and V of shape (slots, kv_heads, max_len, head_dim) in the model dtype (fast_model.py says
+- KV cache: per layer K and V of shape (slots, kv_heads, max_len, head_dim) in the model dtype (model.py says
   why this order). max_len = max_model_len (or, when unset, the longest prompt + max_new_tokens seen so far), rounded
   up to 64. slots = max_num_seqs on CPU; on CUDA as many as fit, up to max_num_seqs, in gpu_memory_utilization ×
   total memory minus what torch has already allocated minus an estimate of the step's workspace; an error if not
   even one sequence fits.
-- Continuous batching over slots, with host checks every fast_sync_every steps (fast_batching.py): the device
+- Continuous batching over slots, with host checks every fast_sync_every steps (batching.py): the device
   keeps each slot's state (next token, position, count, done flags, output tokens and log-probs), the host only
   refills finished slots and collects their outputs.
 - CUDA graphs (CUDA and not enforce_eager): one graph per (batch bucket, attention span) for the model step, span
@@ -30,11 +31,11 @@ What it chose:
   (what SGLang's torch_memory_saver does); a capture costs a warm-up step plus the capture (stats and
   bench/rollout_gpu.py report the time). If a capture fails on some torch/driver, the path logs it once
   (stats["graph_error"]) and runs without graphs.
-- Sampling: fast_sampling.py (uniforms from (seed, completion index, token index), inverse CDF on the device).
-- fast_kernels (CUDA, head_dim a power of 2; default on when triton imports): Triton kernels (fast_kernels.py)
+- Sampling: sampling.py (uniforms from (seed, completion index, token index), inverse CDF on the device).
+- fast_kernels (CUDA, head_dim a power of 2; default on when triton imports): Triton kernels (kernels.py)
   for the decode layer's RoPE + KV-cache writes, its attention (each slot's own length, no mask) and SiLU·up, and
   for the plain sampler (no top-k/top-p); off: the torch ops.
-- The model's q/k/v and gate/up parameters are packed into one buffer each (views, no second copy; fast_model.py)
+- The model's q/k/v and gate/up parameters are packed into one buffer each (views, no second copy; model.py)
   when the path is built, and again after HFEngine re-allocates them.
 - fast_compile: torch.compile (inductor) fuses the element-wise work of the decode layer and of the sampler before
   capture. It compiles a few times per function (the first batch bucket, then a dynamic batch size, and batch 1:
@@ -56,66 +57,25 @@ import torch
 from torch.nn.attention import sdpa_kernel
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams
-from strive.engines.fast_batching import SlotScheduler, bucket, span_buckets
-from strive.engines.fast_model import SDPA_BACKENDS, FastModel, out_and_mlp, qkv, unsupported_reason
-from strive.engines.fast_sampling import SamplerKind, row_keys, sample, uniforms
+from strive.engines.fast.batching import SlotScheduler, bucket, span_buckets
+from strive.engines.fast.model import FastModel, out_and_mlp, qkv
+from strive.engines.fast.options import FastOptions
+from strive.engines.fast.sampling import SamplerKind, row_keys, sample, uniforms
+from strive.engines.hf import SDPA_BACKENDS
 
-DEFAULT_FAST = "auto"
 ALIGN = 64
 """max_len and every attention span are multiples of this (SDPA's memory-efficient kernel wants masks aligned)."""
-OPTION_KEYS = ("fast", "fast_sync_every", "fast_prefill_tokens", "fast_compile", "fast_kernels")
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FastOptions:
-    mode: str = DEFAULT_FAST
-    sync_every: int = 8
-    prefill_tokens: int = 16384
-    compile: bool = False
-    kernels: bool = True
-
-    @staticmethod
-    def parse(kwargs: dict, default_prefill_tokens: int = 16384) -> "FastOptions":
-        unknown = sorted(set(kwargs) - set(OPTION_KEYS))
-        if unknown:
-            raise ValueError(f"engine_kwargs.hf: unknown keys {unknown}; the hf engine knows {list(OPTION_KEYS)}")
-        mode = str(kwargs.get("fast", DEFAULT_FAST)).lower()
-        mode = {"true": "on", "1": "on", "false": "off", "0": "off", "none": "off"}.get(mode, mode)
-        if mode not in ("auto", "on", "off"):
-            raise ValueError(f"engine_kwargs.hf.fast={kwargs['fast']!r}: use auto, on or off")
-        opts = FastOptions(mode=mode, sync_every=int(kwargs.get("fast_sync_every", 8)),
-                           prefill_tokens=int(kwargs.get("fast_prefill_tokens", default_prefill_tokens)),
-                           compile=_flag(kwargs.get("fast_compile", False)),
-                           kernels=_flag(kwargs.get("fast_kernels", True)))
-        if opts.sync_every < 1 or opts.prefill_tokens < 1:
-            raise ValueError("engine_kwargs.hf.fast_sync_every and fast_prefill_tokens must be ≥ 1")
-        return opts
-
-
-def _flag(value) -> bool:
-    return str(value).lower() in ("true", "1", "on")
-
-
 def load_kernels():
-    """strive.engines.fast_kernels, or None where triton is not installed (the torch ops run instead)."""
+    """strive.engines.fast.kernels, or None where triton is not installed (the torch ops run instead)."""
     try:
-        from strive.engines import fast_kernels
+        from strive.engines.fast import kernels as fast_kernels
     except ImportError as exc:
         log.warning("fast rollout: Triton kernels unavailable (%s); using the torch ops", exc)
         return None
     return fast_kernels
-
-
-def fast_generator(model, spec: EngineSpec) -> Optional["FastGenerator"]:
-    """The fast path for this model and spec, or None where engine_kwargs.hf.fast (auto by default) says no."""
-    opts = FastOptions.parse(dict(spec.engine_kwargs or {}), getattr(spec, "max_num_batched_tokens", None) or 16384)
-    reason = unsupported_reason(model)
-    if opts.mode == "off" or (opts.mode == "auto" and (torch.device(spec.device).type != "cuda" or reason)):
-        return None
-    if reason:
-        raise ValueError(f"engine_kwargs.hf.fast=on, but the fast path does not support {reason}; use fast=auto|off")
-    return FastGenerator(model, spec, opts)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -128,7 +88,7 @@ class _Runtime:
 
     caches: list  # per layer (K, V), each (S, KVH, L, D)
     cos: torch.Tensor  # (L, D)
-    sin: torch.Tensor  # (L, D) signed, see fast_model.rope
+    sin: torch.Tensor  # (L, D) signed, see model.rope
     positions: torch.Tensor  # (L,) 0..L-1
     rows: torch.Tensor  # (S,) 0..S-1
     tok: torch.Tensor  # (S,) next input token
@@ -180,7 +140,7 @@ def record(rt: _Runtime, rows: torch.Tensor, token: torch.Tensor, logprob: torch
 
 
 class FastGenerator:
-    """Generates for HFEngine on its model; owns only the KV cache, slot state and graphs (`_Runtime`)."""
+    """Generates for FastHFEngine on its model; owns only the KV cache, slot state and graphs (`_Runtime`)."""
 
     def __init__(self, model, spec: EngineSpec, opts: FastOptions):
         self.model, self.spec, self.opts = model, spec, opts
@@ -422,7 +382,7 @@ class FastGenerator:
 
     def release(self, tags: tuple[str, ...]) -> None:
         """"kv_cache": free the cache, the slot state and the graphs (their pool); "weights": drop the packed buffers
-        (HFEngine has emptied the parameters; generate packs the pushed weights again)."""
+        (FastHFEngine empties the parameters next; generate packs the pushed weights again)."""
         if "weights" in tags:
             self.net.unpack()
         if "kv_cache" in tags:
