@@ -78,8 +78,10 @@ class WorkerGroup:
         return [getattr(w, name).remote(*args, **kwargs) for w in self.workers]
 
     def _remote_name(self, method: Callable) -> str:
+        """The name Ray calls `method` by; the process class must have a method of that name (a stand-in class
+        with the same interface may host the group, so the name, not the function object, is what is checked)."""
         name = getattr(method, "__name__", None)
-        if name is None or getattr(self.process_cls, name, None) is not method:
+        if not callable(method) or name is None or not callable(getattr(self.process_cls, name, None)):
             raise TypeError(f"{self.name}: {method!r} is not a method of {self.process_cls.__name__}; "
                             f"pass one, e.g. {self.process_cls.__name__}.sync_weights")
         return name
