@@ -57,6 +57,10 @@ class ModelConfig:
     """Offload saved activations to the CPU."""
     use_remove_padding: bool = True
     """Packed, padding-free forward: sequences are concatenated and padding tokens never computed."""
+    packed_attention: str = "auto"
+    """strive: the attention kernel of the packed forward (actor and reference): auto, varlen (torch's flash
+    varlen, CUDA), flash_attn (flash-attn's varlen, CUDA, if installed) or sdpa_loop (SDPA per sequence, any
+    device). auto: flash_attn if installed, else varlen on CUDA in bf16/fp16, else sdpa_loop. Never an N × N mask."""
     lora_rank: int = 0
     """LoRA rank; 0 trains all weights."""
     lora_alpha: int = 16

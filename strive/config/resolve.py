@@ -25,6 +25,7 @@ from strive.algos.names import (
 from strive.config.loader import ConfigError
 from strive.config.schema import StriveConfig
 from strive.engines.base import ENGINES
+from strive.models.attention_names import BACKENDS as PACKED_ATTENTION
 from strive.tracking.backends import BACKEND_NAMES
 
 # Dispatched on by strive/trainer/phases.py:filter_values, which reads acc and score from the reward function's
@@ -149,6 +150,9 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
         base, _ = split_kl_kind(kind)
         _check(base not in KL_NOT_IMPLEMENTED, f"{key}={kind}: KL kind {base!r} {KL_NOT_IMPLEMENTED.get(base)}")
         _check(base in KL_KINDS, f"{key}={kind} is not one of {', '.join(KL_KINDS)} (optionally with +)")
+    for key, name in (("actor_rollout_ref.model.packed_attention", arr.model.packed_attention),
+                      ("critic.model.packed_attention", cfg.critic.model.packed_attention)):
+        _check(name in PACKED_ATTENTION, f"{key}={name} is not one of {', '.join(PACKED_ATTENTION)}")
     _check(actor.clip_ratio_c > 1.0, f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be > 1")
     _check(actor.policy_loss.loss_mode == "vanilla",
            f"actor_rollout_ref.actor.policy_loss.loss_mode={actor.policy_loss.loss_mode}: only vanilla is implemented")

@@ -118,6 +118,8 @@ class CriticModelConfig:
     """Offload saved activations to the CPU."""
     use_remove_padding: bool = False
     """Packed, padding-free forward."""
+    packed_attention: str = "auto"
+    """strive: the packed forward's attention kernel, as actor_rollout_ref.model.packed_attention."""
     lora_rank: int = 0
     """LoRA rank; 0 trains all weights."""
     lora_alpha: int = 16

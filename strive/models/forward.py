@@ -5,8 +5,9 @@ A causal LM's logits for a batch are B × L × V floats: for Qwen2.5 (V = 151,93
 response tokens are kept, and the LM head is applied in chunks of a fixed token budget; with gradients each
 chunk is recomputed in backward (activation checkpointing), so peak memory is one chunk of logits.
 
-`remove_padding=True` packs the valid tokens of all rows into one row with restarting position ids and no
-attention mask: transformers then builds a block-diagonal causal mask, and padding is never computed.
+With a packed-attention backend (`use_remove_padding=True`) the valid tokens of all rows are packed into one row
+with restarting position ids, padding is never computed, and attention runs within each sequence
+(strive/models/attention.py: never an N × N mask); without one, the padded batch runs with its attention mask.
 
 The wrappers are ordinary modules: FSDP is applied to them from outside (strive/workers/fsdp.py).
 Exercised by: pytest tests/unit/test_forward.py
@@ -21,23 +22,30 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from strive.algos import entropy_from_logits, logprobs_from_logits
+from strive.models.attention import packed_kwargs, use_packed_attention
 
 HEAD_CHUNK_BYTES = 256 * 2**20  # fp32 logits per head chunk
 
 
 def response_hidden(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    position_ids: torch.Tensor, response_length: int, remove_padding: bool) -> torch.Tensor:
-    """Hidden states at the positions that predict each response token: (B, T, H)."""
+                    position_ids: torch.Tensor, response_length: int, packed_backend: Optional[str]) -> torch.Tensor:
+    """Hidden states at the positions that predict each response token: (B, T, H).
+
+    packed_backend None: the padded batch with its mask; else the real tokens packed into one row, attention per
+    sequence with that backend (each row's real tokens are contiguous: left-padded prompt, right-padded response).
+    """
     B, L = input_ids.shape
     T = response_length
-    if not remove_padding:
+    if packed_backend is None:
         out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False).last_hidden_state  # (B, L, H)
         return out[:, L - T - 1: L - 1]
     flat = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,) indices of real tokens
     ids = input_ids.reshape(-1)[flat].unsqueeze(0)  # (1, N)
     pos = position_ids.reshape(-1)[flat].unsqueeze(0)  # (1, N)
-    packed = backbone(input_ids=ids, position_ids=pos, attention_mask=None, use_cache=False).last_hidden_state[0]
+    lengths = attention_mask.sum(-1)  # (B,)
+    packed = backbone(input_ids=ids, position_ids=pos, attention_mask=None, use_cache=False,
+                      **packed_kwargs(lengths, packed_backend)).last_hidden_state[0]  # (N, H)
     full = packed.new_zeros(B * L, packed.shape[-1]).index_copy(0, flat, packed)  # (B·L, H)
     return full.view(B, L, -1)[:, L - T - 1: L - 1]
 
@@ -81,33 +89,43 @@ def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor
 
 
 class PolicyForward(nn.Module):
-    """A causal LM whose forward returns the response tokens' log-probs (and entropy)."""
+    """A causal LM whose forward returns the response tokens' log-probs (and entropy).
 
-    def __init__(self, hf_model: nn.Module):
+    packed_backend: None for the padded forward, else a backend of strive.models.attention (resolved) for the
+    padding-free one."""
+
+    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None):
         super().__init__()
         self.hf = hf_model
+        self.packed_backend = packed_backend
+        if packed_backend is not None:
+            use_packed_attention(hf_model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                response_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
-                remove_padding: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                response_mask: torch.Tensor, temperature: float = 1.0,
+                with_entropy: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         T = response_mask.shape[1]
-        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, remove_padding)
+        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, self.packed_backend)
         labels = input_ids[:, -T:]  # (B, T)
         return chunked_logprobs(self.hf.get_output_embeddings(), hidden, labels, response_mask, temperature,
                                 with_entropy)
 
 
 class ValueForward(nn.Module):
-    """A token-classification model with one output: V(s_t) for the state before each response token."""
+    """A token-classification model with one output: V(s_t) for the state before each response token.
+    packed_backend as in PolicyForward."""
 
-    def __init__(self, hf_model: nn.Module):
+    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None):
         super().__init__()
         self.hf = hf_model
+        self.packed_backend = packed_backend
+        if packed_backend is not None:
+            use_packed_attention(hf_model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                response_mask: torch.Tensor, remove_padding: bool = False) -> torch.Tensor:
+                response_mask: torch.Tensor) -> torch.Tensor:
         T = response_mask.shape[1]
-        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, remove_padding)
+        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, self.packed_backend)
         head = getattr(self.hf, "score", None) or self.hf.classifier
         values = head(hidden).squeeze(-1).float()  # (B, T)
         return values * response_mask

@@ -17,33 +17,39 @@ from strive.batch import Batch
 from strive.config.actor_rollout_ref import ActorRolloutRefConfig, ModelConfig
 from strive.config.common import FsdpConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
+from strive.models.attention import resolve_backend
 from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing, hf_state_name
-from strive.models.loading import load_causal_lm
+from strive.models.loading import load_causal_lm, torch_dtype
 from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
 
-def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_checkpointing: bool) -> PolicyForward:
-    """Load the HF causal LM named by `model.path` and shard it with FSDP2."""
+def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_checkpointing: bool,
+                        remove_padding: bool, device: torch.device) -> PolicyForward:
+    """Load the HF causal LM named by `model.path`, packed or padded as asked, and shard it with FSDP2."""
     hf = load_causal_lm(model.path, dtype=fsdp.model_dtype, override_config=model.override_config,
                         trust_remote_code=model.trust_remote_code)
     hf.config.use_cache = False
     if gradient_checkpointing:
         enable_activation_checkpointing(hf)
-    return apply_fsdp(PolicyForward(hf), decoder_layers(hf), mesh, fsdp)
+    backend = None
+    if remove_padding:
+        backend = resolve_backend(model.packed_attention, device, torch_dtype(fsdp.dtype),
+                                  key="actor_rollout_ref.model.packed_attention")
+    return apply_fsdp(PolicyForward(hf, backend), decoder_layers(hf), mesh, fsdp)
 
 
 @torch.no_grad()
 def policy_log_probs(module: PolicyForward, batch: Batch, sizes: ForwardSizes, temperature: float,
-                     remove_padding: bool, device: torch.device, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                     device: torch.device, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward-only log-probs (B, T) and entropy (B, T; zeros unless asked) in micro-batches."""
     module.eval()
     logps, ents = [], []
     for mb, _ in split_micro(batch, sizes.micro_batch_per_rank, sizes.max_token_len):
         mb = mb.to(device)
         logp, ent = module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
-                           temperature=temperature, with_entropy=with_entropy, remove_padding=remove_padding)
+                           temperature=temperature, with_entropy=with_entropy)
         logps.append(logp.cpu())
         ents.append(ent.cpu() if ent is not None else torch.zeros_like(logps[-1]))
     return torch.cat(logps), torch.cat(ents)
@@ -56,24 +62,24 @@ class ActorWorker:
         self.device = device
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         actor = cfg.actor
-        self.module = build_policy_module(cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing)
+        self.module = build_policy_module(cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing,
+                                          bool(actor.use_remove_padding), device)
         self.optimizer = build_optimizer(self.module.parameters(), actor.optim)
         self.scheduler = build_scheduler(self.optimizer, actor.optim, total_steps)
-        self.remove_padding = bool(actor.use_remove_padding)
         self._offload_if_configured()
 
     def compute_log_probs(self, batch: Batch, with_entropy: bool = True) -> dict[str, torch.Tensor]:
         """Old log-probs (and entropy) of the batch under the current weights."""
         self._reload()
-        logp, entropy = policy_log_probs(self.module, batch, self.forward_sizes, self.temperature,
-                                         self.remove_padding, self.device, with_entropy)
+        logp, entropy = policy_log_probs(self.module, batch, self.forward_sizes, self.temperature, self.device,
+                                         with_entropy)
         self._offload_if_configured()
         return {"old_log_probs": logp, "entropy": entropy}
 
     def _forward(self, mb: Batch, with_entropy: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         mb = mb.to(self.device)
         return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
-                           temperature=self.temperature, with_entropy=with_entropy, remove_padding=self.remove_padding)
+                           temperature=self.temperature, with_entropy=with_entropy)
 
     # -- update -----------------------------------------------------------------------------------------------
     def update(self, batch: Batch, step: int) -> dict[str, float]:

@@ -14,8 +14,9 @@ from strive.algos import value_loss
 from strive.batch import Batch
 from strive.config.sections import CriticConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
+from strive.models.attention import resolve_backend
 from strive.models.forward import ValueForward, decoder_layers, enable_activation_checkpointing
-from strive.models.loading import load_value_model
+from strive.models.loading import load_value_model, torch_dtype
 from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
@@ -31,15 +32,18 @@ class CriticWorker:
         hf.config.use_cache = False
         if model.enable_gradient_checkpointing:
             enable_activation_checkpointing(hf)
-        self.module = apply_fsdp(ValueForward(hf), decoder_layers(hf), mesh, model.fsdp_config)
+        backend = None
+        if model.use_remove_padding:
+            backend = resolve_backend(model.packed_attention, device, torch_dtype(model.fsdp_config.dtype),
+                                      key="critic.model.packed_attention")
+        self.module = apply_fsdp(ValueForward(hf, backend), decoder_layers(hf), mesh, model.fsdp_config)
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
         self._offload()
 
     def _values(self, mb: Batch) -> torch.Tensor:
         mb = mb.to(self.device)
-        return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
-                           remove_padding=self.cfg.model.use_remove_padding)
+        return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask)
 
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._reload()

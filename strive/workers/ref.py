@@ -19,10 +19,10 @@ class RefWorker:
     def __init__(self, cfg: ActorRolloutRefConfig, forward: ForwardSizes, mesh, device: torch.device):
         self.cfg, self.sizes, self.device = cfg, forward, device
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
-        self.module = build_policy_module(cfg.model, cfg.ref.fsdp_config, mesh, gradient_checkpointing=False)
         # parameters keep requires_grad: the forward runs under no_grad, and frozen bf16 weights take a memory-hungry
         # oneDNN path on CPU (see strive/engines/hf.py)
-        self.remove_padding = bool(cfg.actor.use_remove_padding)
+        self.module = build_policy_module(cfg.model, cfg.ref.fsdp_config, mesh, gradient_checkpointing=False,
+                                          remove_padding=bool(cfg.actor.use_remove_padding), device=device)
         if cfg.ref.fsdp_config.param_offload:
             offload_params(self.module)
 
@@ -30,8 +30,7 @@ class RefWorker:
         offload = self.cfg.ref.fsdp_config.param_offload
         if offload:
             reload_params(self.module, self.device)
-        logp, _ = policy_log_probs(self.module, batch, self.sizes, self.temperature, self.remove_padding,
-                                   self.device, with_entropy=False)
+        logp, _ = policy_log_probs(self.module, batch, self.sizes, self.temperature, self.device, with_entropy=False)
         if offload:
             offload_params(self.module)
         return {"ref_log_probs": logp}

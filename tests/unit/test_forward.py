@@ -37,8 +37,8 @@ def test_policy_forward_matches_full_logits(tiny_model_dir, remove_padding):
     model = load_causal_lm(tiny_model_dir).eval()
     ids, am, pos, rmask = _batch(model.config.vocab_size)
     ref_logp, ref_ent = _reference(model, ids, am, pos, rmask, 0.7)
-    wrapper = PolicyForward(model)
-    logp, ent = wrapper(ids, am, pos, rmask, temperature=0.7, with_entropy=True, remove_padding=remove_padding)
+    wrapper = PolicyForward(model, packed_backend="sdpa_loop" if remove_padding else None)
+    logp, ent = wrapper(ids, am, pos, rmask, temperature=0.7, with_entropy=True)
     torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=1e-5)
     assert (logp[rmask == 0] == 0).all()
@@ -47,7 +47,7 @@ def test_policy_forward_matches_full_logits(tiny_model_dir, remove_padding):
 def test_chunked_gradients_equal_unchunked(tiny_model_dir):
     model = load_causal_lm(tiny_model_dir)
     ids, am, pos, rmask = _batch(model.config.vocab_size)
-    wrapper = PolicyForward(model)
+    PolicyForward(model)
     grads = []
     base = torch.randn(3, 5, model.config.hidden_size)
     for chunk_bytes in (4 * model.config.vocab_size * 2, 1 << 30):  # 2 tokens per chunk vs. one chunk
@@ -65,8 +65,7 @@ def test_value_forward_packed_equals_padded(tiny_model_dir):
     with torch.no_grad():
         model.score.weight.normal_()
     ids, am, pos, rmask = _batch(model.config.vocab_size)
-    wrapper = ValueForward(model).eval()
-    padded = wrapper(ids, am, pos, rmask)
-    packed = wrapper(ids, am, pos, rmask, remove_padding=True)
+    padded = ValueForward(model).eval()(ids, am, pos, rmask)
+    packed = ValueForward(model, packed_backend="sdpa_loop").eval()(ids, am, pos, rmask)
     assert padded.abs().sum() > 0
     torch.testing.assert_close(padded, packed, atol=1e-5, rtol=1e-5)

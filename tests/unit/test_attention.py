@@ -1,0 +1,83 @@
+"""Packed attention (strive/models/attention.py): equal to the padded forward, per-sequence, never an N × N mask."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from strive.models import attention
+from strive.models.attention import resolve_backend
+from strive.models.forward import PolicyForward
+from strive.models.loading import load_causal_lm
+
+
+def varied_batch(vocab: int, prompt_lens, resp_lens, P: int = 12, T: int = 8, seed: int = 0):
+    """Left-padded prompts and right-padded responses of the given lengths (B = len(prompt_lens))."""
+    g = torch.Generator().manual_seed(seed)
+    B = len(prompt_lens)
+    ids = torch.zeros(B, P + T, dtype=torch.long)
+    am = torch.zeros(B, P + T, dtype=torch.long)
+    rmask = torch.zeros(B, T)
+    for i, (p, r) in enumerate(zip(prompt_lens, resp_lens)):
+        ids[i, P - p: P + r] = torch.randint(0, vocab - 3, (p + r,), generator=g)
+        am[i, P - p: P + r] = 1
+        rmask[i, :r] = 1
+    return ids, am, (am.cumsum(-1) - 1).clamp(min=0), rmask
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_packed_equals_padded_in_fp32_values_and_gradients(arch, tiny_model_dir, tiny_qwen_dir):
+    path = tiny_model_dir if arch == "llama" else tiny_qwen_dir
+    batch = varied_batch(260, [12, 3, 7, 1, 9], [8, 2, 0, 5, 8])
+    results = []
+    for backend in (None, "sdpa_loop"):
+        torch.manual_seed(0)
+        model = load_causal_lm(path, dtype="float32")
+        wrapper = PolicyForward(model, packed_backend=backend)
+        logp, ent = wrapper(*batch, temperature=0.9, with_entropy=True)
+        (logp.sum() + 0.1 * ent.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logp.detach(), ent.detach(), grads))
+    (lp0, en0, g0), (lp1, en1, g1) = results
+    torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(en1, en0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys() and len(g0) > 5
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_packed_equals_padded_in_bf16(tiny_qwen_dir):
+    batch = varied_batch(260, [12, 4, 9], [8, 3, 6])
+    model = load_causal_lm(tiny_qwen_dir, dtype="bfloat16")
+    with torch.no_grad():
+        padded, _ = PolicyForward(model)(*batch)
+        packed, _ = PolicyForward(model, packed_backend="sdpa_loop")(*batch)
+    torch.testing.assert_close(packed, padded, atol=2e-2, rtol=2e-2)
+
+
+def test_packed_attention_runs_per_sequence_without_a_mask(tiny_model_dir, monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        calls.append((q.shape[-2], attn_mask))
+        return real(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    model = load_causal_lm(tiny_model_dir, dtype="float32")
+    ids, am, pos, rmask = varied_batch(260, [12, 3, 7], [8, 2, 4])
+    with torch.no_grad():
+        PolicyForward(model, packed_backend="sdpa_loop")(ids, am, pos, rmask)
+    layers = model.config.num_hidden_layers
+    assert len(calls) == 3 * layers  # one call per sequence per layer
+    assert sorted({n for n, _ in calls}) == [5, 11, 20]  # each sequence's own length, never the packed 36
+    assert all(mask is None for _, mask in calls)
+
+
+def test_backend_choice_and_errors():
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu, torch.bfloat16) == "sdpa_loop"
+    assert resolve_backend("sdpa_loop", cpu, torch.float32) == "sdpa_loop"
+    with pytest.raises(ValueError, match="packed_attention=varlen needs CUDA"):
+        resolve_backend("varlen", cpu, torch.bfloat16)
+    with pytest.raises(ValueError, match="choose one of auto, varlen, flash_attn, sdpa_loop"):
+        resolve_backend("dense", cpu, torch.float32)
