@@ -108,13 +108,20 @@ class WorkerProcess:
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.critic.compute_values(batch)
 
+    # update phases return (metrics, batch fields they computed)
     @trims_heap
-    def update_critic(self, batch: Batch, step: int) -> dict[str, float]:
-        return self.critic.update(batch, step)
+    def update_critic(self, batch: Batch, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        return self.critic.update(batch, step), {}
 
     @trims_heap
-    def update_actor(self, batch: Batch, step: int) -> dict[str, float]:
+    def update_actor(self, batch: Batch, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         return self.actor.update(batch, step)
+
+    @trims_heap
+    def update_actor_on_policy(self, batch: Batch, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """The update that is the batch's only optimizer step: its forward's log-probs are the old log-probs, so
+        no separate old log-prob pass ran; they come back, with the entropy, for the step's metrics."""
+        return self.actor.update(batch, step, record=True)
 
     @trims_heap
     def sync_weights(self) -> dict[str, float]:

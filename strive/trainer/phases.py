@@ -47,24 +47,38 @@ REF_LOG_PROBS = Phase(WorkerProcess.compute_ref_log_probs, "ref", returns=("ref_
 VALUES = Phase(WorkerProcess.compute_values, "values", returns=("values",))
 UPDATE_CRITIC = Phase(WorkerProcess.update_critic, "update_critic", sends=("values", "returns"))
 UPDATE_ACTOR = Phase(WorkerProcess.update_actor, "update_actor", sends=("old_log_probs", "advantages", "ref_log_probs"))
+UPDATE_ACTOR_ON_POLICY = Phase(WorkerProcess.update_actor_on_policy, "update_actor",
+                               sends=("advantages", "ref_log_probs"), returns=("old_log_probs", "entropy"))
+"""The on-policy bypass: with one optimizer step per batch the old log-probs are the update forward's own, so
+OLD_LOG_PROBS does not run and this phase brings them back."""
 
 
 def compute(group: WorkerGroup, phase: Phase, batch: Batch, timings: dict[str, float]) -> Batch:
     """Run a forward phase on every rank's share and put the fields it returns onto the batch."""
     with timer(phase.timer, timings):
         shards = [b.only(*phase.sends) for b in batch.chunk(group.world_size)]
-        results = group.call(phase.method, shards)
-        if set(results[0]) != set(phase.returns):
-            raise RuntimeError(f"{phase.method.__qualname__} returned {sorted(results[0])}; its phase declares "
-                               f"{sorted(phase.returns)}")
-        return batch.with_fields(**{name: torch.cat([r[name] for r in results]) for name in phase.returns})
+        return _merge(batch, phase, group.call(phase.method, shards))
 
 
-def update(group: WorkerGroup, phase: Phase, batch: Batch, step: int, timings: dict[str, float]) -> dict[str, float]:
-    """Run an update phase on every rank's share; its metrics, averaged over ranks."""
+def update(group: WorkerGroup, phase: Phase, batch: Batch, step: int, timings: dict[str, float],
+           metrics: dict[str, float]) -> Batch:
+    """Run an update phase on every rank's share; adds its metrics (averaged over ranks) to `metrics` and the
+    fields it returns (if any) to the batch."""
     with timer(phase.timer, timings):
         shards = [b.only(*phase.sends) for b in batch.chunk(group.world_size)]
-        return mean_over_ranks(group.call(phase.method, shards, step))
+        results = group.call(phase.method, shards, step)
+        metrics.update(mean_over_ranks([m for m, _ in results]))
+        return _merge(batch, phase, [fields for _, fields in results])
+
+
+def _merge(batch: Batch, phase: Phase, results: list[dict[str, torch.Tensor]]) -> Batch:
+    """The batch with each rank's returned fields joined in rank order; the fields must be the declared ones."""
+    if set(results[0]) != set(phase.returns):
+        raise RuntimeError(f"{phase.method.__qualname__} returned {sorted(results[0])}; its phase declares "
+                           f"{sorted(phase.returns)}")
+    if not phase.returns:
+        return batch
+    return batch.with_fields(**{name: torch.cat([r[name] for r in results]) for name in phase.returns})
 
 
 def sync_weights(group: WorkerGroup, timings: dict[str, float]) -> dict[str, float]:

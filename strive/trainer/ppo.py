@@ -73,20 +73,24 @@ class PPOTrainer:
     def train_step(self, rows: list[PromptRow]) -> dict[str, float]:
         """One PPO step: each line is one phase; `phases` says what each ships and which worker method runs it."""
         rt, step, t = self.rt, self.step, {}
+        train_actor = self.cfg.trainer.critic_warmup <= step
+        bypass = self.rt.run.sizes.bypass_old_log_probs and train_actor  # see Sizes.bypass_old_log_probs
         with timer("step", t):
             batch, metrics = self.step_sampler.sample(rows, step, t)  # generate + reward (+ dynamic sampling rounds)
             if self.cfg.trainer.balance_batch:
                 batch = phases.balance(batch, rt.group.world_size, metrics)
-            batch = phases.compute(rt.group, phases.OLD_LOG_PROBS, batch, t)
+            if not bypass:
+                batch = phases.compute(rt.group, phases.OLD_LOG_PROBS, batch, t)
             if self.use_ref:
                 batch = phases.compute(rt.group, phases.REF_LOG_PROBS, batch, t)
             if self.use_critic:
                 batch = phases.compute(self.critic_group, phases.VALUES, batch, t)
             batch = phases.rewards_and_advantages(batch, self.cfg.algorithm, rt.kl_ctrl, t, metrics)
             if self.use_critic:
-                metrics.update(phases.update(self.critic_group, phases.UPDATE_CRITIC, batch, step, t))
-            if self.cfg.trainer.critic_warmup <= step:
-                metrics.update(phases.update(rt.group, phases.UPDATE_ACTOR, batch, step, t))
+                batch = phases.update(self.critic_group, phases.UPDATE_CRITIC, batch, step, t, metrics)
+            if train_actor:
+                actor_phase = phases.UPDATE_ACTOR_ON_POLICY if bypass else phases.UPDATE_ACTOR
+                batch = phases.update(rt.group, actor_phase, batch, step, t, metrics)
             metrics.update(phases.sync_weights(rt.group, t))
         metrics.update(self.step_metrics(batch, t))
         return metrics

@@ -8,6 +8,7 @@ for the rollout engine. Log-probs use the rollout temperature, as the sampling d
 from __future__ import annotations
 
 import math
+import time
 from typing import Iterator, Optional
 
 import torch
@@ -18,10 +19,11 @@ from strive.config.actor_rollout_ref import ActorRolloutRefConfig, ModelConfig
 from strive.config.common import FsdpConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.attention import resolve_backend
+from strive.models.flops import forward_flops, mfu
 from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing, hf_state_name
 from strive.models.loading import load_causal_lm, torch_dtype
 from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
-from strive.workers.microbatch import split_micro, split_mini
+from strive.workers.microbatch import mini_orders, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
 
@@ -82,37 +84,57 @@ class ActorWorker:
                            temperature=self.temperature, with_entropy=with_entropy)
 
     # -- update -----------------------------------------------------------------------------------------------
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
-        """PPO epochs over mini-batches; one optimizer step per mini-batch; the scheduler steps once."""
+    def update(self, batch: Batch, step: int, record: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """PPO epochs over mini-batches; one optimizer step per mini-batch; the scheduler steps once.
+
+        record: the batch has no old log-probs because this update is the only optimizer step on it (the on-policy
+        bypass): the old log-probs are the update forward's own, detached, and come back with the entropy,
+        (B, T) each in the batch's row order. Returns (metrics, recorded tensors)."""
         actor = self.cfg.actor
+        start = time.perf_counter()
         self._reload()
         self.module.train()
         minis_per_epoch = math.ceil(len(batch) / self.train_sizes.mini_batch_per_rank)
         on_policy = minis_per_epoch == 1 and actor.ppo_epochs == 1
+        if record and not on_policy:
+            raise RuntimeError("the actor can record the old log-probs only when it takes one optimizer step per batch")
         sums: dict[str, float] = {}
-        count = 0
+        count, seen = 0, []
         for epoch in range(actor.ppo_epochs):
-            minis = split_mini(batch, self.train_sizes.mini_batch_per_rank, actor.shuffle,
-                               seed=actor.data_loader_seed + 1000 * step + epoch)
-            for mini in minis:
-                metrics = self._mini_step(mini, on_policy)
+            orders = mini_orders(len(batch), self.train_sizes.mini_batch_per_rank, actor.shuffle,
+                                 seed=actor.data_loader_seed + 1000 * step + epoch)
+            for rows in orders:
+                metrics = self._mini_step(batch.select(rows), on_policy, seen if record else None)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self._offload_if_configured()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         out = {f"actor/{k}": v / max(count, 1) for k, v in sums.items()}
         out["actor/lr"] = lr
-        return out
+        flops = 3.0 * actor.ppo_epochs * forward_flops(self.module.hf.config, batch.attention_mask.sum(-1),
+                                                       int(batch.response_mask.sum()))  # forward + backward
+        out.update({f"perf/{k}/actor": v for k, v in mfu(flops, time.perf_counter() - start, self.device).items()})
+        if not record:
+            return out, {}
+        order = orders[0]  # the one mini-batch's row order: put what was seen back in the batch's order
+        logp, entropy = (torch.empty_like(x).index_copy_(0, order, x) for x in map(torch.cat, zip(*seen)))
+        return out, {"old_log_probs": logp, "entropy": entropy}
 
-    def _mini_step(self, mini: Batch, on_policy: bool) -> dict[str, float]:
+    def _mini_step(self, mini: Batch, on_policy: bool, seen: Optional[list]) -> dict[str, float]:
+        """One optimizer step over a mini-batch; `seen` (with the on-policy bypass) collects each micro-batch's
+        log-probs and entropy, detached, on the CPU."""
         actor = self.cfg.actor
         self.optimizer.zero_grad(set_to_none=True)
         need_entropy = actor.entropy_coeff != 0 or actor.calculate_entropy
         metrics: dict[str, float] = {}
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
-            logp, entropy = self._forward(mb, need_entropy)
+            logp, entropy = self._forward(mb, need_entropy or seen is not None)
+            if seen is not None:
+                seen.append((logp.detach().cpu(), entropy.detach().cpu()))
             mb = mb.to(self.device)
             mask = mb.response_mask
             old = logp.detach() if on_policy else mb.old_log_probs
@@ -121,7 +143,7 @@ class ActorWorker:
                                          agg=actor.loss_agg_mode)
             loss = pg
             parts = {"pg_loss": pg.item(), **{k: float(v) for k, v in pg_metrics.items()}}
-            if entropy is not None and need_entropy:
+            if need_entropy:
                 ent = aggregate_loss(entropy, mask, actor.loss_agg_mode, actor.loss_scale_factor)
                 loss = loss - actor.entropy_coeff * ent
                 parts["entropy"] = ent.item()

@@ -7,6 +7,7 @@ values (GAE) or when `critic.enable=True`.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -15,6 +16,7 @@ from strive.batch import Batch
 from strive.config.sections import CriticConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.attention import resolve_backend
+from strive.models.flops import forward_flops, mfu
 from strive.models.forward import ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
 from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
@@ -56,6 +58,7 @@ class CriticWorker:
 
     def update(self, batch: Batch, step: int) -> dict[str, float]:
         cfg = self.cfg
+        start = time.perf_counter()
         self._reload()
         self.module.train()
         sums: dict[str, float] = {}
@@ -69,8 +72,13 @@ class CriticWorker:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self._offload()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         out = {f"critic/{k}": v / max(count, 1) for k, v in sums.items()}
         out["critic/lr"] = lr
+        flops = 3.0 * cfg.ppo_epochs * forward_flops(self.module.hf.config, batch.attention_mask.sum(-1),
+                                                     int(batch.response_mask.sum()), head_out=1)
+        out.update({f"perf/{k}/critic": v for k, v in mfu(flops, time.perf_counter() - start, self.device).items()})
         return out
 
     def _mini_step(self, mini: Batch) -> dict[str, float]:

@@ -36,9 +36,15 @@ def _token_bounds(lengths: torch.Tensor, budget: int) -> list[int]:
     return bounds
 
 
-def split_mini(batch: Batch, mini: int, shuffle: bool, seed: int) -> list[Batch]:
-    """Mini-batches of `mini` sequences (the last may be smaller), optionally in a seeded random order."""
-    order = torch.arange(len(batch))
+def mini_orders(n: int, mini: int, shuffle: bool, seed: int) -> list[torch.Tensor]:
+    """The row indices of each mini-batch of `mini` sequences (the last may be smaller), optionally in a seeded
+    random order."""
+    order = torch.arange(n)
     if shuffle:
-        order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))
-    return [batch.select(order[i: i + mini]) for i in range(0, len(batch), mini)]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return [order[i: i + mini] for i in range(0, n, mini)]
+
+
+def split_mini(batch: Batch, mini: int, shuffle: bool, seed: int) -> list[Batch]:
+    """Mini-batches of `mini_orders`."""
+    return [batch.select(rows) for rows in mini_orders(len(batch), mini, shuffle, seed)]

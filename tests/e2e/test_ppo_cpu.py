@@ -51,7 +51,7 @@ def test_seed_command_ppo_with_critic(tiny_model_dir, data_dir, tmp_path):
     for step in (1, 2, 3):
         for key in ("critic/score/mean", "critic/vf_loss", "critic/values/mean", "actor/pg_loss", "actor/entropy",
                     "response_length/mean", "timing_s/gen", "timing_s/update_critic", "perf/throughput",
-                    "weight_sync/bytes"):
+                    "weight_sync/bytes", "perf/tflops/actor", "perf/tflops/critic"):
             assert key in rows[step], (step, key)
     assert "val-core/strive/arithmetic/reward/mean@1" in rows[2]
     assert rows[1]["critic/score/mean"] > 0  # the letter reward is non-trivial, so gradients flow

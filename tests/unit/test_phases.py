@@ -10,7 +10,8 @@ from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
 from strive.trainer import phases
 
-PHASES = [phases.OLD_LOG_PROBS, phases.REF_LOG_PROBS, phases.VALUES, phases.UPDATE_CRITIC, phases.UPDATE_ACTOR]
+PHASES = [phases.OLD_LOG_PROBS, phases.REF_LOG_PROBS, phases.VALUES, phases.UPDATE_CRITIC, phases.UPDATE_ACTOR,
+          phases.UPDATE_ACTOR_ON_POLICY]
 
 
 def tiny_batch(B=4, P=2, T=3) -> Batch:
@@ -51,11 +52,26 @@ def test_compute_ships_declared_fields_only_and_merges_in_rank_order():
 
 
 def test_update_ships_what_the_phase_declares():
-    group = RecordingGroup(lambda shard: {"critic/vf_loss": float(len(shard))})
-    metrics = phases.update(group, phases.UPDATE_CRITIC, tiny_batch(), 7, {})
+    group = RecordingGroup(lambda shard: ({"critic/vf_loss": float(len(shard))}, {}))
+    batch = tiny_batch()
+    out = phases.update(group, phases.UPDATE_CRITIC, batch, 7, {}, metrics := {})
     _, shards, args = group.sent[0]
     assert args == (7,) and all(s.values is not None and s.returns is None and s.advantages is None for s in shards)
-    assert metrics == {"critic/vf_loss": 2.0}
+    assert metrics == {"critic/vf_loss": 2.0} and out is batch
+
+
+def test_the_on_policy_update_brings_back_the_old_log_probs():
+    def answer(shard):
+        logp = shard.prompts[:, :1].float().expand(-1, 3)  # (b, T): each row's own marker
+        return {"actor/pg_loss": 0.5}, {"old_log_probs": logp, "entropy": torch.ones(len(shard), 3)}
+
+    group = RecordingGroup(answer)
+    batch = tiny_batch()
+    batch.prompts[:, 0] = torch.arange(4)
+    batch.old_log_probs = torch.full((4, 3), 9.0)  # stale: must not travel
+    out = phases.update(group, phases.UPDATE_ACTOR_ON_POLICY, batch, 3, {}, metrics := {})
+    assert all(s.old_log_probs is None and s.advantages is not None for s in group.sent[0][1])
+    assert out.old_log_probs[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0] and metrics == {"actor/pg_loss": 0.5}
 
 
 def test_a_worker_returning_undeclared_fields_is_an_error():
