@@ -6,6 +6,11 @@ second step: time per phase, tokens/s/GPU as verl computes `perf/throughput`, th
 utilisation (6 · params · tokens per update ÷ time ÷ GPUs ÷ peak bf16), peak GPU memory.
 
     python bench/gpu_step.py --gpus 1 --configs ppo_hf ppo_fast grpo_fast      # writes $OUT/gpu_step_*.json
+    python bench/gpu_step.py --configs ppo_budget grpo_budget                  # token budgets (BUDGETS below)
+
+actor_mfu is the script's own 6·params·tokens ÷ update time (kept for comparison with earlier rows); mfu_actor and
+mfu_critic are the trainer's perf/mfu/* metrics (strive/models/flops.py: attention and the response-only head
+counted).
 """
 
 from __future__ import annotations
@@ -22,11 +27,22 @@ sys.path.insert(0, ROOT)
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
 PHASES = ("gen", "old_log_prob", "ref", "values", "adv", "update_critic", "update_actor", "update_weights", "step")
+# what a user of a 0.5B model on an H200 should pick instead of fixed micro-batches of 4: token budgets per
+# micro-batch (packed, so a budget is real tokens), larger ones for the forward-only passes, a packed critic, and no
+# activation recomputation (memory is plentiful at this size)
+BUDGETS = ["actor_rollout_ref.actor.use_dynamic_bsz=True", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=32768",
+           "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=65536",
+           "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=65536",
+           "actor_rollout_ref.model.enable_gradient_checkpointing=False", "critic.model.use_remove_padding=True",
+           "critic.use_dynamic_bsz=True", "critic.ppo_max_token_len_per_gpu=32768",
+           "critic.forward_max_token_len_per_gpu=65536", "critic.model.enable_gradient_checkpointing=False"]
 CONFIGS = {
     "ppo_hf": dict(n=1, estimator="gae", fast="off"),
     "ppo_fast": dict(n=1, estimator="gae", fast="on"),
     "grpo_hf": dict(n=5, estimator="grpo", fast="off"),
     "grpo_fast": dict(n=5, estimator="grpo", fast="on"),
+    "ppo_budget": dict(n=1, estimator="gae", fast="on", extra=BUDGETS),
+    "grpo_budget": dict(n=5, estimator="grpo", fast="on", extra=BUDGETS),
 }
 
 
@@ -68,7 +84,7 @@ def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: in
     spec = CONFIGS[name]
     ckpt = os.path.join(work, f"{name}_{gpus}gpu")
     cmd = [sys.executable, "-m", "strive.trainer.main_ppo",
-           *overrides(model, data, ckpt, gpus, spec["n"], spec["estimator"], spec["fast"], steps)]
+           *overrides(model, data, ckpt, gpus, spec["n"], spec["estimator"], spec["fast"], steps), *spec.get("extra", [])]
     log = os.path.join(os.environ.get("OUT") or work, f"train_{name}_{gpus}gpu.log")  # kept if this is cut off
     start = time.time()
     with open(log, "w") as fh:
@@ -95,6 +111,8 @@ def summarize(result: dict, params: int, peak_tflops: float) -> dict:
     row.update(config=result["config"], gpus=result["gpus"], tokens=int(tokens),
                throughput_tok_s_gpu=round(m["perf/throughput"], 1),
                actor_mfu=round(flops / max(m.get("timing_s/update_actor", 1e-9), 1e-9) / result["gpus"] / (peak_tflops * 1e12), 4),
+               mfu_actor=round(m.get("perf/mfu/actor", float("nan")), 4),
+               mfu_critic=round(m.get("perf/mfu/critic", float("nan")), 4),
                peak_mem_gb=round(m.get("perf/max_memory_allocated_gb", 0.0), 2),
                weight_sync_s=round(m.get("weight_sync/time_s", 0.0), 3),
                rollout_logprob_diff=round(m.get("training/rollout_logprob_diff_mean", float("nan")), 4))
@@ -136,6 +154,7 @@ def main() -> int:
             with open(out_file, "w") as fh:  # after every configuration, so a cut-off run keeps what it measured
                 json.dump({"card": kind, "params": params, "rows": rows, "raw": raw}, fh, indent=1)
     cols = ["config", "gpus"] + [f"{p}_s" for p in PHASES] + ["throughput_tok_s_gpu", "gen_tok_s", "actor_mfu",
+                                                               "mfu_actor", "mfu_critic",
                                                                "peak_mem_gb", "weight_sync_s", "rollout_logprob_diff"]
     print(f"\ncard: {kind}, params {params / 1e6:.0f}M")
     print(" | ".join(cols))

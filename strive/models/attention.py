@@ -9,7 +9,8 @@ sequence only. Backends (`actor_rollout_ref.model.packed_attention`, `critic.mod
 - `varlen`: `torch.nn.attention.varlen.varlen_attn`, flash kernels shipped inside torch (CUDA only, bf16/fp16);
 - `flash_attn`: flash-attn's `flash_attn_varlen_func`, where that package is installed (CUDA only);
 - `sdpa_loop`: `scaled_dot_product_attention` once per sequence, causal, no mask (any device; the CPU choice);
-- `auto` (default): `flash_attn` if installed, else `varlen` on CUDA in bf16/fp16, else `sdpa_loop`.
+- `auto` (default): `flash_attn` if installed, else `varlen` on CUDA in bf16/fp16, else `sdpa_loop`; on CUDA a
+  micro-batch small enough to be bound by kernel launches runs padded instead (`CUDA_PADDED_UP_TO`).
 
 It is wired in through transformers' own extension point: the model's attention implementation becomes
 `strive_packed` (`AttentionInterface` + `AttentionMaskInterface`). A packed forward passes `cu_seq_lens_q` (and
@@ -33,6 +34,11 @@ import torch.nn.functional as F
 from strive.models.attention_names import BACKENDS
 
 IMPLEMENTATION = "strive_packed"
+CUDA_PADDED_UP_TO = 8192
+"""Under `auto` on CUDA, a micro-batch of at most this many padded tokens (rows × width) runs padded. At that size a
+step is bound by kernel launches, not the GPU, and the varlen op's Python-side autograd costs more than the padding
+saves (one H200, Qwen2.5-0.5B shape: 4 × 1024 tokens 0.095 s padded vs 0.106 s packed; 12 rows of 7.5k real tokens
+0.148 s padded vs 0.127 s packed; bench/train_kernels.py)."""
 
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype, key: str = "packed_attention") -> str:
@@ -53,6 +59,11 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype, key: st
     if name == "flash_attn" and importlib.util.find_spec("flash_attn") is None:
         raise ValueError(f"{key}=flash_attn needs the flash-attn package (pip install flash-attn); use auto")
     return name
+
+
+def padded_up_to(name: str, device: torch.device) -> int:
+    """Micro-batches of at most this many padded tokens run padded under the backend choice `name` (0: never)."""
+    return CUDA_PADDED_UP_TO if name == "auto" and device.type == "cuda" else 0
 
 
 def use_packed_attention(model: torch.nn.Module) -> None:

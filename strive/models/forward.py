@@ -92,12 +92,12 @@ class PolicyForward(nn.Module):
     """A causal LM whose forward returns the response tokens' log-probs (and entropy).
 
     packed_backend: None for the padded forward, else a backend of strive.models.attention (resolved) for the
-    padding-free one."""
+    padding-free one; micro-batches of at most `padded_up_to` padded tokens still run padded."""
 
-    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None):
+    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None, padded_up_to: int = 0):
         super().__init__()
         self.hf = hf_model
-        self.packed_backend = packed_backend
+        self.packed_backend, self.padded_up_to = packed_backend, padded_up_to
         if packed_backend is not None:
             use_packed_attention(hf_model)
 
@@ -105,7 +105,8 @@ class PolicyForward(nn.Module):
                 response_mask: torch.Tensor, temperature: float = 1.0,
                 with_entropy: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         T = response_mask.shape[1]
-        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, self.packed_backend)
+        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T,
+                                 _packing(self, input_ids))
         labels = input_ids[:, -T:]  # (B, T)
         return chunked_logprobs(self.hf.get_output_embeddings(), hidden, labels, response_mask, temperature,
                                 with_entropy)
@@ -115,20 +116,28 @@ class ValueForward(nn.Module):
     """A token-classification model with one output: V(s_t) for the state before each response token.
     packed_backend as in PolicyForward."""
 
-    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None):
+    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None, padded_up_to: int = 0):
         super().__init__()
         self.hf = hf_model
-        self.packed_backend = packed_backend
+        self.packed_backend, self.padded_up_to = packed_backend, padded_up_to
         if packed_backend is not None:
             use_packed_attention(hf_model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 response_mask: torch.Tensor) -> torch.Tensor:
         T = response_mask.shape[1]
-        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T, self.packed_backend)
+        hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T,
+                                 _packing(self, input_ids))
         head = getattr(self.hf, "score", None) or self.hf.classifier
         values = head(hidden).squeeze(-1).float()  # (B, T)
         return values * response_mask
+
+
+def _packing(wrapper: nn.Module, input_ids: torch.Tensor) -> Optional[str]:
+    """The packed backend for this micro-batch, or None to run it padded (too small to gain from packing)."""
+    if wrapper.packed_backend is None or input_ids.numel() <= wrapper.padded_up_to:
+        return None
+    return wrapper.packed_backend
 
 
 def enable_activation_checkpointing(hf_model: nn.Module) -> None:

@@ -18,7 +18,7 @@ from strive.batch import Batch
 from strive.config.actor_rollout_ref import ActorRolloutRefConfig, ModelConfig
 from strive.config.common import FsdpConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
-from strive.models.attention import resolve_backend
+from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing, hf_state_name
 from strive.models.loading import load_causal_lm, torch_dtype
@@ -39,7 +39,8 @@ def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_che
     if remove_padding:
         backend = resolve_backend(model.packed_attention, device, torch_dtype(fsdp.dtype),
                                   key="actor_rollout_ref.model.packed_attention")
-    return apply_fsdp(PolicyForward(hf, backend), decoder_layers(hf), mesh, fsdp)
+    wrapper = PolicyForward(hf, backend, padded_up_to(model.packed_attention, device))
+    return apply_fsdp(wrapper, decoder_layers(hf), mesh, fsdp)
 
 
 @torch.no_grad()

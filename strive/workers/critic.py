@@ -15,7 +15,7 @@ from strive.algos import value_loss
 from strive.batch import Batch
 from strive.config.sections import CriticConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
-from strive.models.attention import resolve_backend
+from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
@@ -38,7 +38,8 @@ class CriticWorker:
         if model.use_remove_padding:
             backend = resolve_backend(model.packed_attention, device, torch_dtype(model.fsdp_config.dtype),
                                       key="critic.model.packed_attention")
-        self.module = apply_fsdp(ValueForward(hf, backend), decoder_layers(hf), mesh, model.fsdp_config)
+        wrapper = ValueForward(hf, backend, padded_up_to(model.packed_attention, device))
+        self.module = apply_fsdp(wrapper, decoder_layers(hf), mesh, model.fsdp_config)
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
         self._offload()

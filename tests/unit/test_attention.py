@@ -81,3 +81,20 @@ def test_backend_choice_and_errors():
         resolve_backend("varlen", cpu, torch.bfloat16)
     with pytest.raises(ValueError, match="choose one of auto, varlen, flash_attn, sdpa_loop"):
         resolve_backend("dense", cpu, torch.float32)
+
+
+def test_auto_runs_small_cuda_micro_batches_padded(tiny_model_dir, monkeypatch):
+    from strive.models import forward as fw
+    from strive.models.attention import CUDA_PADDED_UP_TO, padded_up_to
+
+    assert padded_up_to("auto", torch.device("cpu")) == 0  # the CPU is never launch-bound here: always packed
+    assert padded_up_to("varlen", torch.device("cuda")) == 0  # an explicit backend is always honoured
+    assert padded_up_to("auto", torch.device("cuda")) == CUDA_PADDED_UP_TO
+    seen = []
+    real = fw.response_hidden
+    monkeypatch.setattr(fw, "response_hidden", lambda *a: seen.append(a[-1]) or real(*a))
+    model = load_causal_lm(tiny_model_dir, dtype="float32")
+    wrapper = PolicyForward(model, packed_backend="sdpa_loop", padded_up_to=3 * 20)
+    wrapper(*varied_batch(260, [12, 3, 7], [8, 2, 4]))  # 3 rows × 20 = 60 tokens: padded
+    wrapper(*varied_batch(260, [12, 3, 7, 5], [8, 2, 4, 1]))  # 80 tokens: packed
+    assert seen == [None, "sdpa_loop"]

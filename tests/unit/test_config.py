@@ -269,3 +269,17 @@ def test_unimplemented_rollout_correction_is_refused_not_ignored():
     for key in ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.bypass_mode=True"):
         with pytest.raises(ConfigError, match="algorithm.rollout_correction .* is not implemented"):
             prepare(["data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=16", key])
+
+
+def test_one_worker_does_not_reshard_after_forward_unless_asked():
+    from strive.config import prepare
+
+    one = prepare(["trainer.n_gpus_per_node=1", "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4"])
+    arr = one.config.actor_rollout_ref
+    assert not arr.actor.fsdp_config.reshard_after_forward and not one.config.critic.model.fsdp_config.reshard_after_forward
+    assert any("reshard_after_forward defaults to False" in n for n in one.notes)
+    asked = prepare(["trainer.n_gpus_per_node=1", "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+                     "actor_rollout_ref.actor.fsdp_config.reshard_after_forward=True"])
+    assert asked.config.actor_rollout_ref.actor.fsdp_config.reshard_after_forward
+    two = prepare(["trainer.n_gpus_per_node=2", "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4"])
+    assert two.config.actor_rollout_ref.actor.fsdp_config.reshard_after_forward
