@@ -51,17 +51,20 @@ def response_hidden(backbone: nn.Module, input_ids: torch.Tensor, attention_mask
 
 
 def _head_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, temperature: float,
-                   with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   with_entropy: bool, entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(hidden).float()  # (N, V)
     if temperature != 1.0:
         logits = logits / temperature
     logp = logprobs_from_logits(logits, labels)  # (N,)
-    ent = entropy_from_logits(logits) if with_entropy else logp.new_zeros(())
+    if not with_entropy:
+        return logp, logp.new_zeros(())
+    # an entropy only reported (not in the loss) keeps no graph: its softmax would stay alive until backward
+    ent = entropy_from_logits(logits if entropy_grad else logits.detach())
     return logp, ent
 
 
 def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                     temperature: float = 1.0, with_entropy: bool = False,
+                     temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True,
                      chunk_bytes: int = HEAD_CHUNK_BYTES) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """log p(label) and entropy for the masked tokens only, chunk by chunk. Returns (B, T) tensors, 0 off-mask."""
     B, T, H = hidden.shape
@@ -72,7 +75,7 @@ def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor
     chunk = max(1, chunk_bytes // (4 * vocab))
     logps, ents = [], []
     for start in range(0, h.shape[0], chunk):
-        args = (head, h[start: start + chunk], y[start: start + chunk], temperature, with_entropy)
+        args = (head, h[start: start + chunk], y[start: start + chunk], temperature, with_entropy, entropy_grad)
         if torch.is_grad_enabled():
             lp, en = checkpoint(_head_logprobs, *args, use_reentrant=False)
         else:
@@ -103,13 +106,13 @@ class PolicyForward(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 response_mask: torch.Tensor, temperature: float = 1.0,
-                with_entropy: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                with_entropy: bool = False, entropy_grad: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         T = response_mask.shape[1]
         hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T,
                                  _packing(self, input_ids))
         labels = input_ids[:, -T:]  # (B, T)
         return chunked_logprobs(self.hf.get_output_embeddings(), hidden, labels, response_mask, temperature,
-                                with_entropy)
+                                with_entropy, entropy_grad)
 
 
 class ValueForward(nn.Module):

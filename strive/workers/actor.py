@@ -79,10 +79,10 @@ class ActorWorker:
         self._offload_if_configured()
         return {"old_log_probs": logp, "entropy": entropy}
 
-    def _forward(self, mb: Batch, with_entropy: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _forward(self, mb: Batch, with_entropy: bool, entropy_grad: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         mb = mb.to(self.device)
         return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
-                           temperature=self.temperature, with_entropy=with_entropy)
+                           temperature=self.temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
 
     # -- update -----------------------------------------------------------------------------------------------
     def update(self, batch: Batch, step: int, record: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -133,7 +133,7 @@ class ActorWorker:
         need_entropy = actor.entropy_coeff != 0 or actor.calculate_entropy
         metrics: dict[str, float] = {}
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
-            logp, entropy = self._forward(mb, need_entropy or seen is not None)
+            logp, entropy = self._forward(mb, need_entropy or seen is not None, entropy_grad=need_entropy)
             if seen is not None:
                 seen.append((logp.detach().cpu(), entropy.detach().cpu()))
             mb = mb.to(self.device)
