@@ -6,8 +6,9 @@ engines have something exact to be checked against. What it chose:
 - Its own loop instead of `model.generate`: generate keeps per-step scores (B × T × V) to return log-probs, and
   its sampler renormalises after top-k/top-p. Here the log-prob of a sampled token is log_softmax(logits / T) at
   that token, the same quantity the trainer recomputes, and only (B,) values are kept per step.
-- Left padding, position ids = cumsum(mask) - 1, one prefill with a DynamicCache, then one token per step;
-  finished rows keep feeding the pad token until every row of the chunk is done.
+- Left padding, position ids = cumsum(mask) - 1, one prefill per prompt with a DynamicCache, copied to its n
+  samples' rows, then one token per step; finished rows keep feeding the pad token until every row of the chunk is
+  done. A chunk holds whole prompts (max_num_seqs // n of them, at least one).
 - Sampling runs on the device with a torch.Generator: seeded from SamplingParams.seed when given (a call can be
   replayed), else from one generator seeded with EngineSpec.seed at start.
 - release("weights") swaps every parameter's storage for an empty tensor (identity and weight tying survive);
@@ -78,10 +79,12 @@ class HFEngine:
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         out: list[Completion] = []
-        chunk = max(1, self.spec.max_num_seqs)
+        n = params.n
+        per_chunk = max(1, self.spec.max_num_seqs // n)  # whole prompts: their n samples share one prefill
+        unique = rows[::n]
         with torch.inference_mode(), sdpa_kernel(SDPA_BACKENDS):
-            for start in range(0, len(rows), chunk):
-                out += self._generate_chunk(rows[start:start + chunk], params, generator)
+            for start in range(0, len(unique), per_chunk):
+                out += self._generate_chunk(unique[start:start + per_chunk], n, params, generator)
                 self._empty_cache()
         return out
 
@@ -96,13 +99,16 @@ class HFEngine:
             raise ValueError("every prompt needs at least one token")
         return [list(p) for p in prompts for _ in range(params.n)]
 
-    def _generate_chunk(self, rows: list[list[int]], params: SamplingParams, generator) -> list[Completion]:
+    def _generate_chunk(self, prompts: list[list[int]], n: int, params: SamplingParams, generator) -> list[Completion]:
+        """n completions of each prompt (prompt-major). Each prompt is prefilled once; its n samples then share
+        (a copy of) its cache, so a group of n costs one prefill, not n."""
         dev, pad = self.device, self.spec.pad_token_id
-        limits = torch.tensor([self._max_new(len(r), params) for r in rows], device=dev)  # (B,)
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=dev)  # (B, L)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=dev)  # (B, L)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
+        limits = torch.tensor([self._max_new(len(p), params) for p in prompts], device=dev)
+        limits = limits.repeat_interleave(n)  # (B,) B = prompts × n
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=dev)  # (U, L)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)  # (U, L)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, L)
         stop_ids = list(params.stop_token_ids) + list(self.spec.eos_token_ids)
         stop_ids = torch.tensor([] if params.ignore_eos else stop_ids, dtype=torch.long, device=dev)
 
@@ -111,9 +117,13 @@ class HFEngine:
         lengths = torch.zeros_like(limits)  # (B,)
         tokens, logprobs = [], []  # S × (B,)
         cache = self._new_cache()
-        for _ in range(int(limits.max())):
+        for step in range(int(limits.max())):
             logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                                logits_to_keep=1, **{self._cache_arg: cache}).logits[:, -1]  # (B, V)
+                                logits_to_keep=1, **{self._cache_arg: cache}).logits[:, -1]  # (U or B, V)
+            if step == 0 and n > 1:  # after the prefill: every prompt's row becomes its n samples' rows
+                logits = logits.repeat_interleave(n, dim=0)  # (B, V)
+                cache.batch_repeat_interleave(n)
+                mask, positions = mask.repeat_interleave(n, dim=0), positions.repeat_interleave(n, dim=0)
             token, logprob = sample(logits, params, generator)  # (B,), (B,)
             token = torch.where(done, torch.full_like(token, pad), token)
             tokens.append(token)

@@ -54,6 +54,22 @@ def test_chunking_by_max_num_seqs_matches_one_chunk(tiny_model_dir, engine):
         assert a.finish_reason == b.finish_reason
 
 
+def test_a_prompt_is_prefilled_once_for_its_n_samples(tiny_model_dir, engine, monkeypatch):
+    """Sampled with a seed, n=3 gives the rows it gave when each prompt was its own prefill, and the model's first
+    call (the prefill) sees one row per prompt, not per sample."""
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=3, seed=5)
+    expanded = [p for p in PROMPTS for _ in range(3)]  # the same rows, prefilled one by one
+    one_each = engine.generate(expanded, SamplingParams(max_new_tokens=8, temperature=1.0, n=1, seed=5))
+    batches = []
+    real = engine.model.forward
+    monkeypatch.setattr(engine.model, "forward", lambda *a, **k: batches.append(k["input_ids"].shape) or real(*a, **k))
+    shared = engine.generate(PROMPTS, params)
+    assert batches[0] == (len(PROMPTS), max(len(p) for p in PROMPTS)) and batches[1][0] == 3 * len(PROMPTS)
+    assert ids_of(shared) == ids_of(one_each)
+    for a, b in zip(shared, one_each):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
 def test_max_model_len_caps_each_prompt(tiny_model_dir, engine):
     capped = make(tiny_model_dir, max_model_len=len(PROMPTS[1]) + 3)  # prompt lengths 3, 7, 12
     out = capped.generate(PROMPTS, greedy(10, ignore_eos=True))
