@@ -16,8 +16,7 @@ library when it is opened. It loads no numpy either: `strive.config` checks `tra
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from strive.lazy import lazy_exports
 
 # public name -> the module of this package that defines it
 _HOME = {
@@ -33,15 +32,4 @@ _HOME = {
 }
 
 __all__ = sorted(_HOME)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)
