@@ -103,7 +103,10 @@ class Batch:
         return Batch(self.prompts, self.responses, self.attention_mask, self.position_ids, self.response_mask, **keep)
 
     def to(self, device: torch.device | str) -> "Batch":
-        tensors = {k: (v.to(device) if v is not None else None) for k, v in self._tensors().items()}
+        """A copy on `device`. Host-to-GPU copies go through pinned memory and do not block the host: a copy from
+        pageable memory would first wait for everything queued on the device."""
+        device = torch.device(device)
+        tensors = {k: (_move(v, device) if v is not None else None) for k, v in self._tensors().items()}
         return Batch(**tensors, meta=self.meta)
 
     def chunk(self, parts: int) -> list["Batch"]:
@@ -142,3 +145,9 @@ def balance_order(lengths: torch.Tensor, parts: int) -> torch.Tensor:
 def rank_loads(lengths: torch.Tensor, parts: int) -> torch.Tensor:
     """(parts,) the token count each rank receives from `Batch.chunk` of a batch with these (B,) lengths."""
     return torch.stack([piece.sum() for piece in lengths.split(even_sizes(lengths.numel(), parts))])
+
+
+def _move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

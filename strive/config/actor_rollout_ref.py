@@ -148,7 +148,8 @@ class ActorConfig:
     use_prefix_grouper: bool = False
     """Shared-prefix forward for group samples (accepted; not used)."""
     use_torch_compile: bool = True
-    """torch.compile the log-prob head."""
+    """torch.compile the actor's decoder layers on CUDA (no effect on the CPU); fsdp_config.use_torch_compile=False
+    also turns it off."""
     ppo_epochs: int = 1
     """Passes over each rollout batch."""
     shuffle: bool = False
@@ -192,7 +193,7 @@ class RefConfig:
     rollout_n: Optional[int] = None
     """null: same as rollout.n."""
     use_torch_compile: Optional[bool] = None
-    """null: same as actor.use_torch_compile."""
+    """torch.compile the reference model's decoder layers on CUDA; null: same as actor.use_torch_compile."""
     log_prob_micro_batch_size: Optional[int] = None
     """Deprecated: reference log-prob micro-batch over all GPUs. Use log_prob_micro_batch_size_per_gpu."""
     log_prob_micro_batch_size_per_gpu: Optional[int] = None

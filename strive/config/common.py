@@ -48,7 +48,8 @@ class FsdpConfig:
     entropy_from_logits_with_chunking: bool = False
     """Compute entropy in chunks over the sequence (strive always does; accepted for compatibility)."""
     use_torch_compile: bool = True
-    """Compile the log-prob/entropy helper with torch.compile where it is safe."""
+    """torch.compile this model's decoder layers on CUDA (no effect on the CPU). The critic reads it here; the actor
+    and the reference need it and their own use_torch_compile."""
     entropy_checkpointing: bool = False
     """Recompute entropy in backward instead of storing it."""
     forward_only: bool = False

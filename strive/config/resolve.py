@@ -44,6 +44,7 @@ def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
     _legacy_aliases(cfg, explicit, notes)
     _interpolations(cfg)
     _single_rank_defaults(cfg, explicit, notes)
+    _compile_note(cfg, explicit, notes)
     _validate_choices(cfg, explicit, notes)
     return notes
 
@@ -144,6 +145,13 @@ def _single_rank_defaults(cfg: StriveConfig, explicit: set[str], notes: list[str
             fsdp.reshard_after_forward = False
     notes.append("one worker: fsdp_config.reshard_after_forward defaults to False (nothing is sharded; set it to "
                  "True to free the gathered bf16 weights between forward and backward)")
+
+
+def _compile_note(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    """use_torch_compile compiles decoder layers on CUDA only: say so when a CPU run asks for it by name."""
+    asked = [k for k in explicit if k.endswith("use_torch_compile")]
+    if cfg.trainer.device == "cpu" and asked:
+        notes.append(f"{', '.join(sorted(asked))}: torch.compile runs on CUDA only; no effect with trainer.device=cpu")
 
 
 def _check(ok: bool, message: str) -> None:

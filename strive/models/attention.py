@@ -76,10 +76,11 @@ def use_packed_attention(model: torch.nn.Module) -> None:
     model.set_attn_implementation(IMPLEMENTATION)
 
 
-def packed_kwargs(lengths: torch.Tensor, backend: str) -> dict:
-    """The keyword arguments a packed forward passes down to attention; lengths (B,) real tokens per row."""
+def packed_kwargs(lengths: torch.Tensor, backend: str, longest: Optional[int] = None) -> dict:
+    """The keyword arguments a packed forward passes down to attention; lengths (B,) real tokens per row, longest
+    their max where the caller knows it (reading it from a device tensor waits for the device)."""
     cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)  # (B + 1,)
-    longest = int(lengths.max())
+    longest = int(lengths.max()) if longest is None else longest
     return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest,
             "packed_backend": backend}
 

@@ -15,6 +15,7 @@ Exercised by: pytest tests/unit/test_forward.py
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -27,12 +28,44 @@ from strive.models.attention import packed_kwargs, use_packed_attention
 HEAD_CHUNK_BYTES = 256 * 2**20  # fp32 logits per head chunk
 
 
+@dataclass
+class TokenIndex:
+    """Where a micro-batch's real and response tokens are. Built on the host from the CPU masks (`token_index`)
+    so that the device never waits on a data-dependent shape in the forward: each such wait would stall the
+    host's kernel launches behind the device's queue once per micro-batch.
+
+    real: (N,) flat indices of the real tokens in (B·L); lengths: (B,) real tokens per row; longest: max of
+    lengths; response: (R,) flat indices of the response tokens in (B·T)."""
+
+    real: torch.Tensor
+    lengths: torch.Tensor
+    longest: int
+    response: torch.Tensor
+
+
+def token_index(attention_mask: torch.Tensor, response_mask: torch.Tensor,
+                device: Optional[torch.device] = None) -> TokenIndex:
+    """TokenIndex of (B, L) and (B, T) masks; computed where the masks are (the host, for no device wait), the
+    tensors then copied to `device` without blocking."""
+    lengths = attention_mask.sum(-1)  # (B,)
+    index = TokenIndex(attention_mask.reshape(-1).nonzero().squeeze(1), lengths, int(lengths.max()),
+                       response_mask.reshape(-1).nonzero().squeeze(1))
+    if device is None or device == attention_mask.device:
+        return index
+    from strive.batch import _move
+
+    return TokenIndex(_move(index.real, device), _move(index.lengths, device), index.longest,
+                      _move(index.response, device))
+
+
 def response_hidden(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    position_ids: torch.Tensor, response_length: int, packed_backend: Optional[str]) -> torch.Tensor:
+                    position_ids: torch.Tensor, response_length: int, packed_backend: Optional[str],
+                    index: Optional[TokenIndex] = None) -> torch.Tensor:
     """Hidden states at the positions that predict each response token: (B, T, H).
 
     packed_backend None: the padded batch with its mask; else the real tokens packed into one row, attention per
     sequence with that backend (each row's real tokens are contiguous: left-padded prompt, right-padded response).
+    index: the micro-batch's TokenIndex when the caller built it on the host (else built here).
     """
     B, L = input_ids.shape
     T = response_length
@@ -40,12 +73,14 @@ def response_hidden(backbone: nn.Module, input_ids: torch.Tensor, attention_mask
         out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False).last_hidden_state  # (B, L, H)
         return out[:, L - T - 1: L - 1]
-    flat = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,) indices of real tokens
+    if index is None:
+        flat, lengths, longest = attention_mask.reshape(-1).nonzero().squeeze(1), attention_mask.sum(-1), None
+    else:
+        flat, lengths, longest = index.real, index.lengths, index.longest  # (N,), (B,), int
     ids = input_ids.reshape(-1)[flat].unsqueeze(0)  # (1, N)
     pos = position_ids.reshape(-1)[flat].unsqueeze(0)  # (1, N)
-    lengths = attention_mask.sum(-1)  # (B,)
     packed = backbone(input_ids=ids, position_ids=pos, attention_mask=None, use_cache=False,
-                      **packed_kwargs(lengths, packed_backend)).last_hidden_state[0]  # (N, H)
+                      **packed_kwargs(lengths, packed_backend, longest)).last_hidden_state[0]  # (N, H)
     full = packed.new_zeros(B * L, packed.shape[-1]).index_copy(0, flat, packed)  # (B·L, H)
     return full.view(B, L, -1)[:, L - T - 1: L - 1]
 
@@ -65,10 +100,13 @@ def _head_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, 
 
 def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
                      temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True,
-                     chunk_bytes: int = HEAD_CHUNK_BYTES) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """log p(label) and entropy for the masked tokens only, chunk by chunk. Returns (B, T) tensors, 0 off-mask."""
+                     chunk_bytes: int = HEAD_CHUNK_BYTES,
+                     index: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """log p(label) and entropy for the masked tokens only, chunk by chunk. Returns (B, T) tensors, 0 off-mask.
+    index: (N,) flat indices of the masked tokens when the caller has them (TokenIndex.response)."""
     B, T, H = hidden.shape
-    index = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+    if index is None:
+        index = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
     h = hidden.reshape(B * T, H)[index]  # (N, H)
     y = labels.reshape(-1)[index]  # (N,)
     vocab = head.weight.shape[0]
@@ -106,13 +144,14 @@ class PolicyForward(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 response_mask: torch.Tensor, temperature: float = 1.0,
-                with_entropy: bool = False, entropy_grad: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                with_entropy: bool = False, entropy_grad: bool = True,
+                index: Optional[TokenIndex] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         T = response_mask.shape[1]
         hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T,
-                                 _packing(self, input_ids))
+                                 _packing(self, input_ids), index)
         labels = input_ids[:, -T:]  # (B, T)
         return chunked_logprobs(self.hf.get_output_embeddings(), hidden, labels, response_mask, temperature,
-                                with_entropy, entropy_grad)
+                                with_entropy, entropy_grad, index=None if index is None else index.response)
 
 
 class ValueForward(nn.Module):
@@ -127,10 +166,10 @@ class ValueForward(nn.Module):
             use_packed_attention(hf_model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                response_mask: torch.Tensor) -> torch.Tensor:
+                response_mask: torch.Tensor, index: Optional[TokenIndex] = None) -> torch.Tensor:
         T = response_mask.shape[1]
         hidden = response_hidden(self.hf.base_model, input_ids, attention_mask, position_ids, T,
-                                 _packing(self, input_ids))
+                                 _packing(self, input_ids), index)
         head = getattr(self.hf, "score", None) or self.hf.classifier
         values = head(hidden).squeeze(-1).float()  # (B, T)
         return values * response_mask

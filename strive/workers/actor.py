@@ -20,16 +20,18 @@ from strive.config.common import FsdpConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
-from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing, hf_state_name
+from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, enable_activation_checkpointing,
+                                   hf_state_name)
 from strive.models.loading import load_causal_lm, torch_dtype
 from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
-from strive.workers.microbatch import mini_orders, split_micro
+from strive.workers.microbatch import WeightedSums, mini_orders, on_device, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
 
 def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_checkpointing: bool,
-                        remove_padding: bool, device: torch.device) -> PolicyForward:
-    """Load the HF causal LM named by `model.path`, packed or padded as asked, and shard it with FSDP2."""
+                        remove_padding: bool, device: torch.device, compile_layers: bool = False) -> PolicyForward:
+    """Load the HF causal LM named by `model.path`, packed or padded as asked, and shard it with FSDP2 (its
+    layers compiled on CUDA when `compile_layers`)."""
     hf = load_causal_lm(model.path, dtype=fsdp.model_dtype, override_config=model.override_config,
                         trust_remote_code=model.trust_remote_code)
     hf.config.use_cache = False
@@ -40,7 +42,7 @@ def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_che
         backend = resolve_backend(model.packed_attention, device, torch_dtype(fsdp.dtype),
                                   key="actor_rollout_ref.model.packed_attention")
     wrapper = PolicyForward(hf, backend, padded_up_to(model.packed_attention, device))
-    return apply_fsdp(wrapper, decoder_layers(hf), mesh, fsdp)
+    return apply_fsdp(wrapper, decoder_layers(hf), mesh, fsdp, compile_layers)
 
 
 @torch.no_grad()
@@ -50,12 +52,12 @@ def policy_log_probs(module: PolicyForward, batch: Batch, sizes: ForwardSizes, t
     module.eval()
     logps, ents = [], []
     for mb, _ in split_micro(batch, sizes.micro_batch_per_rank, sizes.max_token_len):
-        mb = mb.to(device)
+        mb, index = on_device(mb, device)
         logp, ent = module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
-                           temperature=temperature, with_entropy=with_entropy)
-        logps.append(logp.cpu())
-        ents.append(ent.cpu() if ent is not None else torch.zeros_like(logps[-1]))
-    return torch.cat(logps), torch.cat(ents)
+                           temperature=temperature, with_entropy=with_entropy, index=index)
+        logps.append(logp)
+        ents.append(ent if ent is not None else torch.zeros_like(logp))
+    return torch.cat(logps).cpu(), torch.cat(ents).cpu()  # one device read for all micro-batches
 
 
 class ActorWorker:
@@ -66,7 +68,8 @@ class ActorWorker:
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         actor = cfg.actor
         self.module = build_policy_module(cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing,
-                                          bool(actor.use_remove_padding), device)
+                                          bool(actor.use_remove_padding), device,
+                                          actor.use_torch_compile and actor.fsdp_config.use_torch_compile)
         self.optimizer = build_optimizer(self.module.parameters(), actor.optim)
         self.scheduler = build_scheduler(self.optimizer, actor.optim, total_steps)
         self._offload_if_configured()
@@ -79,10 +82,12 @@ class ActorWorker:
         self._offload_if_configured()
         return {"old_log_probs": logp, "entropy": entropy}
 
-    def _forward(self, mb: Batch, with_entropy: bool, entropy_grad: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        mb = mb.to(self.device)
+    def _forward(self, mb: Batch, index: TokenIndex, with_entropy: bool,
+                 entropy_grad: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """mb and index already on the device (`on_device`)."""
         return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
-                           temperature=self.temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
+                           temperature=self.temperature, with_entropy=with_entropy, entropy_grad=entropy_grad,
+                           index=index)
 
     # -- update -----------------------------------------------------------------------------------------------
     def update(self, batch: Batch, step: int, record: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -122,7 +127,8 @@ class ActorWorker:
         if not record:
             return out, {}
         order = orders[0]  # the one mini-batch's row order: put what was seen back in the batch's order
-        logp, entropy = (torch.empty_like(x).index_copy_(0, order, x) for x in map(torch.cat, zip(*seen)))
+        logp, entropy = (torch.empty_like(x).index_copy_(0, order, x) for x in
+                         (torch.cat(xs).cpu() for xs in zip(*seen)))
         return out, {"old_log_probs": logp, "entropy": entropy}
 
     def _mini_step(self, mini: Batch, on_policy: bool, seen: Optional[list]) -> dict[str, float]:
@@ -131,40 +137,40 @@ class ActorWorker:
         actor = self.cfg.actor
         self.optimizer.zero_grad(set_to_none=True)
         need_entropy = actor.entropy_coeff != 0 or actor.calculate_entropy
-        metrics: dict[str, float] = {}
+        sums = WeightedSums()
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
-            logp, entropy = self._forward(mb, need_entropy or seen is not None, entropy_grad=need_entropy)
+            mb, index = on_device(mb, self.device)
+            logp, entropy = self._forward(mb, index, need_entropy or seen is not None, entropy_grad=need_entropy)
             if seen is not None:
-                seen.append((logp.detach().cpu(), entropy.detach().cpu()))
-            mb = mb.to(self.device)
+                seen.append((logp.detach(), entropy.detach()))
             mask = mb.response_mask
             old = logp.detach() if on_policy else mb.old_log_probs
             pg, pg_metrics = policy_loss(logp, old, mb.advantages, mask, clip_low=actor.clip_ratio_low,
                                          clip_high=actor.clip_ratio_high, clip_c=actor.clip_ratio_c,
                                          agg=actor.loss_agg_mode)
             loss = pg
-            parts = {"pg_loss": pg.item(), **{k: float(v) for k, v in pg_metrics.items()}}
+            parts = {"pg_loss": pg, **pg_metrics}
             if need_entropy:
                 ent = aggregate_loss(entropy, mask, actor.loss_agg_mode, actor.loss_scale_factor)
                 loss = loss - actor.entropy_coeff * ent
-                parts["entropy"] = ent.item()
+                parts["entropy"] = ent
             if actor.use_kl_loss:
                 kl = aggregate_loss(kl_penalty(logp, mb.ref_log_probs, actor.kl_loss_type), mask,
                                     actor.loss_agg_mode, actor.loss_scale_factor)
                 loss = loss + actor.kl_loss_coef * kl
-                parts["kl_loss"] = kl.item()
+                parts["kl_loss"] = kl
                 parts["kl_coef"] = actor.kl_loss_coef
             (loss * weight).backward()
-            for k, v in parts.items():
-                metrics[k] = metrics.get(k, 0.0) + v * weight
+            sums.add(parts, weight)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), actor.grad_clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        if torch.isfinite(grad_norm):
+        sums.add({"grad_norm": grad_norm}, 1.0)
+        metrics = sums.read()  # the one device read of this mini-batch
+        if math.isfinite(metrics["grad_norm"]):
             self.optimizer.step()
         else:
-            print(f"[actor] gradient norm is {grad_norm.item()}; skipping this optimizer step")
+            print(f"[actor] gradient norm is {metrics['grad_norm']}; skipping this optimizer step")
         self.optimizer.zero_grad(set_to_none=True)
-        metrics["grad_norm"] = grad_norm.item()
         return metrics
 
     # -- weights ----------------------------------------------------------------------------------------------

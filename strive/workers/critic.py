@@ -17,10 +17,10 @@ from strive.config.sections import CriticConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
-from strive.models.forward import ValueForward, decoder_layers, enable_activation_checkpointing
+from strive.models.forward import TokenIndex, ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
 from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
-from strive.workers.microbatch import split_micro, split_mini
+from strive.workers.microbatch import WeightedSums, on_device, split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
 
@@ -39,23 +39,26 @@ class CriticWorker:
             backend = resolve_backend(model.packed_attention, device, torch_dtype(model.fsdp_config.dtype),
                                       key="critic.model.packed_attention")
         wrapper = ValueForward(hf, backend, padded_up_to(model.packed_attention, device))
-        self.module = apply_fsdp(wrapper, decoder_layers(hf), mesh, model.fsdp_config)
+        self.module = apply_fsdp(wrapper, decoder_layers(hf), mesh, model.fsdp_config,
+                                 compile_layers=model.fsdp_config.use_torch_compile)
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
         self._offload()
 
-    def _values(self, mb: Batch) -> torch.Tensor:
-        mb = mb.to(self.device)
-        return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask)
+    def _values(self, mb: Batch, index: TokenIndex) -> torch.Tensor:
+        """mb and index already on the device (`on_device`)."""
+        return self.module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask, index=index)
 
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._reload()
         self.module.eval()
         with torch.no_grad():
-            parts = [self._values(mb).cpu() for mb, _ in split_micro(batch, self.forward_sizes.micro_batch_per_rank,
-                                                                        self.forward_sizes.max_token_len)]
+            parts = [self._values(*on_device(mb, self.device))
+                     for mb, _ in split_micro(batch, self.forward_sizes.micro_batch_per_rank,
+                                              self.forward_sizes.max_token_len)]
+            values = torch.cat(parts).cpu()  # one device read for all micro-batches
         self._offload()
-        return {"values": torch.cat(parts)}
+        return {"values": values}
 
     def update(self, batch: Batch, step: int) -> dict[str, float]:
         cfg = self.cfg
@@ -85,21 +88,21 @@ class CriticWorker:
     def _mini_step(self, mini: Batch) -> dict[str, float]:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
-        metrics: dict[str, float] = {}
+        sums = WeightedSums()
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
-            values = self._values(mb)
-            mb = mb.to(self.device)
+            mb, index = on_device(mb, self.device)
+            values = self._values(mb, index)
             loss, m = value_loss(values, mb.values, mb.returns, mb.response_mask, clip=cfg.cliprange_value,
                                  agg=cfg.loss_agg_mode)
             (loss * weight).backward()
-            for k, v in {"vf_loss": loss.item(), **{k: float(v) for k, v in m.items()}}.items():
-                metrics[k] = metrics.get(k, 0.0) + v * weight
+            sums.add({"vf_loss": loss, **m}, weight)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        if math.isfinite(grad_norm.item()):
+        sums.add({"grad_norm": grad_norm}, 1.0)
+        metrics = sums.read()  # the one device read of this mini-batch
+        if math.isfinite(metrics["grad_norm"]):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        metrics["grad_norm"] = grad_norm.item()
         return metrics
 
     def _reload(self) -> None:

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from strive.batch import Batch
+from strive.models.forward import TokenIndex, token_index
 
 
 def split_micro(batch: Batch, micro: Optional[int], max_tokens: Optional[int]) -> list[tuple[Batch, float]]:
@@ -22,6 +23,32 @@ def split_micro(batch: Batch, micro: Optional[int], max_tokens: Optional[int]) -
     else:
         bounds = _token_bounds(batch.attention_mask.sum(-1), max_tokens or 1)
     return [(batch.select(slice(a, b)), (b - a) / n) for a, b in zip(bounds, bounds[1:])]
+
+
+def on_device(mb: Batch, device: torch.device) -> tuple[Batch, TokenIndex]:
+    """The micro-batch on `device` and its TokenIndex, built on the host first (see TokenIndex)."""
+    return mb.to(device), token_index(mb.attention_mask, mb.response_mask, torch.device(device))
+
+
+class WeightedSums:
+    """Per-key sums of micro-batch metrics times their weights, kept where they are (device scalars stay on the
+    device) until `read`: reading a device scalar per micro-batch would make the host wait for the device."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor | float] = {}
+
+    def add(self, parts: dict[str, torch.Tensor | float], weight: float) -> None:
+        for k, v in parts.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self._sums[k] = self._sums.get(k, 0.0) + v * weight
+
+    def read(self) -> dict[str, float]:
+        """Plain floats, with one device read for all of them."""
+        keys = [k for k, v in self._sums.items() if isinstance(v, torch.Tensor)]
+        values = torch.stack([self._sums[k] for k in keys]).tolist() if keys else []
+        out = {k: float(v) for k, v in self._sums.items() if not isinstance(v, torch.Tensor)}
+        out.update(zip(keys, values))
+        return {k: out[k] for k in self._sums}
 
 
 def _token_bounds(lengths: torch.Tensor, budget: int) -> list[int]:

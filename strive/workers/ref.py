@@ -22,7 +22,9 @@ class RefWorker:
         # parameters keep requires_grad: the forward runs under no_grad, and frozen bf16 weights take a memory-hungry
         # oneDNN path on CPU (see strive/engines/hf.py)
         self.module = build_policy_module(cfg.model, cfg.ref.fsdp_config, mesh, gradient_checkpointing=False,
-                                          remove_padding=bool(cfg.actor.use_remove_padding), device=device)
+                                          remove_padding=bool(cfg.actor.use_remove_padding), device=device,
+                                          compile_layers=bool(cfg.ref.use_torch_compile)
+                                          and cfg.ref.fsdp_config.use_torch_compile)
         if cfg.ref.fsdp_config.param_offload:
             offload_params(self.module)
 

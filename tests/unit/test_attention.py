@@ -92,7 +92,7 @@ def test_auto_runs_small_cuda_micro_batches_padded(tiny_model_dir, monkeypatch):
     assert padded_up_to("auto", torch.device("cuda")) == CUDA_PADDED_UP_TO
     seen = []
     real = fw.response_hidden
-    monkeypatch.setattr(fw, "response_hidden", lambda *a: seen.append(a[-1]) or real(*a))
+    monkeypatch.setattr(fw, "response_hidden", lambda *a: seen.append(a[5]) or real(*a))  # a[5]: packed_backend
     model = load_causal_lm(tiny_model_dir, dtype="float32")
     wrapper = PolicyForward(model, packed_backend="sdpa_loop", padded_up_to=3 * 20)
     wrapper(*varied_batch(260, [12, 3, 7], [8, 2, 4]))  # 3 rows × 20 = 60 tokens: padded

@@ -7,7 +7,7 @@ import torch
 
 from strive.batch import Batch, balance_order
 from strive.config.common import OptimConfig
-from strive.workers.microbatch import split_micro, split_mini
+from strive.workers.microbatch import WeightedSums, split_micro, split_mini
 from strive.workers.optim import lr_multiplier
 
 
@@ -109,3 +109,14 @@ def test_one_even_split_rule_for_ranks_prompts_and_balancing():
     assert [len(p) for p in torch.split(order, sizes)] == sizes
     # the loads reported for balancing are what Batch.chunk hands each rank (torch.chunk would give 3,3,3,1)
     assert rank_loads(lengths, 4).tolist() == [7, 12, 4, 4]
+
+
+def test_weighted_sums_read_once_and_keep_key_order():
+    sums = WeightedSums()
+    sums.add({"loss": torch.tensor(2.0, requires_grad=True) * 1, "coef": 0.5}, 0.25)
+    sums.add({"loss": torch.tensor(4.0), "coef": 0.5}, 0.75)
+    sums.add({"grad_norm": torch.tensor(3.0)}, 1.0)
+    out = sums.read()
+    assert list(out) == ["loss", "coef", "grad_norm"]
+    assert out == {"loss": 3.5, "coef": 0.5, "grad_norm": 3.0}
+    assert all(type(v) is float for v in out.values())

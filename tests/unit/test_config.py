@@ -283,3 +283,14 @@ def test_one_worker_does_not_reshard_after_forward_unless_asked():
     assert asked.config.actor_rollout_ref.actor.fsdp_config.reshard_after_forward
     two = prepare(["trainer.n_gpus_per_node=2", "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4"])
     assert two.config.actor_rollout_ref.actor.fsdp_config.reshard_after_forward
+
+
+def test_torch_compile_is_noted_on_the_cpu_only_when_asked_by_name():
+    from strive.config import prepare
+
+    base = ["trainer.device=cpu", "trainer.n_gpus_per_node=1", "data.train_batch_size=4",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4"]
+    assert not any("use_torch_compile" in n for n in prepare(base).notes)  # the default makes no noise
+    asked = prepare([*base, "actor_rollout_ref.actor.use_torch_compile=True"])
+    assert any("actor_rollout_ref.actor.use_torch_compile: torch.compile runs on CUDA only" in n for n in asked.notes)
+    assert asked.config.actor_rollout_ref.ref.use_torch_compile is True  # the reference follows the actor

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from strive.algos import entropy_from_logits
-from strive.models.forward import PolicyForward, ValueForward, chunked_logprobs
+from strive.models.forward import PolicyForward, ValueForward, chunked_logprobs, token_index
 from strive.models.loading import load_causal_lm, load_value_model
 
 
@@ -44,6 +44,21 @@ def test_policy_forward_matches_full_logits(tiny_model_dir, remove_padding):
     assert (logp[rmask == 0] == 0).all()
 
 
+def test_host_token_index_gives_the_same_forward(tiny_model_dir):
+    """The workers pass a TokenIndex built on the host; log-probs, entropy and values equal the forward's own."""
+    model = load_causal_lm(tiny_model_dir).eval()
+    ids, am, pos, rmask = _batch(model.config.vocab_size)
+    index = token_index(am, rmask)
+    assert index.longest == 11 and index.lengths.tolist() == [11, 5, 1]
+    assert index.real.tolist() == am.reshape(-1).nonzero().squeeze(1).tolist()
+    assert index.response.tolist() == [0, 1, 2, 3, 4, 5, 6]  # row 0: 5 tokens, row 1: 2 (flat in B·T)
+    wrapper = PolicyForward(model, packed_backend="sdpa_loop")
+    mine = wrapper(ids, am, pos, rmask, with_entropy=True, index=index)
+    own = wrapper(ids, am, pos, rmask, with_entropy=True)
+    for a, b in zip(mine, own):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
 def test_chunked_gradients_equal_unchunked(tiny_model_dir):
     model = load_causal_lm(tiny_model_dir)
     ids, am, pos, rmask = _batch(model.config.vocab_size)
@@ -69,3 +84,26 @@ def test_value_forward_packed_equals_padded(tiny_model_dir):
     packed = ValueForward(model, packed_backend="sdpa_loop").eval()(ids, am, pos, rmask)
     assert padded.abs().sum() > 0
     torch.testing.assert_close(padded, packed, atol=1e-5, rtol=1e-5)
+
+
+def test_layers_are_compiled_on_cuda_only(tiny_model_dir, monkeypatch):
+    """apply_fsdp's compile_layers: a CPU mesh leaves the layers eager (use_torch_compile is CUDA only);
+    compile_in_place marks each layer compiled in place, its parameter names unchanged."""
+    import strive.workers.fsdp as fsdp_module
+    from strive.models.forward import decoder_layers
+
+    model = load_causal_lm(tiny_model_dir)
+    names = [n for n, _ in model.named_parameters()]
+    seen = []
+    monkeypatch.setattr(fsdp_module, "fully_shard", lambda *a, **k: None)
+    monkeypatch.setattr(fsdp_module, "compile_in_place", seen.append)
+    cpu_mesh = type("Mesh", (), {"device_type": "cpu"})()
+    fsdp_module.apply_fsdp(model, decoder_layers(model), cpu_mesh, fsdp_module.FsdpConfig(), compile_layers=True)
+    assert seen == []
+    cuda_mesh = type("Mesh", (), {"device_type": "cuda"})()
+    fsdp_module.apply_fsdp(model, decoder_layers(model), cuda_mesh, fsdp_module.FsdpConfig(), compile_layers=True)
+    assert len(seen) == 1 and len(seen[0]) == model.config.num_hidden_layers
+    monkeypatch.undo()
+    fsdp_module.compile_in_place(decoder_layers(model))
+    assert all(layer._compiled_call_impl is not None for layer in decoder_layers(model))
+    assert [n for n, _ in model.named_parameters()] == names
