@@ -63,7 +63,7 @@ def budget_batch(budget: int, P: int, T: int, vocab: int, seed: int):
     return tuple(x[:n] for x in big)
 
 
-def dense_packed_hidden(backbone, input_ids, attention_mask, position_ids, T, packed_backend):
+def dense_packed_hidden(backbone, input_ids, attention_mask, position_ids, T, packed_backend, index=None):
     """The old packed forward: one row, no mask, transformers' SDPA (which then builds an N × N block mask)."""
     B, L = input_ids.shape
     flat = attention_mask.reshape(-1).nonzero().squeeze(1)

@@ -2,9 +2,10 @@
 
 One ActorWorker (FSDP2 on a world of one, NCCL), the Qwen2.5-0.5B shape with random weights, one mini-batch of 64
 sequences (505-token prompts, 512-token responses) in micro-batches of 4, as `bench/gpu_step.py --configs ppo_fast`
-runs it. Times one update per variant after a warm-up, then profiles the default and prints the top operators.
+runs it. Times the first update of each variant (compilation included) and the second, with peak memory; `--profile`
+also profiles the default and prints the top operators.
 
-    python bench/update_profile.py          # writes $OUT/update_profile.json and update_profile.txt
+    python bench/update_profile.py [VARIANT ...] [--profile]   # writes $OUT/update_profile.json (and .txt)
 """
 
 from __future__ import annotations
@@ -52,21 +53,44 @@ def sync_on_last_micro(worker) -> None:
 
 
 def build(model: str, extra: list[str]):
+    extra = [e for e in extra if e != "SYNC_LAST"]
     from torch.distributed.device_mesh import init_device_mesh
 
     run = prepare([f"actor_rollout_ref.model.path={model}", *OVERRIDES, *extra])
     mesh = init_device_mesh("cuda", (1,))
-    return actor_module.ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob, mesh,
-                                    torch.device("cuda"), total_steps=10)
+    worker = actor_module.ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob, mesh,
+                                      torch.device("cuda"), total_steps=10)
+    return worker
 
 
-def timed_update(worker, batch: Batch) -> float:
-    worker.update(batch, step=1)  # warm-up
+def timed_update(worker, batch: Batch) -> tuple[float, float, float]:
+    """(first update incl. warm-up/compile, second update, peak GB)."""
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    worker.update(batch, step=1)
     torch.cuda.synchronize()
+    first = time.perf_counter() - start
     start = time.perf_counter()
     worker.update(batch, step=2)
     torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return first, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
+
+
+def profile(model: str, batch: Batch, out_dir: str) -> None:
+    """Top operators of the default update, 4 micro-batches under the profiler."""
+    worker = build(model, [])
+    worker.update(batch, step=1)
+    small = batch.select(slice(0, 16))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        worker.update(small, step=2)
+        torch.cuda.synchronize()
+    averages = prof.key_averages()
+    text = (averages.table(sort_by="self_cuda_time_total", row_limit=25) + "\n\n"
+            + averages.table(sort_by="self_cpu_time_total", row_limit=25))
+    with open(os.path.join(out_dir, "update_profile.txt"), "w") as fh:
+        fh.write(text)
+    print(text[:6000])
 
 
 def main() -> int:
@@ -80,38 +104,38 @@ def main() -> int:
     batch = make_batch(64)
     out_dir = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results")
     variants = {
-        "default (packed varlen, checkpointing, reshard after forward)": [],
-        "reshard_after_forward=False": ["actor_rollout_ref.actor.fsdp_config.reshard_after_forward=False"],
+        "default": [],
+        "eager (use_torch_compile=False)": ["actor_rollout_ref.actor.use_torch_compile=False"],
+        "reshard_after_forward=True": ["actor_rollout_ref.actor.fsdp_config.reshard_after_forward=True"],
         "no gradient checkpointing": ["actor_rollout_ref.model.enable_gradient_checkpointing=False"],
-        "padded (use_remove_padding=False)": ["actor_rollout_ref.model.use_remove_padding=False"],
+        "packed varlen (packed_attention=varlen)": ["actor_rollout_ref.model.packed_attention=varlen"],
+        "eager, no gradient checkpointing": ["actor_rollout_ref.actor.use_torch_compile=False",
+                                             "actor_rollout_ref.model.enable_gradient_checkpointing=False"],
         "gradient sync on the last micro-batch only": ["SYNC_LAST"],
     }
+    wanted = [a for a in sys.argv[1:] if not a.startswith("--")] or list(variants)
+    micro = 4
     results = {}
     original_split = actor_module.split_micro
-    for name, extra in variants.items():
-        worker = build(model, [e for e in extra if e != "SYNC_LAST"])
-        if "SYNC_LAST" in extra:
-            sync_on_last_micro(worker)
-        results[name] = round(timed_update(worker, batch), 3)
+    for name in wanted:
+        extra = variants[name]
+        try:
+            worker = build(model, extra + [f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}"])
+            if "SYNC_LAST" in extra:
+                sync_on_last_micro(worker)
+            first, second, peak = timed_update(worker, batch)
+            results[name] = {"first_s": round(first, 3), "second_s": round(second, 3), "peak_gb": round(peak, 2)}
+        except Exception as exc:  # one failing variant must not hide the others
+            results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         actor_module.split_micro = original_split
-        print(f"{name}: {results[name]} s for 16 micro-batches of 4", flush=True)
-        del worker
+        print(f"{name}: {results[name]} (64 sequences, micro-batches of {micro})", flush=True)
+        worker = None
         torch.cuda.empty_cache()
-    worker = build(model, [])
-    worker.update(batch, step=1)
-    small = batch.select(slice(0, 16))  # 4 micro-batches under the profiler
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
-        worker.update(small, step=2)
-        torch.cuda.synchronize()
-    averages = prof.key_averages()
-    text = (averages.table(sort_by="self_cuda_time_total", row_limit=25) + "\n\n"
-            + averages.table(sort_by="self_cpu_time_total", row_limit=25))
-    with open(os.path.join(out_dir, "update_profile.txt"), "w") as fh:
-        fh.write(text)
     with open(os.path.join(out_dir, "update_profile.json"), "w") as fh:
-        json.dump({"card": torch.cuda.get_device_name(0), "seconds_per_update": results}, fh, indent=1)
-    print(text[:6000])
+        json.dump({"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "updates": results}, fh,
+                  indent=1)
+    if "--profile" in sys.argv:
+        profile(model, batch, out_dir)
     dist.destroy_process_group()
     return 0
 
