@@ -80,15 +80,16 @@ def card() -> str:
     return next((k for k in PEAK_BF16_TFLOPS if k in name), name)
 
 
-def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: int) -> dict:
+def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: int, src: str = ROOT) -> dict:
     spec = CONFIGS[name]
     ckpt = os.path.join(work, f"{name}_{gpus}gpu")
     cmd = [sys.executable, "-m", "strive.trainer.main_ppo",
            *overrides(model, data, ckpt, gpus, spec["n"], spec["estimator"], spec["fast"], steps), *spec.get("extra", [])]
     log = os.path.join(os.environ.get("OUT") or work, f"train_{name}_{gpus}gpu.log")  # kept if this is cut off
     start = time.time()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
     with open(log, "w") as fh:
-        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=ROOT).returncode
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=src, env=env).returncode
     wall = time.time() - start
     if code != 0:
         with open(log) as fh:
@@ -127,6 +128,8 @@ def main() -> int:
     parser.add_argument("--configs", nargs="+", default=["ppo_hf", "ppo_fast", "grpo_fast"], choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--work", default="/tmp/strive_gpu_step")
+    parser.add_argument("--src", default=ROOT, help="run the entry point of the strive in this folder (an old commit's "
+                        "`git archive OLD strive | tar -x -C DIR`) to time it in the same call")
     parser.add_argument("--name", default="", help="results file name (default gpu_step_<gpus>gpu.json)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -144,7 +147,7 @@ def main() -> int:
     out_file = os.path.join(out_dir, name)
     for gpus in args.gpus:
         for name in args.configs:
-            result = run_config(name, gpus, model, data, args.work, args.steps)
+            result = run_config(name, gpus, model, data, args.work, args.steps, os.path.abspath(args.src))
             raw.append(result)
             if "error" in result:
                 print(f"{name} on {gpus} GPU(s) failed:\n{result['error']}", flush=True)

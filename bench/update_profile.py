@@ -2,10 +2,14 @@
 
 One ActorWorker (FSDP2 on a world of one, NCCL), the Qwen2.5-0.5B shape with random weights, one mini-batch of 64
 sequences (505-token prompts, 512-token responses) in micro-batches of 4, as `bench/gpu_step.py --configs ppo_fast`
-runs it. Times the first update of each variant (compilation included) and the second, with peak memory; `--profile`
-also profiles the default and prints the top operators.
+runs it. Times the first update of each variant (compilation included) and the median of the next three, with peak
+memory; `--profile` also profiles the default and prints the top operators. Run one variant per process for a clean
+comparison: compiled graphs keep an earlier variant's worker, and its memory, alive.
 
-    python bench/update_profile.py [VARIANT ...] [--profile]   # writes $OUT/update_profile.json (and .txt)
+    python bench/update_profile.py [VARIANT ...] [--profile] [--src=DIR] [--name=NAME]
+
+writes $OUT/NAME.json (default update_profile; and .txt with --profile). `--src=DIR` imports strive from DIR instead
+of this checkout (e.g. `git archive OLD strive | tar -x -C DIR`), so an old commit is timed in the same call.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+SRC = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--src=")), ROOT)
+NAME = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--name=")), "update_profile")
+sys.path.insert(0, os.path.abspath(SRC))
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -63,17 +69,16 @@ def build(model: str, extra: list[str]):
     return worker
 
 
-def timed_update(worker, batch: Batch) -> tuple[float, float, float]:
-    """(first update incl. warm-up/compile, second update, peak GB)."""
+def timed_update(worker, batch: Batch, repeats: int = 3) -> tuple[float, float, float]:
+    """(first update incl. warm-up/compile, median of the next `repeats` updates, peak GB)."""
     torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    worker.update(batch, step=1)
-    torch.cuda.synchronize()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    worker.update(batch, step=2)
-    torch.cuda.synchronize()
-    return first, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
+    times = []
+    for step in range(1, repeats + 2):
+        start = time.perf_counter()
+        worker.update(batch, step=step)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[0], sorted(times[1:])[len(times[1:]) // 2], torch.cuda.max_memory_allocated() / 2**30
 
 
 def profile(model: str, batch: Batch, out_dir: str) -> None:
@@ -124,15 +129,15 @@ def main() -> int:
             if "SYNC_LAST" in extra:
                 sync_on_last_micro(worker)
             first, second, peak = timed_update(worker, batch)
-            results[name] = {"first_s": round(first, 3), "second_s": round(second, 3), "peak_gb": round(peak, 2)}
+            results[name] = {"first_s": round(first, 3), "steady_s": round(second, 3), "peak_gb": round(peak, 2)}
         except Exception as exc:  # one failing variant must not hide the others
             results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         actor_module.split_micro = original_split
         print(f"{name}: {results[name]} (64 sequences, micro-batches of {micro})", flush=True)
         worker = None
         torch.cuda.empty_cache()
-    with open(os.path.join(out_dir, "update_profile.json"), "w") as fh:
-        json.dump({"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "updates": results}, fh,
+    with open(os.path.join(out_dir, f"{NAME}.json"), "w") as fh:
+        json.dump({"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "src": SRC, "updates": results}, fh,
                   indent=1)
     if "--profile" in sys.argv:
         profile(model, batch, out_dir)
