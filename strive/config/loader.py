@@ -291,6 +291,8 @@ def build_config(overrides: list[str] | tuple[str, ...] = (), config_path: str |
             _delete(data, parse_deletion(item), path)
     pending = []
     for key, value in flatten(data):
+        if value == "???":  # OmegaConf's mandatory-value marker (verl: rollout.name): the file sets nothing
+            continue
         if compose.has_interpolation(value):
             pending.append((key, value))
         elif _set_from_file(cfg, key, value, path):

@@ -11,6 +11,7 @@ torch-free): estimators, loss-agg modes and KL kinds from `strive.algos.names`, 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from strive.algos.names import (
@@ -238,8 +239,20 @@ def _validate_filter_groups(cfg: StriveConfig) -> None:
 
 
 def _validate_reward_kwargs(cfg: StriveConfig, notes: list[str]) -> None:
-    """reward_model.reward_kwargs are the reward manager's constructor arguments in verl; only `dapo` takes any."""
+    """reward_model.reward_kwargs are the reward manager's constructor arguments in verl; only `dapo` takes any.
+    The DAPO recipe's reward_model.overlong_buffer.* (its main_dapo passes it with data.max_response_length)
+    becomes those kwargs here."""
     kwargs, name = cfg.reward_model.reward_kwargs, cfg.reward_manager.name
+    recipe = cfg.reward_model.overlong_buffer
+    if recipe.enable:
+        _check(name == "dapo", f"reward_model.overlong_buffer.enable=True needs reward_model.reward_manager=dapo "
+               f"(it is {name}), else the penalty would be dropped")
+        _check("overlong_buffer_cfg" not in kwargs, "reward_model.overlong_buffer and "
+               "reward_model.reward_kwargs.overlong_buffer_cfg are both set; keep one")
+        kwargs["overlong_buffer_cfg"] = dataclasses.asdict(recipe)
+        kwargs.setdefault("max_resp_len", cfg.data.max_response_length)
+        notes.append("reward_model.overlong_buffer.* (DAPO recipe spelling) used as reward_model.reward_kwargs."
+                     f"overlong_buffer_cfg with max_resp_len={kwargs['max_resp_len']}")
     if name != "dapo":
         _check(not kwargs, f"reward_model.reward_kwargs ({', '.join(sorted(kwargs))}) are read by "
                f"reward_model.reward_manager=dapo only; it is {name}")

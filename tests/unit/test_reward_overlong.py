@@ -115,3 +115,17 @@ def test_config_accepts_verls_dapo_keys_and_checks_them_early():
         prepare(DAPO_KEYS[1:])  # overlong settings under the naive manager would be dropped
     notes = prepare(DAPO_KEYS[:-1] + ["+reward_model.reward_kwargs.max_resp_len=1024"]).notes
     assert any("max_resp_len=1024 differs" in n for n in notes)
+
+
+def test_recipe_spelling_becomes_the_reward_kwargs():
+    """verl's DAPO docs and recipe write reward_model.overlong_buffer.* (measured against max_response_length)."""
+    recipe = ["reward_model.reward_manager=dapo", "data.max_response_length=64",
+              "reward_model.overlong_buffer.enable=True", "reward_model.overlong_buffer.len=16",
+              "reward_model.overlong_buffer.penalty_factor=1.0"]
+    run = prepare(recipe)
+    assert overlong_from_kwargs(run.config.reward_model.reward_kwargs) == OverlongBuffer(64, 16, 1.0, False)
+    with pytest.raises(ConfigError, match="needs reward_model.reward_manager=dapo"):
+        prepare(recipe[1:])
+    with pytest.raises(ConfigError, match="both set"):
+        prepare(recipe + DAPO_KEYS[1:])
+    assert prepare(recipe[:1] + ["reward_model.overlong_buffer.len=16"]).config.reward_model.reward_kwargs == {}
