@@ -322,8 +322,9 @@ class FilterGroups:
     enable: bool = False
     """Dynamic sampling (DAPO): train only on prompts whose n responses got different rewards, generating
     data.gen_batch_size prompts at a time until data.train_batch_size such prompts are collected."""
-    metric: str = "acc"
-    """Per-response value compared within a group: acc or score (the reward function's dict entry of that name,
+    metric: Optional[str] = "acc"
+    """(null is accepted, as verl's files write it, but must be set when enabled.) Per-response value compared
+    within a group: acc or score (the reward function's dict entry of that name,
     else its summed score), seq_reward or seq_final_reward (the summed token rewards)."""
     max_num_gen_batches: int = 0
     """Give up with an error after this many generation rounds in one step (0: no limit)."""

@@ -179,3 +179,44 @@ def test_plain_yaml_fallback_refuses_what_needs_hydra(tmp_path, monkeypatch):
     write(tmp_path, "interp.yaml", "data:\n  gen_batch_size: ${data.train_batch_size}\n")
     with pytest.raises(ConfigError, match=r"interp\.yaml: data\.gen_batch_size=.* needs hydra-core"):
         build_config([], str(tmp_path), "interp")
+
+
+@needs_hydra
+def test_a_dapo_recipe_style_file(tmp_path):
+    """The shape of verl's DAPO recipe config: ppo_trainer first, recipe keys with `_target_` hints, the
+    overlong buffer in the recipe's spelling, gen_batch_size interpolated."""
+    from strive.config import prepare
+    from strive.reward.overlong import OverlongBuffer, overlong_from_kwargs
+
+    write(tmp_path, "dapo_trainer.yaml", """
+        hydra:
+          searchpath:
+            - file://verl/trainer/config
+        defaults:
+          - ppo_trainer
+          - _self_
+        data:
+          gen_batch_size: ${data.train_batch_size}
+        reward_model:
+          reward_manager: dapo
+          overlong_buffer:
+            enable: False
+            len: 0
+            penalty_factor: 0.0
+            log: False
+        algorithm:
+          filter_groups:
+            _target_: verl.trainer.config.FilterGroupsConfig
+            enable: False
+            metric: null
+            max_num_gen_batches: 0
+        """)
+    run = prepare(["data.train_batch_size=8", "data.gen_batch_size=24", "data.max_response_length=256",
+                   "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=4",
+                   "algorithm.adv_estimator=grpo", "algorithm.filter_groups.enable=True",
+                   "algorithm.filter_groups.metric=acc", "reward_model.overlong_buffer.enable=True",
+                   "reward_model.overlong_buffer.len=64", "reward_model.overlong_buffer.penalty_factor=1.0"],
+                  str(tmp_path), "dapo_trainer")
+    cfg = run.config
+    assert cfg.data.gen_batch_size == 24 and cfg.algorithm.filter_groups.metric == "acc"
+    assert overlong_from_kwargs(cfg.reward_model.reward_kwargs) == OverlongBuffer(256, 64, 1.0, False)
