@@ -1,9 +1,11 @@
 """Build a `StriveConfig` from a YAML file and verl-style `key=value` overrides.
 
-verl uses Hydra; strive reads the same syntax without it, so users keep their command lines:
+verl uses Hydra; strive reads the same override syntax itself, so users keep their command lines:
 `a.b.c=value`, `trainer.logger=['console','tensorboard']`, `null`, `True/False`, numbers, `+a.b=value` for a key
-the schema does not know, `++a.b=value` (add or override). An unknown key without `+` fails and names the
-closest existing keys. `_target_` keys (verl's dataclass hints) are accepted and ignored anywhere.
+the schema does not know, `++a.b=value` (add or override), `~a.b` (drop a key the YAML file sets). An unknown key
+without `+` fails and names the closest existing keys. YAML files are composed by Hydra when hydra-core is
+installed (`strive.config.compose`), else read as plain YAML; either way every key lands in the typed tree.
+`_target_` keys (verl's dataclass hints) are accepted and ignored anywhere.
 
 Exercise it with `strive config --help` or `pytest tests/unit/test_config_loader.py`.
 """
@@ -21,6 +23,7 @@ from typing import Any, Union
 
 import yaml
 
+from strive.config import compose
 from strive.config.schema import StriveConfig
 
 
@@ -236,46 +239,124 @@ def _is_free_dict(key: str) -> bool:
     return _is_dict_type(node)
 
 
-def load_yaml_file(config_path: str | None, config_name: str | None) -> dict:
-    """Read `--config-path DIR --config-name NAME` (NAME with or without .yaml)."""
+def config_file(config_path: str | None, config_name: str | None) -> str | None:
+    """The file `--config-path DIR --config-name NAME` names (NAME with or without .yaml), or None."""
     if not config_name:
-        return {}
+        return None
     name = config_name if config_name.endswith((".yaml", ".yml")) else config_name + ".yaml"
     path = os.path.join(os.path.expanduser(config_path or "."), name)
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path} (from --config-path {config_path} --config-name {config_name})")
+    return path
+
+
+def load_yaml_file(path: str | None) -> dict:
+    """The file's settings as one nested mapping: composed by Hydra (defaults lists, package overrides,
+    `_self_`; see strive.config.compose), or read as plain YAML when hydra-core is not installed."""
+    if path is None:
+        return {}
+    if compose.hydra_available():
+        try:
+            data = compose.compose_file(path)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        data = _plain_yaml(path)
+    return _fix_yaml_scalars(data)
+
+
+def _plain_yaml(path: str) -> dict:
     with open(path) as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
-    defaults = data.pop("defaults", None) or []
-    for entry in defaults:
-        if entry not in ("_self_", "ppo_trainer") and not (isinstance(entry, dict) and "ppo_trainer" in str(entry)):
-            raise ConfigError(f"{path}: Hydra defaults entry {entry!r} is not supported; strive's defaults are "
-                              "verl's ppo_trainer, so keep only the keys you change")
+    for entry in data.pop("defaults", None) or []:
+        if entry not in ("_self_", "ppo_trainer"):
+            raise ConfigError(f"{path}: Hydra defaults entry {entry!r} needs hydra-core "
+                              "(pip install 'hydra-core>=1.3'); without it only `ppo_trainer` and `_self_` are read")
     data.pop("hydra", None)
-    return _fix_yaml_scalars(data)
+    return data
 
 
 def build_config(overrides: list[str] | tuple[str, ...] = (), config_path: str | None = None,
                  config_name: str | None = None) -> tuple[StriveConfig, set[str]]:
-    """Defaults ← YAML file ← overrides. Returns the tree and the set of keys the user set explicitly."""
+    """Defaults ← YAML file (less its `~key` deletions) ← overrides, then the file's interpolations. Returns the
+    tree and the set of keys the user set explicitly."""
     cfg = StriveConfig()
     explicit: set[str] = set()
-    for key, value in flatten(load_yaml_file(config_path, config_name)):
-        if set_key(cfg, key, value, allow_new=False):
+    path = config_file(config_path, config_name)
+    data = load_yaml_file(path)
+    for item in overrides:
+        if item.startswith("~"):
+            _delete(data, parse_deletion(item), path)
+    pending = []
+    for key, value in flatten(data):
+        if value == "???":  # OmegaConf's mandatory-value marker (verl: rollout.name): the file sets nothing
+            continue
+        if compose.has_interpolation(value):
+            pending.append((key, value))
+        elif _set_from_file(cfg, key, value, path):
             explicit.add(key)
     for item in overrides:
+        if item.startswith("~"):
+            continue
         key, value, allow_new = parse_override(item)
         if set_key(cfg, key, value, allow_new):
             explicit.add(key)
+    pending = [(k, v) for k, v in pending if k not in explicit]
+    if pending:
+        _set_interpolated(cfg, pending, path, explicit)
     return cfg, explicit
+
+
+def _set_from_file(cfg: StriveConfig, key: str, value: Any, path: str) -> bool:
+    try:
+        return set_key(cfg, key, value, allow_new=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _set_interpolated(cfg: StriveConfig, pending: list[tuple[str, Any]], path: str, explicit: set[str]) -> None:
+    if not compose.hydra_available():
+        raise ConfigError(f"{path}: {pending[0][0]}={pending[0][1]!r} is an interpolation; resolving it needs "
+                          "hydra-core (pip install 'hydra-core>=1.3')")
+    from strive.config.report import to_dict
+
+    try:
+        resolved = compose.resolve_interpolations(to_dict(cfg), pending, path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for key, value in resolved:
+        if _set_from_file(cfg, key, _fix_yaml_scalars(value), path):
+            explicit.add(key)
+
+
+def parse_deletion(item: str) -> str:
+    """'~a.b' (or Hydra's '~a.b=value') → 'a.b'."""
+    key = item[1:].split("=", 1)[0].strip()
+    if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[\w\-]+)*", key):
+        raise ConfigError(f"deletion {item!r}: {key!r} is not a dotted key")
+    return key
+
+
+def _delete(data: dict, key: str, path: str | None) -> None:
+    """Hydra's `~key`: drop the key from the file's settings, so strive's default holds. A schema key the file
+    does not set already holds its default; any other key is an error, as in Hydra."""
+    node: Any = data
+    *parents, leaf = key.split(".")
+    for name in parents:
+        node = node.get(name) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node:
+        del node[leaf]
+    elif key not in all_key_paths():
+        where = f"in {path} or " if path else ""
+        raise ConfigError(f"~{key}: no such key {where}in the schema, so there is nothing to delete")
 
 
 def parse_override(item: str) -> tuple[str, Any, bool]:
     """'+a.b=1' → ('a.b', 1, True)."""
     if item.startswith("~"):
-        raise ConfigError(f"deleting keys ({item}) is not supported; set the key to null instead")
+        raise ConfigError(f"{item}: a deletion, not an override (build_config applies those)")
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key=value")
     key, raw = item.split("=", 1)

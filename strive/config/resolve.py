@@ -11,6 +11,7 @@ torch-free): estimators, loss-agg modes and KL kinds from `strive.algos.names`, 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from strive.algos.names import (
@@ -26,6 +27,7 @@ from strive.config.loader import ConfigError
 from strive.config.schema import StriveConfig
 from strive.engines.base import ENGINES
 from strive.models.attention_names import BACKENDS as PACKED_ATTENTION
+from strive.reward.overlong import overlong_from_kwargs
 from strive.tracking.backends import BACKEND_NAMES
 
 # Dispatched on by strive/trainer/phases.py:filter_values, which reads acc and score from the reward function's
@@ -197,6 +199,7 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
     _check(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank > 0: LoRA is not implemented")
     _check(not algo.use_pf_ppo, "algorithm.use_pf_ppo=True: PF-PPO resampling is not implemented; set it to False")
     _validate_filter_groups(cfg)
+    _validate_reward_kwargs(cfg, notes)
     rc = algo.rollout_correction
     _check(rc.rollout_is is None and rc.rollout_rs is None and not rc.bypass_mode,
            "algorithm.rollout_correction (rollout_is, rollout_rs, bypass_mode) is not implemented: the old log-probs "
@@ -241,6 +244,35 @@ def _validate_filter_groups(cfg: StriveConfig) -> None:
            "the KL penalty exists; use seq_reward")
     _check(fg.max_num_gen_batches >= 0, f"algorithm.filter_groups.max_num_gen_batches={fg.max_num_gen_batches} "
            "must be ≥ 0 (0: no limit)")
+
+
+def _validate_reward_kwargs(cfg: StriveConfig, notes: list[str]) -> None:
+    """reward_model.reward_kwargs are the reward manager's constructor arguments in verl; only `dapo` takes any.
+    The DAPO recipe's reward_model.overlong_buffer.* (its main_dapo passes it with data.max_response_length)
+    becomes those kwargs here."""
+    kwargs, name = cfg.reward_model.reward_kwargs, cfg.reward_manager.name
+    recipe = cfg.reward_model.overlong_buffer
+    if recipe.enable:
+        _check(name == "dapo", f"reward_model.overlong_buffer.enable=True needs reward_model.reward_manager=dapo "
+               f"(it is {name}), else the penalty would be dropped")
+        _check("overlong_buffer_cfg" not in kwargs, "reward_model.overlong_buffer and "
+               "reward_model.reward_kwargs.overlong_buffer_cfg are both set; keep one")
+        kwargs["overlong_buffer_cfg"] = dataclasses.asdict(recipe)
+        kwargs.setdefault("max_resp_len", cfg.data.max_response_length)
+        notes.append("reward_model.overlong_buffer.* (DAPO recipe spelling) used as reward_model.reward_kwargs."
+                     f"overlong_buffer_cfg with max_resp_len={kwargs['max_resp_len']}")
+    if name != "dapo":
+        _check(not kwargs, f"reward_model.reward_kwargs ({', '.join(sorted(kwargs))}) are read by "
+               f"reward_model.reward_manager=dapo only; it is {name}")
+        return
+    try:
+        buf = overlong_from_kwargs(kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if buf is not None and buf.max_resp_len != cfg.data.max_response_length:
+        notes.append(f"reward_model.reward_kwargs.max_resp_len={buf.max_resp_len} differs from "
+                     f"data.max_response_length={cfg.data.max_response_length}: the overlong penalty is measured "
+                     "against the former")
 
 
 def needs_reference(cfg: StriveConfig) -> bool:

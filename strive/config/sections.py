@@ -213,6 +213,21 @@ class SandboxFusion:
 
 
 @dataclass
+class OverlongBufferConfig:
+    """verl's DAPO recipe spelling of the dapo manager's overlong_buffer_cfg (docs/algo/dapo.md); measured
+    against data.max_response_length."""
+
+    enable: bool = False
+    """Penalise responses that reach into the last `len` tokens before data.max_response_length."""
+    len: int = 0
+    """Buffer width in tokens (> 0 when enabled)."""
+    penalty_factor: float = 0.0
+    """Penalty at exactly data.max_response_length tokens."""
+    log: bool = False
+    """Also report overlong_reward / overlong per response."""
+
+
+@dataclass
 class RewardModelConfig:
     enable: bool = False
     """Use a learned reward model (not implemented in strive; rule rewards are)."""
@@ -255,9 +270,11 @@ class RewardModelConfig:
     rollout: dict = field(default_factory=dict)
     """Generative reward-model engine settings."""
     reward_kwargs: dict = field(default_factory=dict)
-    """Extra keyword arguments for the reward manager."""
+    """Extra keyword arguments for the reward manager (dapo: overlong_buffer_cfg, max_resp_len)."""
     profiler: dict = field(default_factory=default_profiler)
     """Profiler settings."""
+    overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
+    """DAPO recipe spelling of reward_kwargs.overlong_buffer_cfg (with max_resp_len = data.max_response_length)."""
 
 
 @dataclass
@@ -305,8 +322,9 @@ class FilterGroups:
     enable: bool = False
     """Dynamic sampling (DAPO): train only on prompts whose n responses got different rewards, generating
     data.gen_batch_size prompts at a time until data.train_batch_size such prompts are collected."""
-    metric: str = "acc"
-    """Per-response value compared within a group: acc or score (the reward function's dict entry of that name,
+    metric: Optional[str] = "acc"
+    """(null is accepted, as verl's files write it, but must be set when enabled.) Per-response value compared
+    within a group: acc or score (the reward function's dict entry of that name,
     else its summed score), seq_reward or seq_final_reward (the summed token rewards)."""
     max_num_gen_batches: int = 0
     """Give up with an error after this many generation rounds in one step (0: no limit)."""

@@ -12,7 +12,10 @@ What it chose:
   index -1, the last padding slot);
 - every key of a dict result (including `score`) becomes a list in `extra`, aligned with the
   batch; samples whose result lacked that key hold None;
-- scoring is sequential; async scorers (see `strive.reward.custom`) are gathered concurrently.
+- scoring is sequential; async scorers (see `strive.reward.custom`) are gathered concurrently;
+- verl's `dapo` manager is this one with `overlong` set: DAPO's overlong penalty (`strive.reward.overlong`) is
+  added to each score after the scorer ran, so `extra["score"]` keeps the scorer's own value; with
+  `overlong.log` the per-response `overlong_reward` and `overlong` join `extra`.
 
 Exercised by `pytest tests/unit/test_reward_manager.py`.
 """
@@ -29,6 +32,7 @@ import torch
 
 from strive.reward import default_compute_score, normalize_score
 from strive.reward.custom import run_coroutine
+from strive.reward.overlong import OverlongBuffer, overlong_penalty
 
 
 @dataclass
@@ -51,8 +55,10 @@ class RewardManager:
         compute_score: Callable[..., Any] | None = None,
         reward_fn_key: str = "data_source",
         num_examine: int = 0,
+        overlong: OverlongBuffer | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.overlong = overlong
         self.compute_score = compute_score or default_compute_score
         self.reward_fn_key = reward_fn_key
         self.num_examine = num_examine
@@ -87,10 +93,18 @@ class RewardManager:
         scores = torch.zeros(batch, dtype=torch.float32)  # (B,)
         for i, result in enumerate(results):
             scores[i] = float(result["score"]) if isinstance(result, dict) else result
-            if valid_lens[i] > 0:
-                token_scores[i, valid_lens[i] - 1] = scores[i]
+        extra = _collect_extra(results)
+        if self.overlong is not None:
+            penalty = overlong_penalty(torch.tensor(valid_lens), self.overlong)  # (B,)
+            scores = scores + penalty
+            if self.overlong.log:
+                extra["overlong_reward"] = penalty.tolist()
+                extra["overlong"] = (penalty < 0).tolist()
+        for i, n in enumerate(valid_lens):
+            if n > 0:
+                token_scores[i, n - 1] = scores[i]
         self._print_examples(texts, calls, scores, prompts, prompt_mask)
-        return RewardResult(token_scores=token_scores, scores=scores, extra=_collect_extra(results))
+        return RewardResult(token_scores=token_scores, scores=scores, extra=extra)
 
     def _call_all(self, calls: list[dict[str, Any]]) -> list[Any]:
         acall = getattr(self.compute_score, "acall", None)

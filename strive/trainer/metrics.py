@@ -41,6 +41,19 @@ def data_metrics(batch: Batch, max_response_length: int, use_critic: bool) -> di
     return out
 
 
+def reward_extra_metrics(extra: dict[str, list]) -> dict[str, float]:
+    """`reward_extra/<key>/{mean,max,min}` of each numeric entry of the reward function's dict results (and the
+    dapo manager's `overlong_reward`/`overlong`; the mean of a bool is the fraction that is True). Samples
+    without the entry and non-numeric entries are skipped. verl logs these only at validation; strive also logs
+    them per training step, over every response scored in it."""
+    out: dict[str, float] = {}
+    for key, values in extra.items():
+        nums = [float(v) for v in values if isinstance(v, (int, float, bool))]
+        if nums and len(nums) == sum(v is not None for v in values):
+            out.update(_stats(f"reward_extra/{key}", torch.tensor(nums, dtype=torch.float64)))
+    return out
+
+
 def rollout_consistency(batch: Batch) -> dict[str, float]:
     """How far the engine's log-probs are from the actor's on the same tokens and weights (a weight-sync check)."""
     if batch.rollout_log_probs is None or batch.old_log_probs is None:

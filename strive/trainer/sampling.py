@@ -22,7 +22,7 @@ from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
 from strive.data.rl_dataset import PromptRow
 from strive.trainer import phases
-from strive.trainer.metrics import timer
+from strive.trainer.metrics import reward_extra_metrics, timer
 from strive.workers.rollout import sampling_params
 
 
@@ -42,10 +42,10 @@ class StepSampler:
             params = phases.step_params(sampling_params(self.cfg.actor_rollout_ref, validate=False), self.seed, step)
             batch = phases.generate(self.group, rows, params, release_after=True)
         with timer("reward", timings):
-            batch, _ = phases.score(self.reward_fn, batch)
+            batch, extra = phases.score(self.reward_fn, batch)
         if baselines is not None:
             batch = batch.with_fields(reward_baselines=baselines[batch.group_ids])
-        return batch, {}
+        return batch, reward_extra_metrics(extra)
 
     def _remax_baselines(self, rows: list[PromptRow], step: int) -> torch.Tensor:
         """(prompts,) the summed reward of one greedy response per prompt, indexed by group id."""
@@ -60,12 +60,15 @@ class StepSampler:
         base = sampling_params(self.cfg.actor_rollout_ref, validate=False)
         kept: list[Batch] = []
         n_kept, generated, score_sum = 0, 0, 0.0
+        extras: dict[str, list[Any]] = {}  # every scored response's reward extras, all rounds
         for round_ in itertools.count():
             with timer("gen", timings):
                 params = phases.step_params(base, self.seed, step, round_)
                 batch = phases.generate(self.group, rows, params, release_after=False)
             with timer("reward", timings):
                 batch, extra = phases.score(self.reward_fn, batch)
+            for key, values in extra.items():
+                extras.setdefault(key, [None] * generated).extend(values)
             score_sum += float(batch.token_level_scores.sum())
             values = filter_values(batch, extra, fg.metric)
             groups = informative_groups(values, batch.group_ids)[: want - n_kept]
@@ -83,7 +86,7 @@ class StepSampler:
             rows = self.next_rows()
         self.group.call_all(WorkerProcess.release_rollout)
         metrics = {"train/num_gen_batches": round_ + 1, "train/generated_score_mean": score_sum / generated,
-                   "train/kept_prompt_frac": want * params.n / generated}
+                   "train/kept_prompt_frac": want * params.n / generated, **reward_extra_metrics(extras)}
         return Batch.cat(kept), metrics
 
 

@@ -23,6 +23,7 @@ from strive.data.sampler import ResumableSampler
 from strive.models.loading import load_tokenizer, resolve_model_path
 from strive.reward.custom import load_reward_function
 from strive.reward.manager import RewardManager
+from strive.reward.overlong import overlong_from_kwargs
 from strive.trainer.checkpoint import log_dir
 
 
@@ -68,8 +69,10 @@ def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
     if custom.path:
         fn = load_reward_function(custom.path, custom.name or "compute_score", custom.reward_kwargs)
     key = cfg.data.reward_fn_key
-    return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0),
-            RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1))
+    # verl's `dapo` manager: the naive one plus the overlong penalty, in training and validation alike
+    overlong = overlong_from_kwargs(cfg.reward_model.reward_kwargs) if cfg.reward_manager.name == "dapo" else None
+    return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0, overlong=overlong),
+            RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1, overlong=overlong))
 
 
 def build_data(cfg, tokenizer) -> tuple[RLDataset, Optional[RLDataset], ResumableSampler]:
