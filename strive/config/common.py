@@ -72,7 +72,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
     clip_grad: float = 1.0
-    """Gradient-norm clip (the engine-worker spelling; the FSDP actor uses actor.grad_clip)."""
+    """Gradient-norm clip, verl's engine-worker spelling of the role's grad_clip: used when only it is set."""
     optimizer: str = "AdamW"
     """Optimizer class name, looked up in optimizer_impl."""
     optimizer_impl: str = "torch.optim"

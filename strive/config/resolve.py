@@ -71,6 +71,8 @@ def _legacy_aliases(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> 
                                   "drop warmup_style (deprecated)")
             optim.lr_scheduler_type = optim.warmup_style
             notes.append(f"{prefix}.optim.warmup_style is deprecated; used as lr_scheduler_type")
+    for owner, prefix in ((actor, "actor_rollout_ref.actor"), (cfg.critic, "critic")):
+        _clip_grad_alias(owner, prefix, explicit, notes)
     sp_key = "actor_rollout_ref.actor.ulysses_sequence_parallel_size"
     if sp_key in explicit:
         actor.fsdp_config.ulysses_sequence_parallel_size = actor.ulysses_sequence_parallel_size
@@ -90,6 +92,18 @@ def _legacy_aliases(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> 
         value = getattr(cfg.data, name)
         if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
             setattr(cfg.data, name, [v.strip(" '\"") for v in value[1:-1].split(",") if v.strip()])
+
+
+def _clip_grad_alias(owner, prefix: str, explicit: set[str], notes: list[str]) -> None:
+    """verl's engine workers read optim.clip_grad, its FSDP workers grad_clip; strive clips with grad_clip and
+    takes optim.clip_grad when only that one is set. Afterwards both hold the value used."""
+    alias, main = f"{prefix}.optim.clip_grad", f"{prefix}.grad_clip"
+    if alias in explicit and main in explicit and owner.optim.clip_grad != owner.grad_clip:
+        raise ConfigError(f"{alias}={owner.optim.clip_grad} and {main}={owner.grad_clip} disagree; set one of them")
+    if alias in explicit and main not in explicit:
+        owner.grad_clip = owner.optim.clip_grad
+        notes.append(f"{alias}={owner.optim.clip_grad}: used as {main}")
+    owner.optim.clip_grad = owner.grad_clip
 
 
 def _interpolations(cfg: StriveConfig) -> None:

@@ -179,7 +179,7 @@ RULES: tuple[Rule, ...] = (
 # Keys read only inside strive/config (aliases and interpolation sources): used, but not by a scan of the rest.
 CONSUMED_BY_CONFIG = (
     "*.optim.warmup_style", "actor_rollout_ref.actor.clip_ratio", "trainer.remove_previous_ckpt_in_save",
-    "data.max_response_length",
+    "data.max_response_length", "*.optim.clip_grad",
 )
 
 

@@ -116,3 +116,14 @@ def test_cli_prints_the_table():
                          text=True, check=True).stdout
     assert out == support_table() + "\n"
     assert "actor_rollout_ref.actor.strategy" in out and "owned by other branches" not in out
+
+
+def test_optim_clip_grad_is_an_alias_of_grad_clip():
+    run = prepare(["actor_rollout_ref.actor.optim.clip_grad=0.5", "critic.optim.clip_grad=2.0"])
+    assert run.config.actor_rollout_ref.actor.grad_clip == 0.5 and run.config.critic.grad_clip == 2.0
+    assert any("optim.clip_grad=0.5: used as actor_rollout_ref.actor.grad_clip" in n for n in run.notes)
+    run = prepare(["actor_rollout_ref.actor.grad_clip=0.3"])
+    assert run.config.actor_rollout_ref.actor.optim.clip_grad == 0.3  # the printed config shows the value used
+    prepare(["actor_rollout_ref.actor.grad_clip=0.3", "actor_rollout_ref.actor.optim.clip_grad=0.3"])
+    with pytest.raises(ConfigError, match="optim.clip_grad=0.5 and actor_rollout_ref.actor.grad_clip=0.3 disagree"):
+        prepare(["actor_rollout_ref.actor.grad_clip=0.3", "actor_rollout_ref.actor.optim.clip_grad=0.5"])
