@@ -20,7 +20,7 @@ from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
 from strive.data.rl_dataset import RLDataset
 from strive.data.sampler import ResumableSampler
-from strive.models.loading import load_tokenizer, resolve_model_path
+from strive.models.loading import import_external_libs, load_tokenizer, resolve_model_path
 from strive.reward.custom import load_reward_function
 from strive.reward.manager import RewardManager
 from strive.trainer.checkpoint import log_dir
@@ -143,6 +143,7 @@ def kl_controller(cfg):
 def load_data(run: Prepared) -> RunData:
     """Tokenizer, datasets and sampler; fills the optimizers' total step count into the config."""
     cfg = run.config
+    import_external_libs(cfg.actor_rollout_ref.model.external_lib, cfg.critic.model.external_lib)
     model_path = resolve_model_path(cfg.actor_rollout_ref.model.path)
     tokenizer = load_tokenizer(cfg.data.tokenizer or cfg.actor_rollout_ref.model.tokenizer_path or model_path,
                                cfg.actor_rollout_ref.model.trust_remote_code,

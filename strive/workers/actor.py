@@ -22,7 +22,7 @@ from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing, hf_state_name
 from strive.models.loading import load_causal_lm, torch_dtype
-from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import activation_offload, apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import mini_orders, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -133,7 +133,8 @@ class ActorWorker:
         need_entropy = actor.entropy_coeff != 0 or actor.calculate_entropy
         metrics: dict[str, float] = {}
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
-            logp, entropy = self._forward(mb, need_entropy or seen is not None, entropy_grad=need_entropy)
+            with activation_offload(self.cfg.model.enable_activation_offload, self.device):
+                logp, entropy = self._forward(mb, need_entropy or seen is not None, entropy_grad=need_entropy)
             if seen is not None:
                 seen.append((logp.detach().cpu(), entropy.detach().cpu()))
             mb = mb.to(self.device)

@@ -19,7 +19,7 @@ from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
-from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import activation_offload, apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -87,7 +87,8 @@ class CriticWorker:
         self.optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {}
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
-            values = self._values(mb)
+            with activation_offload(cfg.model.enable_activation_offload, self.device):
+                values = self._values(mb)
             mb = mb.to(self.device)
             loss, m = value_loss(values, mb.values, mb.returns, mb.response_mask, clip=cfg.cliprange_value,
                                  agg=cfg.loss_agg_mode)
