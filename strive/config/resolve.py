@@ -141,6 +141,8 @@ def _interpolations(cfg: StriveConfig) -> None:
     _fill(cfg.data, "gen_batch_size", cfg.data.train_batch_size)
     _fill(cfg.trainer, "default_local_dir",
           os.path.join("checkpoints", cfg.trainer.project_name, cfg.trainer.experiment_name))
+    if cfg.trainer.console_verbose is None:
+        cfg.trainer.console_verbose = list(cfg.trainer.logger) == ["console"]
     if critic.enable is None:
         critic.enable = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
 

@@ -166,5 +166,5 @@ def build_runtime(run: Prepared, data: RunData) -> Runtime:
     init_ray(cfg, processes)
     group, critic_group = build_groups(cfg, run.sizes, data.total_steps, data.tokenizer)
     tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir(cfg.trainer),
-                      config=to_dict(cfg), total_steps=data.total_steps)
+                      config=to_dict(cfg), total_steps=data.total_steps, verbose=bool(cfg.trainer.console_verbose))
     return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker)

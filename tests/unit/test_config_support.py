@@ -127,3 +127,19 @@ def test_optim_clip_grad_is_an_alias_of_grad_clip():
     prepare(["actor_rollout_ref.actor.grad_clip=0.3", "actor_rollout_ref.actor.optim.clip_grad=0.3"])
     with pytest.raises(ConfigError, match="optim.clip_grad=0.5 and actor_rollout_ref.actor.grad_clip=0.3 disagree"):
         prepare(["actor_rollout_ref.actor.grad_clip=0.3", "actor_rollout_ref.actor.optim.clip_grad=0.5"])
+
+
+def test_console_verbose_defaults_on_when_console_is_the_only_logger():
+    assert prepare(["trainer.logger=['console']"]).config.trainer.console_verbose is True
+    assert prepare(["trainer.logger=console"]).config.trainer.console_verbose is True
+    assert prepare(["trainer.logger=['console','wandb']"]).config.trainer.console_verbose is False
+    assert prepare(["trainer.logger=['console','file']", "trainer.console_verbose=True"]).config.trainer.console_verbose
+
+
+def test_val_generations_are_the_same_prompts_every_time():
+    from strive.trainer.validate import pick_generations
+
+    rows = [{"input": f"q{i}", "output": f"a{i}", "score": float(i)} for i in range(10)]
+    picked = pick_generations(rows, 3)
+    assert len(picked) == 3 and picked == pick_generations(list(reversed(rows)), 3)
+    assert pick_generations(rows, 0) == [] and len(pick_generations(rows, 50)) == 10
