@@ -18,6 +18,7 @@ from strive.config import Prepared, needs_critic, needs_reference, to_dict
 from strive.controller.cluster import Placement, init_ray, plan_placement
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
+from strive.data.custom import dataset_class
 from strive.data.rl_dataset import RLDataset
 from strive.data.sampler import ResumableSampler
 from strive.models.loading import import_external_libs, load_tokenizer, resolve_model_path
@@ -54,12 +55,13 @@ class Runtime:
 
 def _dataset(files, tokenizer, cfg, max_samples: int) -> RLDataset:
     data = cfg.data
-    return RLDataset(files, tokenizer, prompt_key=data.prompt_key, max_prompt_length=data.max_prompt_length,
-                     truncation=data.truncation, filter_overlong_prompts=data.filter_overlong_prompts,
-                     return_raw_chat=data.return_raw_chat, max_samples=max_samples,
-                     shuffle_subset_seed=(data.seed if data.seed is not None else 1) if data.shuffle else None,
-                     chat_template_kwargs=data.apply_chat_template_kwargs,
-                     custom_chat_template=cfg.actor_rollout_ref.model.custom_chat_template)
+    cls = dataset_class(data.custom_cls.path, data.custom_cls.name)
+    return cls(files, tokenizer, prompt_key=data.prompt_key, max_prompt_length=data.max_prompt_length,
+               truncation=data.truncation, filter_overlong_prompts=data.filter_overlong_prompts,
+               return_raw_chat=data.return_raw_chat, max_samples=max_samples,
+               shuffle_subset_seed=(data.seed if data.seed is not None else 1) if data.shuffle else None,
+               chat_template_kwargs=data.apply_chat_template_kwargs,
+               custom_chat_template=cfg.actor_rollout_ref.model.custom_chat_template)
 
 
 def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
