@@ -195,8 +195,6 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
     _check(cfg.trainer.resume_mode != "resume_path" or "global_step_" in str(cfg.trainer.resume_from_path or ""),
            "trainer.resume_mode=resume_path needs trainer.resume_from_path=.../global_step_N")
     _check(cfg.trainer.device in ("cuda", "cpu"), f"trainer.device={cfg.trainer.device}: cuda or cpu")
-    _check(not cfg.reward_model.enable, "reward_model.enable=True: learned reward models are not implemented yet; "
-           "use rule rewards or custom_reward_function.path")
     _validate_filter_groups(cfg)
     unknown = [name for name in cfg.trainer.logger if name not in BACKEND_NAMES]
     _check(not unknown, f"trainer.logger: unknown backend(s) {unknown}; choose from {', '.join(BACKEND_NAMES)}")

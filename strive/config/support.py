@@ -79,6 +79,7 @@ RULES: tuple[Rule, ...] = (
     _refuse("actor_rollout_ref.model.hf_config_path", "not supported; put the config.json in the model directory "
             "or use model.override_config"),
     _note("*use_shm", "files are read in place"),
+    _note("critic.model.tokenizer_path", "the critic reads the actor's token ids, so it has no tokenizer of its own"),
     _note("actor_rollout_ref.model.use_liger", "strive's chunked log-prob head is used"),
     _note("*use_fused_kernels", "strive's chunked log-prob head is used"),
     _note("actor_rollout_ref.model.fused_kernel_options.impl_backend", "strive's chunked log-prob head is used"),
@@ -134,6 +135,8 @@ RULES: tuple[Rule, ...] = (
     _refuse("reward_model.sandbox_fusion.url", "code-execution rewards through Sandbox Fusion are not implemented; "
             "score code with custom_reward_function.path"),
     _note("reward_model.sandbox_fusion.*", "only used with sandbox_fusion.url, which is refused"),
+    _refuse("reward_model.enable", "learned reward models are not implemented yet; use rule rewards or "
+            "custom_reward_function.path", (False,)),
     _note("reward_model.enable_resource_pool", _NO_RM),
     _note("reward_model.model.*", _NO_RM),
     _note("reward_model.micro_batch_size*", _NO_RM),
@@ -170,10 +173,12 @@ RULES: tuple[Rule, ...] = (
     _note("actor_rollout_ref.rollout.scheduling_policy", "not wired to the engines on this branch"),
     _note("actor_rollout_ref.rollout.disable_log_stats", "not wired to the engines on this branch"),
     _note("*use_torch_compile", "not wired up on this branch"),
-    _note("reward_model.reward_manager", "not wired up on this branch"),
+    _refuse("reward_model.reward_manager", "only the naive reward manager exists on this branch", ("naive",)),
+    _refuse("reward_manager.name", "only the naive reward manager exists on this branch", ("naive",)),
+    _note("reward_manager.*", "not wired up on this branch"),
     _note("reward_model.reward_kwargs", "not wired up on this branch"),
-    _note("reward_manager.source", "not wired up on this branch"),
     # === end of the block owned by other branches =============================================================
+    _note("reward_model.*", _NO_RM),  # last: the reward_model keys not listed above
 )
 
 # Keys read only inside strive/config (aliases and interpolation sources): used, but not by a scan of the rest.

@@ -148,7 +148,7 @@ def load_data(run: Prepared) -> RunData:
     import_external_libs(cfg.actor_rollout_ref.model.external_lib, cfg.critic.model.external_lib)
     model_path = resolve_model_path(cfg.actor_rollout_ref.model.path)
     tokenizer = load_tokenizer(cfg.data.tokenizer or cfg.actor_rollout_ref.model.tokenizer_path or model_path,
-                               cfg.actor_rollout_ref.model.trust_remote_code,
+                               cfg.actor_rollout_ref.model.trust_remote_code or cfg.data.trust_remote_code,
                                cfg.actor_rollout_ref.model.custom_chat_template)
     train, val, sampler = build_data(cfg, tokenizer)
     total = total_training_steps(cfg, len(sampler))

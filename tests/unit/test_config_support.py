@@ -81,6 +81,8 @@ def test_every_rule_matches_some_key():
     ("actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size=2", "Ulysses"),
     ("actor_rollout_ref.actor.ulysses_sequence_parallel_size=2", "Ulysses"),
     ("actor_rollout_ref.model.lora_rank=8", "LoRA is not implemented"),
+    ("reward_model.enable=True", "reward_model.enable=True: learned reward models are not implemented"),
+    ("reward_model.reward_manager=prime", "reward_model.reward_manager=prime: only the naive reward manager"),
 ])
 def test_refused_keys_stop_the_run_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -105,6 +107,8 @@ def test_allowed_and_default_values_pass_silently():
     ("actor_rollout_ref.actor.checkpoint.async_save=True", "actor_rollout_ref.actor.checkpoint.async_save=True"),
     ("data.image_key=pics", "data.image_key=pics"),
     ("actor_rollout_ref.model.use_liger=True", "actor_rollout_ref.model.use_liger=True"),
+    ("reward_model.model.path=/rm", "reward_model.model.path=/rm"),
+    ("critic.model.tokenizer_path=/tok", "critic.model.tokenizer_path=/tok"),
 ])
 def test_noted_keys_run_with_a_note(override, key):
     notes = prepare([override]).notes
