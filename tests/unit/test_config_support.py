@@ -119,7 +119,7 @@ def test_cli_prints_the_table():
     out = subprocess.run([sys.executable, "-m", "strive.cli", "config", "--unsupported"], capture_output=True,
                          text=True, check=True).stdout
     assert out == support_table() + "\n"
-    assert "actor_rollout_ref.actor.strategy" in out and "owned by other branches" not in out
+    assert "actor_rollout_ref.actor.strategy" in out and "refused" in out and "no effect" in out
 
 
 def test_optim_clip_grad_is_an_alias_of_grad_clip():
