@@ -98,7 +98,7 @@ class CheckpointConfig:
     load_contents: Optional[list[str]] = None
     """What a resume loads; null means the same as save_contents."""
     async_save: bool = False
-    """Save in the background (accepted; strive saves synchronously and says so)."""
+    """Save in the background (no effect: strive saves synchronously and says so at start)."""
     mbridge_config: dict = field(default_factory=dict)
     """Megatron-bridge options (accepted, unused by FSDP)."""
 

@@ -84,7 +84,8 @@ class DataConfig:
     trust_remote_code: bool = False
     """Passed to the tokenizer."""
     custom_cls: PathName = field(default_factory=PathName)
-    """A user Dataset class (path + name)."""
+    """A user dataset class: path (a .py file or module) + name; it must subclass strive's RLDataset
+    (strive/data/custom.py)."""
     return_multi_modal_inputs: bool = True
     """Vision models only."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

@@ -147,3 +147,11 @@ def test_val_generations_are_the_same_prompts_every_time():
     picked = pick_generations(rows, 3)
     assert len(picked) == 3 and picked == pick_generations(list(reversed(rows)), 3)
     assert pick_generations(rows, 0) == [] and len(pick_generations(rows, 50)) == 10
+
+
+def test_explain_says_when_a_key_is_refused_or_without_effect():
+    from strive.config import explain
+
+    assert "strive: refused when set (strive trains with FSDP2 only" in explain("actor_rollout_ref.actor.strategy")
+    assert "strive: no effect when set" in explain("actor_rollout_ref.rollout.over_sample_rate")
+    assert "strive:" not in explain("actor_rollout_ref.actor.ppo_epochs")
