@@ -103,8 +103,12 @@ class Console:
 
 def verl_line(metrics: dict[str, float], step: int) -> str:
     """verl's console format, so log greps written for verl keep working: `step:N - key:value - ...`, in the
-    order the metrics came."""
-    return " - ".join([f"step:{step}"] + [f"{k}:{v:.6g}" for k, v in metrics.items()])
+    order the metrics came, each value at full precision (Python's repr, as verl ≥ 0.5 prints); whole numbers
+    without a trailing .0, since verl's counters are ints."""
+    def show(v: float) -> str:
+        return str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
+
+    return " - ".join([f"step:{step}"] + [f"{k}:{show(v)}" for k, v in metrics.items()])
 
 
 class JsonlFile:

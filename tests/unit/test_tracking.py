@@ -102,8 +102,10 @@ def test_console_without_total_steps_and_verbose(capsys):
 
 
 def test_verl_line_greps_like_verl():
-    line = verl_line({"critic/score/mean": 0.4125, "actor/lr": 1e-6, "val-core/openai/gsm8k/acc/mean@1": 0.5}, 12)
-    assert line == "step:12 - critic/score/mean:0.4125 - actor/lr:1e-06 - val-core/openai/gsm8k/acc/mean@1:0.5"
+    line = verl_line({"critic/score/mean": 0.4125, "actor/lr": 1e-6, "val-core/openai/gsm8k/acc/mean@1": 0.5,
+                      "training/global_step": 12.0, "actor/pg_loss": -0.123456789}, 12)
+    assert line == ("step:12 - critic/score/mean:0.4125 - actor/lr:1e-06 - val-core/openai/gsm8k/acc/mean@1:0.5"
+                    " - training/global_step:12 - actor/pg_loss:-0.123456789")
     import re
 
     assert float(re.search(r"critic/score/mean:([-\d.e+]+)", line).group(1)) == 0.4125
