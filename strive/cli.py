@@ -2,6 +2,7 @@
 
     strive config [--config-path DIR --config-name NAME] [key=value ...]   # resolved config + derived sizes
     strive config --explain actor_rollout_ref.actor.ppo_mini_batch_size    # what a key means
+    strive config --unsupported                                            # keys refused or without effect
     strive train [key=value ...]                                           # same as python -m strive.trainer.main_ppo
 
 Subcommands import their heavy dependencies only when run.
@@ -19,13 +20,18 @@ def _split_config_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--config-name", default=None, help="YAML file name (with or without .yaml)")
     parser.add_argument("--explain", metavar="KEY", action="append", default=[], help="describe a key and exit")
     parser.add_argument("--no-yaml", action="store_true", help="print only the derived sizes and notes")
+    parser.add_argument("--unsupported", action="store_true",
+                        help="print the keys strive refuses or accepts without effect, and exit")
     return parser.parse_known_args(argv)
 
 
 def cmd_config(argv: list[str]) -> int:
-    from strive.config import ConfigError, explain, prepare
+    from strive.config import ConfigError, explain, prepare, support_table
 
     args, overrides = _split_config_args(argv)
+    if args.unsupported:
+        print(support_table())
+        return 0
     if args.explain:
         for key in args.explain:
             try:

@@ -18,6 +18,7 @@ from strive.config.report import explain, notes_text, sizes_table, to_dict, to_y
 from strive.config.resolve import needs_critic, needs_reference, resolve
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes, compute_sizes
+from strive.config.support import apply_support, support_table
 
 
 @dataclass
@@ -41,6 +42,7 @@ def prepare(overrides: list[str] | tuple[str, ...] = (), config_path: str | None
     """Defaults ← YAML ← overrides, then resolve, then check sizes. Raises ConfigError naming the keys."""
     cfg, explicit = build_config(overrides, config_path, config_name)
     notes = resolve(cfg, explicit)
+    notes += apply_support(cfg, explicit)
     sizes = compute_sizes(cfg)
     return Prepared(cfg, sizes, notes + sizes.notes)
 
@@ -52,5 +54,5 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_path: str | 
 
 __all__ = [
     "ConfigError", "Prepared", "Sizes", "StriveConfig", "build_config", "compute_sizes", "explain", "load_config",
-    "needs_critic", "needs_reference", "parse_override", "parse_value", "prepare", "resolve", "to_dict", "to_yaml",
+    "needs_critic", "needs_reference", "parse_override", "parse_value", "prepare", "resolve", "support_table", "to_dict", "to_yaml",
 ]

@@ -54,7 +54,8 @@ class ModelConfig:
     enable_gradient_checkpointing: bool = True
     """Recompute activations in backward (actor and reference)."""
     enable_activation_offload: bool = False
-    """Offload saved activations to the CPU."""
+    """On CUDA, keep the tensors the training forward saves for backward in pinned CPU memory (save_on_cpu):
+    less GPU memory, more host-device traffic. Actor (and critic.model's own key for the critic)."""
     use_remove_padding: bool = True
     """Packed, padding-free forward: sequences are concatenated and padding tokens never computed."""
     packed_attention: str = "auto"
@@ -233,7 +234,7 @@ class SamplingConfig:
 @dataclass
 class MultiTurnConfig:
     enable: bool = False
-    """Multi-turn tool rollouts (accepted; strive rolls out single turns)."""
+    """Multi-turn tool rollouts (not implemented yet: True is refused; strive rolls out single turns)."""
     max_assistant_turns: Optional[int] = None
     """Limit on assistant turns."""
     tool_config_path: Optional[str] = None
@@ -345,7 +346,7 @@ class RolloutConfig:
     trace: dict = field(default_factory=lambda: {"backend": None, "token2text": False})
     """Rollout tracing (accepted)."""
     skip_rollout: bool = False
-    """Debug: reuse dumped rollouts instead of generating."""
+    """Debug: reuse dumped rollouts instead of generating (not implemented: True is refused)."""
     skip_dump_dir: str = "/tmp/rollout_dump"
     """Where skip_rollout finds its dumps."""
     skip_tokenizer_init: bool = True

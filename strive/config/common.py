@@ -73,7 +73,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
     clip_grad: float = 1.0
-    """Gradient-norm clip (the engine-worker spelling; the FSDP actor uses actor.grad_clip)."""
+    """Gradient-norm clip, verl's engine-worker spelling of the role's grad_clip: used when only it is set."""
     optimizer: str = "AdamW"
     """Optimizer class name, looked up in optimizer_impl."""
     optimizer_impl: str = "torch.optim"
@@ -99,7 +99,7 @@ class CheckpointConfig:
     load_contents: Optional[list[str]] = None
     """What a resume loads; null means the same as save_contents."""
     async_save: bool = False
-    """Save in the background (accepted; strive saves synchronously and says so)."""
+    """Save in the background (no effect: strive saves synchronously and says so at start)."""
     mbridge_config: dict = field(default_factory=dict)
     """Megatron-bridge options (accepted, unused by FSDP)."""
 

@@ -112,7 +112,11 @@ def explain(key: str) -> str:
     shown = yaml.safe_dump(dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default,
                            default_flow_style=True).strip().removesuffix("...").strip()
     type_name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-    return f"{key} ({type_name}, default {shown})\n  {doc}"
+    from strive.config.support import rule_for  # here: support imports the loader, which report need not
+
+    rule = rule_for(key)
+    support = f"\n  strive: {rule.effect} when set ({rule.why})" if rule else ""
+    return f"{key} ({type_name}, default {shown})\n  {doc}{support}"
 
 
 def undocumented_fields(cls: type = StriveConfig, prefix: str = "") -> list[str]:

@@ -74,6 +74,8 @@ def _legacy_aliases(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> 
                                   "drop warmup_style (deprecated)")
             optim.lr_scheduler_type = optim.warmup_style
             notes.append(f"{prefix}.optim.warmup_style is deprecated; used as lr_scheduler_type")
+    for owner, prefix in ((actor, "actor_rollout_ref.actor"), (cfg.critic, "critic")):
+        _clip_grad_alias(owner, prefix, explicit, notes)
     sp_key = "actor_rollout_ref.actor.ulysses_sequence_parallel_size"
     if sp_key in explicit:
         actor.fsdp_config.ulysses_sequence_parallel_size = actor.ulysses_sequence_parallel_size
@@ -93,6 +95,18 @@ def _legacy_aliases(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> 
         value = getattr(cfg.data, name)
         if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
             setattr(cfg.data, name, [v.strip(" '\"") for v in value[1:-1].split(",") if v.strip()])
+
+
+def _clip_grad_alias(owner, prefix: str, explicit: set[str], notes: list[str]) -> None:
+    """verl's engine workers read optim.clip_grad, its FSDP workers grad_clip; strive clips with grad_clip and
+    takes optim.clip_grad when only that one is set. Afterwards both hold the value used."""
+    alias, main = f"{prefix}.optim.clip_grad", f"{prefix}.grad_clip"
+    if alias in explicit and main in explicit and owner.optim.clip_grad != owner.grad_clip:
+        raise ConfigError(f"{alias}={owner.optim.clip_grad} and {main}={owner.grad_clip} disagree; set one of them")
+    if alias in explicit and main not in explicit:
+        owner.grad_clip = owner.optim.clip_grad
+        notes.append(f"{alias}={owner.optim.clip_grad}: used as {main}")
+    owner.optim.clip_grad = owner.grad_clip
 
 
 def _interpolations(cfg: StriveConfig) -> None:
@@ -130,6 +144,8 @@ def _interpolations(cfg: StriveConfig) -> None:
     _fill(cfg.data, "gen_batch_size", cfg.data.train_batch_size)
     _fill(cfg.trainer, "default_local_dir",
           os.path.join("checkpoints", cfg.trainer.project_name, cfg.trainer.experiment_name))
+    if cfg.trainer.console_verbose is None:
+        cfg.trainer.console_verbose = list(cfg.trainer.logger) == ["console"]
     if critic.enable is None:
         critic.enable = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
 
@@ -180,8 +196,6 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
                       ("critic.model.packed_attention", cfg.critic.model.packed_attention)):
         _check(name in PACKED_ATTENTION, f"{key}={name} is not one of {', '.join(PACKED_ATTENTION)}")
     _check(actor.clip_ratio_c > 1.0, f"actor_rollout_ref.actor.clip_ratio_c={actor.clip_ratio_c} must be > 1")
-    _check(actor.policy_loss.loss_mode == "vanilla",
-           f"actor_rollout_ref.actor.policy_loss.loss_mode={actor.policy_loss.loss_mode}: only vanilla is implemented")
     _check(algo.kl_ctrl.type in ("fixed", "adaptive"), f"algorithm.kl_ctrl.type={algo.kl_ctrl.type}: fixed or adaptive")
     _check(algo.kl_ctrl.type != "adaptive" or algo.kl_ctrl.horizon > 0, "algorithm.kl_ctrl.horizon must be > 0")
     _check(cfg.data.truncation in ("error", "left", "right", "middle"),
@@ -190,29 +204,14 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
            f"trainer.resume_mode={cfg.trainer.resume_mode} is not one of auto, disable, resume_path")
     _check(cfg.trainer.resume_mode != "resume_path" or "global_step_" in str(cfg.trainer.resume_from_path or ""),
            "trainer.resume_mode=resume_path needs trainer.resume_from_path=.../global_step_N")
-    _check(cfg.trainer.default_hdfs_dir is None,
-           f"trainer.default_hdfs_dir={cfg.trainer.default_hdfs_dir}: HDFS mirroring is not supported; set it to null")
     _check(cfg.trainer.device in ("cuda", "cpu"), f"trainer.device={cfg.trainer.device}: cuda or cpu")
-    _check(cfg.actor_rollout_ref.hybrid_engine, "actor_rollout_ref.hybrid_engine=False is not supported (as in verl)")
-    _check(not cfg.reward_model.enable, "reward_model.enable=True: learned reward models are not implemented yet; "
-           "use rule rewards or custom_reward_function.path")
-    _check(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank > 0: LoRA is not implemented")
-    _check(not algo.use_pf_ppo, "algorithm.use_pf_ppo=True: PF-PPO resampling is not implemented; set it to False")
     _validate_filter_groups(cfg)
     _validate_reward_kwargs(cfg, notes)
-    rc = algo.rollout_correction
-    _check(rc.rollout_is is None and rc.rollout_rs is None and not rc.bypass_mode,
-           "algorithm.rollout_correction (rollout_is, rollout_rs, bypass_mode) is not implemented: the old log-probs "
-           "are always recomputed by the actor; leave those keys at null/False")
-    if cfg.actor_rollout_ref.model.use_liger:
-        notes.append("actor_rollout_ref.model.use_liger=True has no effect: strive's chunked log-prob head is used")
     unknown = [name for name in cfg.trainer.logger if name not in BACKEND_NAMES]
     _check(not unknown, f"trainer.logger: unknown backend(s) {unknown}; choose from {', '.join(BACKEND_NAMES)}")
     val = rollout.val_kwargs
     _check(not val.do_sample or val.temperature > 0,
            "actor_rollout_ref.rollout.val_kwargs.do_sample=True needs val_kwargs.temperature > 0")
-    sp = (arr.actor.fsdp_config.ulysses_sequence_parallel_size, cfg.critic.ulysses_sequence_parallel_size)
-    _check(max(sp) == 1, "ulysses_sequence_parallel_size > 1 is not supported yet; set it to 1")
     reads_values = algo.adv_estimator in CRITIC_ESTIMATORS
     if not cfg.critic.enable and any(k.startswith("critic.") for k in explicit):
         notes.append(f"critic.* is set but algorithm.adv_estimator={algo.adv_estimator} reads no critic values, "

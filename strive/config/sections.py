@@ -84,7 +84,8 @@ class DataConfig:
     trust_remote_code: bool = False
     """Passed to the tokenizer."""
     custom_cls: PathName = field(default_factory=PathName)
-    """A user Dataset class (path + name)."""
+    """A user dataset class: path (a .py file or module) + name; it must subclass strive's RLDataset
+    (strive/data/custom.py)."""
     return_multi_modal_inputs: bool = True
     """Vision models only."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -388,8 +389,13 @@ class TrainerConfig:
     """Tracking run name; also part of the default checkpoint directory."""
     logger: Union[str, list[str]] = field(default_factory=lambda: ["console", "wandb"])
     """Loggers: console, file, tensorboard, wandb, mlflow (those not installed are skipped with a warning)."""
+    console_verbose: Optional[bool] = None
+    """strive: after its progress line, the console prints every metric in verl's format
+    (`step:N - key:value - ...`). null: on when console is the only logger."""
     log_val_generations: int = 0
-    """Validation samples logged as a table."""
+    """At each validation, log this many (input, output, score) samples, the same prompts every time, to the
+    loggers: a table in wandb, text in TensorBoard/MLflow/ClearML, val_generations.jsonl for file, printed by
+    console."""
     rollout_data_dir: Optional[str] = None
     """Dump each step's rollouts to {step}.jsonl here."""
     validation_data_dir: Optional[str] = None

@@ -68,6 +68,7 @@ class WorkerProcess:
         """Create the roles: the engine first (before any training weights occupy memory), then the trainers."""
         from transformers.utils import logging as hf_logging
 
+        from strive.models.loading import import_external_libs
         from strive.workers.actor import ActorWorker
         from strive.workers.critic import CriticWorker
         from strive.workers.ref import RefWorker
@@ -75,6 +76,7 @@ class WorkerProcess:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        import_external_libs(cfg.actor_rollout_ref.model.external_lib, cfg.critic.model.external_lib)
         torch.manual_seed(cfg.actor_rollout_ref.actor.fsdp_config.seed)
         arr, roles = cfg.actor_rollout_ref, self.spec.roles
         if "rollout" in roles:

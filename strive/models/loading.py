@@ -15,6 +15,19 @@ DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp1
           "float32": "float32", "fp32": "float32"}
 
 
+def import_external_libs(*names: Optional[str]) -> None:
+    """Import each `model.external_lib` module (e.g. one that calls AutoModelForCausalLM.register for a custom
+    architecture) before anything is loaded; a name that cannot be imported fails naming it."""
+    import importlib
+
+    for name in dict.fromkeys(n for n in names if n):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"model.external_lib={name}: cannot import it ({exc}); it must be importable in the "
+                              "controller and every worker (put it on PYTHONPATH)") from exc
+
+
 def torch_dtype(name: str):
     import torch
 

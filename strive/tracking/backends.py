@@ -1,4 +1,5 @@
-"""Where metrics go: one small class per `trainer.logger` name, each with `log(metrics, step)` and `finish()`.
+"""Where metrics go: one small class per `trainer.logger` name, each with `log(metrics, step)`,
+`log_generations(rows, step)` (validation samples, trainer.log_val_generations) and `finish()`.
 
 The names are verl's (console, file, tensorboard, wandb, mlflow, swanlab, trackio, vemlp_wandb, clearml), so a
 verl command line's `trainer.logger=['console','wandb']` works unchanged. console and file need nothing;
@@ -89,12 +90,25 @@ class Console:
         if val:
             print("  validation: " + " | ".join(f"{k} {shown[k]:.4f}" for k in val), flush=True)
         if self.verbose:
-            width = max(map(len, shown), default=0)
-            for key in sorted(shown):
-                print(f"  {key:<{width}}  {shown[key]:.6g}", flush=True)
+            print(verl_line(shown, step), flush=True)
+
+    def log_generations(self, rows: list[dict], step: int) -> None:
+        for i, row in enumerate(rows):
+            print(f"  val sample {i} (step {step}, score {row['score']:.3f})\n    input: {row['input']!r}\n"
+                  f"    output: {row['output']!r}", flush=True)
 
     def finish(self) -> None:
         pass
+
+
+def verl_line(metrics: dict[str, float], step: int) -> str:
+    """verl's console format, so log greps written for verl keep working: `step:N - key:value - ...`, in the
+    order the metrics came, each value at full precision (Python's repr, as verl ≥ 0.5 prints); whole numbers
+    without a trailing .0, since verl's counters are ints."""
+    def show(v: float) -> str:
+        return str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
+
+    return " - ".join([f"step:{step}"] + [f"{k}:{show(v)}" for k, v in metrics.items()])
 
 
 class JsonlFile:
@@ -120,6 +134,12 @@ class JsonlFile:
         self._file.write(json.dumps({"step": step, **metrics}, allow_nan=False) + "\n")
         self._file.flush()
 
+    def log_generations(self, rows: list[dict], step: int) -> None:
+        """Appended to `{log_dir}/val_generations.jsonl`, one line per sample."""
+        with open(os.path.join(os.path.dirname(self.path), "val_generations.jsonl"), "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, **row}) + "\n")
+
     def finish(self) -> None:
         self._file.close()
 
@@ -138,6 +158,10 @@ class TensorBoard:
                 self.writer.add_scalar(key, value, global_step=step)
         self.writer.flush()
 
+    def log_generations(self, rows: list[dict], step: int) -> None:
+        self.writer.add_text("val/generations", generations_markdown(rows), global_step=step)
+        self.writer.flush()
+
     def finish(self) -> None:
         self.writer.close()
 
@@ -152,8 +176,27 @@ class WandbLike:
     def log(self, metrics: dict[str, float | None], step: int) -> None:
         self.module.log({k: v for k, v in metrics.items() if v is not None}, step=step)
 
+    def log_generations(self, rows: list[dict], step: int) -> None:
+        table = getattr(self.module, "Table", None)
+        if table is None:  # trackio and vemlp_wandb: one text entry instead of a table
+            self.module.log({"val/generations": generations_markdown(rows)}, step=step)
+            return
+        columns = ["step", "input", "output", "score"]
+        data = [[step, r["input"], r["output"], r["score"]] for r in rows]
+        self.module.log({"val/generations": table(columns=columns, data=data)}, step=step)
+
     def finish(self) -> None:
         self.module.finish()
+
+
+def generations_markdown(rows: list[dict]) -> str:
+    """Validation samples as a markdown table (TensorBoard text, MLflow artifact)."""
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| input | output | score |", "| --- | --- | --- |"]
+    lines += [f"| {cell(r['input'])} | {cell(r['output'])} | {r['score']:.4f} |" for r in rows]
+    return "\n".join(lines)
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -184,6 +227,9 @@ class Mlflow:
         clean = {re.sub(r"[^\w\-. /]", "_", k.replace("@", "_at_")): v for k, v in metrics.items() if v is not None}
         self.module.log_metrics(clean, step=step)
 
+    def log_generations(self, rows: list[dict], step: int) -> None:
+        self.module.log_text(generations_markdown(rows), f"val_generations/step_{step}.md")
+
     def finish(self) -> None:
         self.module.end_run()
 
@@ -201,6 +247,9 @@ class ClearML:
         for key, value in metrics.items():
             if value is not None:
                 self.logger.report_scalar(title=key.split("/")[0], series=key, value=value, iteration=step)
+
+    def log_generations(self, rows: list[dict], step: int) -> None:
+        self.logger.report_text(generations_markdown(rows), iteration=step)
 
     def finish(self) -> None:
         self.task.close()

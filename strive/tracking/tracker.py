@@ -35,7 +35,7 @@ class Tracker:
         not installed is skipped with one warning.
     log_dir: where `file` writes metrics.jsonl and config.json and `tensorboard` its event files.
     total_steps: shown by the console as `step 3/20 | 15%` and used for its ETA.
-    verbose: the console also prints every metric, sorted by name.
+    verbose: the console also prints every metric on one line in verl's format (`step:N - key:value - ...`).
     """
 
     def __init__(self, backends: list[str] | str, project: str, experiment: str, log_dir: str,
@@ -57,6 +57,15 @@ class Tracker:
         clean = {str(k): as_float(v) for k, v in metrics.items()}
         for backend in self.backends.values():
             backend.log(clean, step)
+
+    def log_generations(self, rows: list[dict], step: int) -> None:
+        """Validation samples (`input`, `output`, `score`, ...) to every backend that can show them
+        (trainer.log_val_generations)."""
+        for name, backend in self.backends.items():
+            try:
+                backend.log_generations(rows, step)
+            except Exception as exc:  # samples are a convenience; a dashboard's API must not stop the run
+                print(f"[strive] warning: {name} did not take the validation samples ({exc})", flush=True)
 
     def finish(self) -> None:
         """Flush and close every backend; a second call does nothing."""

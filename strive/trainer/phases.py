@@ -159,16 +159,23 @@ def step_params(params: SamplingParams, seed: int, step: int, round_: int = 0) -
     return replace(params, seed=seed * 100_003 + step + round_ * 7_919_993)
 
 
+def generation_rows(tokenizer, batch: Batch) -> list[dict]:
+    """One dict per response: prompt and response text, ground truth and summed score."""
+    P = batch.prompts.shape[1]
+    scores = batch.token_level_scores.sum(-1)  # (B,)
+    rows = []
+    for i in range(len(batch)):
+        prompt = batch.prompts[i][batch.attention_mask[i, :P].bool()].tolist()
+        response = batch.responses[i][batch.response_mask[i].bool()].tolist()
+        rows.append({"input": tokenizer.decode(prompt, skip_special_tokens=True),
+                     "output": tokenizer.decode(response, skip_special_tokens=True),
+                     "gts": str(batch.meta.ground_truths[i]), "score": float(scores[i])})
+    return rows
+
+
 def dump_generations(directory: str, step: int, tokenizer, batch: Batch) -> None:
     """One JSON line per response: prompt and response text, ground truth, summed score (trainer.*_data_dir)."""
     os.makedirs(directory, exist_ok=True)
-    P = batch.prompts.shape[1]
-    scores = batch.token_level_scores.sum(-1)  # (B,)
     with open(os.path.join(directory, f"{step}.jsonl"), "w") as fh:
-        for i in range(len(batch)):
-            prompt = batch.prompts[i][batch.attention_mask[i, :P].bool()].tolist()
-            response = batch.responses[i][batch.response_mask[i].bool()].tolist()
-            fh.write(json.dumps({"input": tokenizer.decode(prompt, skip_special_tokens=True),
-                                 "output": tokenizer.decode(response, skip_special_tokens=True),
-                                 "gts": str(batch.meta.ground_truths[i]), "score": float(scores[i]),
-                                 "step": step}) + "\n")
+        for row in generation_rows(tokenizer, batch):
+            fh.write(json.dumps({**row, "step": step}) + "\n")

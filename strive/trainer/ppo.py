@@ -27,7 +27,7 @@ from strive.trainer import phases
 from strive.trainer.metrics import data_metrics, max_over_ranks, throughput_metrics, timer
 from strive.trainer.sampling import StepSampler
 from strive.trainer.setup import Runtime
-from strive.trainer.validate import validation_metrics
+from strive.trainer.validate import pick_generations, validation_metrics
 from strive.workers.rollout import sampling_params
 
 
@@ -117,6 +117,9 @@ class PPOTrainer:
         variables.update({k: v for k, v in extra.items() if k != "score"})
         if cfg.trainer.validation_data_dir:
             phases.dump_generations(cfg.trainer.validation_data_dir, self.step, rt.data.tokenizer, batch)
+        if cfg.trainer.log_val_generations > 0:
+            rows = pick_generations(phases.generation_rows(rt.data.tokenizer, batch), cfg.trainer.log_val_generations)
+            rt.tracker.log_generations(rows, self.step)
         return validation_metrics(batch.meta.data_sources, batch.group_ids.tolist(), variables, params.n)
 
     # -- checkpoints ------------------------------------------------------------------------------------------

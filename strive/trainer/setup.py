@@ -18,9 +18,10 @@ from strive.config import Prepared, needs_critic, needs_reference, to_dict
 from strive.controller.cluster import Placement, init_ray, plan_placement
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
+from strive.data.custom import dataset_class
 from strive.data.rl_dataset import RLDataset
 from strive.data.sampler import ResumableSampler
-from strive.models.loading import load_tokenizer, resolve_model_path
+from strive.models.loading import import_external_libs, load_tokenizer, resolve_model_path
 from strive.reward.custom import load_reward_function
 from strive.reward.manager import RewardManager
 from strive.reward.overlong import overlong_from_kwargs
@@ -55,12 +56,13 @@ class Runtime:
 
 def _dataset(files, tokenizer, cfg, max_samples: int) -> RLDataset:
     data = cfg.data
-    return RLDataset(files, tokenizer, prompt_key=data.prompt_key, max_prompt_length=data.max_prompt_length,
-                     truncation=data.truncation, filter_overlong_prompts=data.filter_overlong_prompts,
-                     return_raw_chat=data.return_raw_chat, max_samples=max_samples,
-                     shuffle_subset_seed=(data.seed if data.seed is not None else 1) if data.shuffle else None,
-                     chat_template_kwargs=data.apply_chat_template_kwargs,
-                     custom_chat_template=cfg.actor_rollout_ref.model.custom_chat_template)
+    cls = dataset_class(data.custom_cls.path, data.custom_cls.name)
+    return cls(files, tokenizer, prompt_key=data.prompt_key, max_prompt_length=data.max_prompt_length,
+               truncation=data.truncation, filter_overlong_prompts=data.filter_overlong_prompts,
+               return_raw_chat=data.return_raw_chat, max_samples=max_samples,
+               shuffle_subset_seed=(data.seed if data.seed is not None else 1) if data.shuffle else None,
+               chat_template_kwargs=data.apply_chat_template_kwargs,
+               custom_chat_template=cfg.actor_rollout_ref.model.custom_chat_template)
 
 
 def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
@@ -146,9 +148,10 @@ def kl_controller(cfg):
 def load_data(run: Prepared) -> RunData:
     """Tokenizer, datasets and sampler; fills the optimizers' total step count into the config."""
     cfg = run.config
+    import_external_libs(cfg.actor_rollout_ref.model.external_lib, cfg.critic.model.external_lib)
     model_path = resolve_model_path(cfg.actor_rollout_ref.model.path)
     tokenizer = load_tokenizer(cfg.data.tokenizer or cfg.actor_rollout_ref.model.tokenizer_path or model_path,
-                               cfg.actor_rollout_ref.model.trust_remote_code,
+                               cfg.actor_rollout_ref.model.trust_remote_code or cfg.data.trust_remote_code,
                                cfg.actor_rollout_ref.model.custom_chat_template)
     train, val, sampler = build_data(cfg, tokenizer)
     total = total_training_steps(cfg, len(sampler))
@@ -168,5 +171,5 @@ def build_runtime(run: Prepared, data: RunData) -> Runtime:
     init_ray(cfg, processes)
     group, critic_group = build_groups(cfg, run.sizes, data.total_steps, data.tokenizer)
     tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir(cfg.trainer),
-                      config=to_dict(cfg), total_steps=data.total_steps)
+                      config=to_dict(cfg), total_steps=data.total_steps, verbose=bool(cfg.trainer.console_verbose))
     return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker)

@@ -70,3 +70,14 @@ def validation_metrics(data_sources: list[str], prompt_ids: list[int], variables
             core = var == core_var and metric.split("/")[0] in (f"mean@{n}", f"maj@{n}", f"best@{n}")
             out[f"{'val-core' if core else 'val-aux'}/{source}/{name}"] = float(np.mean(vals))
     return out
+
+
+def pick_generations(rows: list[dict], n: int) -> list[dict]:
+    """`trainer.log_val_generations=n`: the same n validation samples at every validation (rows sorted by input,
+    then shuffled with seed 42, as verl picks them), so a table shows how one prompt's answer changes."""
+    if n <= 0 or not rows:
+        return []
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["input"], i))
+    np.random.RandomState(42).shuffle(order)
+    return [rows[i] for i in order[:n]]
+

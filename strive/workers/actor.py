@@ -23,7 +23,7 @@ from strive.models.flops import forward_flops, mfu
 from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, enable_activation_checkpointing,
                                    hf_state_name)
 from strive.models.loading import load_causal_lm, torch_dtype
-from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import activation_offload, apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import WeightedSums, mini_orders, on_device, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -140,7 +140,8 @@ class ActorWorker:
         sums = WeightedSums()
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
             mb, index = on_device(mb, self.device)
-            logp, entropy = self._forward(mb, index, need_entropy or seen is not None, entropy_grad=need_entropy)
+            with activation_offload(self.cfg.model.enable_activation_offload, self.device):
+                logp, entropy = self._forward(mb, index, need_entropy or seen is not None, entropy_grad=need_entropy)
             if seen is not None:
                 seen.append((logp.detach(), entropy.detach()))
             mask = mb.response_mask

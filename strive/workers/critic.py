@@ -19,7 +19,7 @@ from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import TokenIndex, ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
-from strive.workers.fsdp import apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import activation_offload, apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import WeightedSums, on_device, split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -91,7 +91,8 @@ class CriticWorker:
         sums = WeightedSums()
         for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
             mb, index = on_device(mb, self.device)
-            values = self._values(mb, index)
+            with activation_offload(cfg.model.enable_activation_offload, self.device):
+                values = self._values(mb, index)
             loss, m = value_loss(values, mb.values, mb.returns, mb.response_mask, clip=cfg.cliprange_value,
                                  agg=cfg.loss_agg_mode)
             (loss * weight).backward()

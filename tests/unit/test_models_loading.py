@@ -32,3 +32,34 @@ def test_random_model_with_a_real_shape_takes_vocab_and_layer_overrides(tmp_path
     # another override rebuilds instead of reusing the directory
     make_random_model(out, "qwen2.5-0.5b", vocab_size=256, layers=1, dtype="float32")
     assert AutoConfig.from_pretrained(out).vocab_size == 256
+
+
+def test_external_lib_is_imported_once_and_a_bad_name_is_named(tmp_path, monkeypatch):
+    import sys
+
+    import pytest
+
+    from strive.models.loading import import_external_libs
+
+    (tmp_path / "my_arch_registry.py").write_text("import builtins\nbuiltins._strive_ext_count = "
+                                                  "getattr(builtins, '_strive_ext_count', 0) + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_external_libs("my_arch_registry", None, "my_arch_registry")
+    import builtins
+
+    assert builtins._strive_ext_count == 1 and "my_arch_registry" in sys.modules
+    del builtins._strive_ext_count
+    with pytest.raises(ImportError, match="model.external_lib=no_such_mod_xyz: cannot import it"):
+        import_external_libs("no_such_mod_xyz")
+
+
+def test_activation_offload_saves_on_cpu_only_for_cuda():
+    import contextlib
+
+    import torch
+
+    from strive.workers.fsdp import activation_offload
+
+    assert isinstance(activation_offload(True, torch.device("cuda", 0)), torch.autograd.graph.save_on_cpu)
+    assert isinstance(activation_offload(True, torch.device("cpu")), contextlib.nullcontext)
+    assert isinstance(activation_offload(False, torch.device("cuda", 0)), contextlib.nullcontext)

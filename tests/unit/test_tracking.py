@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from strive.tracking import Tracker, as_float, by_step, read_jsonl, reduce_metrics, reward_table, val_key
-from strive.tracking.backends import Console, format_duration
+from strive.tracking.backends import Console, format_duration, generations_markdown, verl_line
 from strive.tracking.plot import main as plot_main
 from strive.tracking.report import _panels, plot_curves
 
@@ -97,9 +97,50 @@ def test_console_without_total_steps_and_verbose(capsys):
     console.log({"timing_s/step": 2.0, "actor/pg_loss": -0.5, "critic/score/mean": None}, step=7)
     assert capsys.readouterr().out.splitlines() == [
         "[step 7] step 2.0s",
-        "  actor/pg_loss  -0.5",
-        "  timing_s/step  2",
+        "step:7 - timing_s/step:2 - actor/pg_loss:-0.5",  # verl's format; None values are left out
     ]
+
+
+def test_verl_line_greps_like_verl():
+    line = verl_line({"critic/score/mean": 0.4125, "actor/lr": 1e-6, "val-core/openai/gsm8k/acc/mean@1": 0.5,
+                      "training/global_step": 12.0, "actor/pg_loss": -0.123456789}, 12)
+    assert line == ("step:12 - critic/score/mean:0.4125 - actor/lr:1e-06 - val-core/openai/gsm8k/acc/mean@1:0.5"
+                    " - training/global_step:12 - actor/pg_loss:-0.123456789")
+    import re
+
+    assert float(re.search(r"critic/score/mean:([-\d.e+]+)", line).group(1)) == 0.4125
+
+
+ROWS = [{"input": "Q: 1+1?", "output": "2", "gts": "2", "score": 1.0},
+        {"input": "Q: 2|3", "output": "line\nbreak", "gts": "5", "score": 0.0}]
+
+
+def test_generations_go_to_console_file_and_wandb(tmp_path, monkeypatch, capsys):
+    logged = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: None
+    fake.log = lambda data, step: logged.append((data, step))
+    fake.finish = lambda: None
+    fake.Table = lambda columns, data: ("table", columns, data)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    tracker = Tracker(["console", "file", "wandb"], "proj", "exp", str(tmp_path))
+    tracker.log_generations(ROWS, step=3)
+    tracker.finish()
+    out = capsys.readouterr().out
+    assert "val sample 0 (step 3, score 1.000)" in out and "'Q: 2|3'" in out
+    lines = [json.loads(x) for x in (tmp_path / "val_generations.jsonl").read_text().splitlines()]
+    assert lines == [{"step": 3, **r} for r in ROWS]
+    assert logged == [({"val/generations": ("table", ["step", "input", "output", "score"],
+                                            [[3, "Q: 1+1?", "2", 1.0], [3, "Q: 2|3", "line\nbreak", 0.0]])}, 3)]
+    assert generations_markdown(ROWS).splitlines()[-1] == "| Q: 2\\|3 | line<br>break | 0.0000 |"
+
+
+def test_a_backend_failing_on_generations_only_warns(tmp_path, capsys):
+    tracker = Tracker(["file"], "proj", "exp", str(tmp_path))
+    tracker.backends["file"].log_generations = lambda rows, step: 1 / 0
+    tracker.log_generations(ROWS, step=1)
+    tracker.finish()
+    assert "file did not take the validation samples" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (41.4, "41s"), (662, "11m02s"), (3900, "1h05m")])

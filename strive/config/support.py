@@ -1,0 +1,255 @@
+"""Which verl keys strive does not act on, and what it says when one is set.
+
+verl's tree has ~430 keys; strive implements most of them. Every other key is listed here, once, as either
+
+- REFUSED: setting it to a value other than its default stops the run before any model is loaded, because going
+  on would train something different from what the command line asks (e.g. `actor.strategy=megatron`);
+- NOTED: the run goes on and prints a start-up note saying the key has no effect (memory or speed knobs of
+  another backend, settings that only matter with a refused feature).
+
+`apply_support` runs inside `strive.config.prepare`; `strive config --unsupported` prints the table.
+tests/unit/test_config_support.py walks the whole dataclass tree and fails on a key that the code does not read
+and that this table does not list, so a new key has to be wired up or listed here.
+
+A rule's `pattern` is an fnmatch pattern over dotted keys (`*` crosses dots); the first matching rule wins. A rule
+fires only for a key the user set (on the command line or in the YAML file) to a value that differs from the
+schema default and is not among the rule's `allowed` values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from strive.config.loader import ConfigError, _hints
+from strive.config.schema import StriveConfig
+
+REFUSE, NOTE = "refused", "no effect"
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    effect: str
+    why: str
+    allowed: tuple = ()
+
+
+def _refuse(pattern: str, why: str, allowed: tuple = ()) -> Rule:
+    return Rule(pattern, REFUSE, why, allowed)
+
+
+def _note(pattern: str, why: str, allowed: tuple = ()) -> Rule:
+    return Rule(pattern, NOTE, why, allowed)
+
+
+_FSDP = ("fsdp", "fsdp2")
+_TEXT_ONLY = "strive trains text-only models"
+_NO_RM = "only used with reward_model.enable=True (learned reward models are not implemented)"
+_NO_LORA = "only used with lora_rank > 0 (LoRA is not implemented)"
+
+RULES: tuple[Rule, ...] = (
+    # --- training backend and parallelism ---------------------------------------------------------------------
+    _refuse("actor_rollout_ref.actor.strategy", "strive trains with FSDP2 only (fsdp and fsdp2 both mean FSDP2); "
+            "Megatron is not supported", _FSDP),
+    _refuse("actor_rollout_ref.ref.strategy", "strive runs the reference model under FSDP2 only", _FSDP),
+    _refuse("critic.strategy", "strive trains the critic with FSDP2 only", _FSDP),
+    _refuse("reward_model.strategy", "strive has FSDP2 only", _FSDP),
+    _refuse("*.fsdp_config.strategy", "strive has FSDP2 only", _FSDP),
+    _refuse("actor_rollout_ref.hybrid_engine", "False is not supported (as in verl)", (True,)),
+    _refuse("*ulysses_sequence_parallel_size", "Ulysses sequence parallelism is not supported yet; set it to 1", (1,)),
+    _note("*.fsdp_config.fsdp_size", "strive shards over the whole world (no hybrid sharding groups)"),
+    _note("*.fsdp_config.forward_prefetch", "FSDP2 prefetches by its own schedule"),
+    _note("*.fsdp_config.wrap_policy.min_num_params", "every decoder layer is its own FSDP2 unit"),
+    _note("*.fsdp_config.use_orig_params", "an FSDP1 option; FSDP2 always exposes the original parameters"),
+    _note("*.fsdp_config.full_determinism", "torch's deterministic algorithms are not switched on"),
+    _note("*.fsdp_config.forward_only", "each role knows whether it trains"),
+    _note("*entropy_from_logits_with_chunking", "strive always computes entropy in chunks"),
+    _note("*entropy_checkpointing", "entropy is computed in chunks and not stored for backward"),
+    _note("*.rollout_n", "a copy of actor_rollout_ref.rollout.n; set rollout.n instead"),
+    # --- model ------------------------------------------------------------------------------------------------
+    _refuse("*.model.lora_rank", "LoRA is not implemented", (0,)),
+    _note("*.model.lora_alpha", _NO_LORA),
+    _note("*.model.target_modules", _NO_LORA),
+    _note("*.model.exclude_modules", _NO_LORA),
+    _note("*.model.lora_adapter_path", _NO_LORA),
+    _refuse("actor_rollout_ref.model.hf_config_path", "not supported; put the config.json in the model directory "
+            "or use model.override_config"),
+    _note("*use_shm", "files are read in place"),
+    _note("critic.model.tokenizer_path", "the critic reads the actor's token ids, so it has no tokenizer of its own"),
+    _note("actor_rollout_ref.model.use_liger", "strive's chunked log-prob head is used"),
+    _note("*use_fused_kernels", "strive's chunked log-prob head is used"),
+    _note("actor_rollout_ref.model.fused_kernel_options.impl_backend", "strive's chunked log-prob head is used"),
+    _note("*.tiled_mlp.*", "the MLP runs untiled"),
+    _note("*.mtp", "multi-token prediction / speculative decoding is not used"),
+    _refuse("*.qat", "quantisation-aware training is not implemented", ({"enable": False},)),
+    _note("actor_rollout_ref.actor.freeze_vision_tower", _TEXT_ONLY),
+    # --- actor loss -------------------------------------------------------------------------------------------
+    _refuse("actor_rollout_ref.actor.policy_loss.loss_mode", "only vanilla is implemented", ("vanilla",)),
+    _note("actor_rollout_ref.actor.policy_loss.*", "only used by the clip_cov / kl_cov losses, which are not "
+          "implemented"),
+    _note("actor_rollout_ref.actor.tau_*", "only used by the SAPO loss, which is not implemented"),
+    _note("actor_rollout_ref.actor.use_prefix_grouper", "every sample gets its own forward"),
+    _note("*sum_pi_squared*", "only used by the optimal-token-baseline estimators, which are not implemented"),
+    _refuse("*.router_replay.mode", "MoE routing replay is not implemented", ("disabled",)),
+    _note("*.router_replay.*", "MoE routing replay is not implemented"),
+    _note("*.checkpoint.async_save", "checkpoints are saved synchronously"),
+    _note("*.checkpoint.mbridge_config", "a Megatron-bridge option"),
+    _note("*.optim.zero_indexed_step", "the scheduler always counts steps from 0"),
+    _note("*profiler", "per-role profiling is not wired up; use bench/ or torch.profiler"),
+    # --- rollout ----------------------------------------------------------------------------------------------
+    _refuse("actor_rollout_ref.rollout.multi_turn.enable", "multi-turn / tool rollouts are not implemented yet "
+            "(a separate issue); strive rolls out single turns", (False,)),
+    _note("actor_rollout_ref.rollout.multi_turn.*", "only used with multi_turn.enable=True, which is refused"),
+    _refuse("actor_rollout_ref.rollout.skip_rollout", "replaying dumped rollouts is not implemented", (False,)),
+    _note("actor_rollout_ref.rollout.skip_dump_dir", "only used with skip_rollout=True, which is refused"),
+    _note("actor_rollout_ref.rollout.over_sample_rate", "every request runs to completion"),
+    _note("actor_rollout_ref.rollout.checkpoint_engine", "weights go to the engine through strive's own bucketed "
+          "sync (rollout.update_weights_bucket_megabytes)"),
+    _note("actor_rollout_ref.rollout.agent", "single-turn rollouts have no agent loop"),
+    _note("actor_rollout_ref.rollout.trace", "rollout tracing is not implemented"),
+    _note("actor_rollout_ref.rollout.prometheus", "engine metrics are not exported"),
+    _note("actor_rollout_ref.rollout.calculate_log_probs", "strive always collects the engine's log-probs"),
+    _note("actor_rollout_ref.rollout.skip_tokenizer_init", "strive always sends token ids"),
+    _note("actor_rollout_ref.rollout.layered_summon", "weights are always gathered bucket by bucket"),
+    _note("actor_rollout_ref.rollout.multi_stage_wake_up", "strive always resumes weights before the KV cache"),
+    _note("actor_rollout_ref.rollout.enable_rollout_routing_replay", "MoE routing replay is not implemented"),
+    # --- data -------------------------------------------------------------------------------------------------
+    _refuse("data.sampler.*", "curriculum samplers are not implemented; strive's resumable sampler is used"),
+    _refuse("data.datagen.*", "dynamic data generators are not implemented"),
+    _note("data.image_key", _TEXT_ONLY),
+    _note("data.video_key", _TEXT_ONLY),
+    _note("data.image_patch_size", _TEXT_ONLY),
+    _note("data.return_multi_modal_inputs", _TEXT_ONLY),
+    _note("data.tool_config_path", "tool schemas are only used by multi-turn rollouts, which are refused"),
+    _note("data.return_raw_input_ids", "no learned reward model reads them"),
+    _note("data.return_full_prompt", "no learned reward model reads it"),
+    _note("data.dataloader_num_workers", "strive tokenises once at load time, in the controller"),
+    _note("data.filter_overlong_prompts_workers", "the length filter runs in one process"),
+    _note("data.validation_shuffle", "validation always runs in file order"),
+    _note("data.val_batch_size", "deprecated in verl; the whole validation set is generated as one batch"),
+    # --- reward -----------------------------------------------------------------------------------------------
+    _refuse("reward_model.sandbox_fusion.url", "code-execution rewards through Sandbox Fusion are not implemented; "
+            "score code with custom_reward_function.path"),
+    _note("reward_model.sandbox_fusion.*", "only used with sandbox_fusion.url, which is refused"),
+    _refuse("reward_model.enable", "learned reward models are not implemented yet; use rule rewards or "
+            "custom_reward_function.path", (False,)),
+    _note("reward_model.enable_resource_pool", _NO_RM),
+    _note("reward_model.model.*", _NO_RM),
+    _note("reward_model.micro_batch_size*", _NO_RM),
+    _note("reward_model.max_length", _NO_RM),
+    _note("reward_model.num_workers", _NO_RM),
+    _note("reward_model.rollout", _NO_RM),
+    _note("reward_model.reward_loop_*", "strive scores rewards on the controller"),
+    _note("reward_model.use_reward_loop", "strive scores rewards on the controller"),
+    _note("reward_model.launch_reward_fn_async", "rewards are scored on the controller, in step"),
+    # --- algorithm --------------------------------------------------------------------------------------------
+    _refuse("algorithm.use_pf_ppo", "PF-PPO resampling is not implemented; set it to False", (False,)),
+    _note("algorithm.pf_ppo.*", "only used with algorithm.use_pf_ppo=True, which is refused"),
+    _refuse("algorithm.rollout_correction.rollout_is", "rollout importance sampling is not implemented: the old "
+            "log-probs are always recomputed by the actor"),
+    _refuse("algorithm.rollout_correction.rollout_rs", "rollout rejection sampling is not implemented"),
+    _refuse("algorithm.rollout_correction.bypass_mode", "not implemented: the old log-probs are always recomputed "
+            "by the actor"),
+    _note("algorithm.rollout_correction.*", "only used by rollout_is / rollout_rs / bypass_mode, which are refused"),
+    # --- trainer and Ray --------------------------------------------------------------------------------------
+    _refuse("trainer.default_hdfs_dir", "HDFS mirroring is not supported; set it to null"),
+    _note("trainer.esi_redundant_time", "elastic-instance expiry is not tracked"),
+    _note("trainer.ray_wait_register_center_timeout", "workers are created directly, with no register center"),
+    _note("trainer.use_legacy_worker_impl", "strive has one worker implementation"),
+    _note("*timeline_json_file", "no Ray timeline is written"),
+    _note("transfer_queue", "strive passes batches through Ray directly"),
+    # === owned by other branches; delete at merge ============================================================
+    # wt-engines (engine adapters) and main (use_torch_compile) wire these up; wt-dapo owns the reward manager.
+    _note("actor_rollout_ref.rollout.quantization*", "not wired to the engines on this branch"),
+    _note("actor_rollout_ref.rollout.enable_chunked_prefill", "not wired to the engines on this branch"),
+    _note("actor_rollout_ref.rollout.enable_prefix_caching", "not wired to the engines on this branch"),
+    _note("actor_rollout_ref.rollout.cudagraph_capture_sizes", "not wired to the engines on this branch"),
+    _note("actor_rollout_ref.rollout.*_parallel_size", "not wired to the engines on this branch"),
+    _note("actor_rollout_ref.rollout.logprobs_mode", "not wired to the engines on this branch"),
+    _note("actor_rollout_ref.rollout.scheduling_policy", "not wired to the engines on this branch"),
+    _note("actor_rollout_ref.rollout.disable_log_stats", "not wired to the engines on this branch"),
+    _note("*use_torch_compile", "not wired up on this branch"),
+    _refuse("reward_model.reward_manager", "only the naive reward manager exists on this branch", ("naive",)),
+    _refuse("reward_manager.name", "only the naive reward manager exists on this branch", ("naive",)),
+    _note("reward_manager.*", "not wired up on this branch"),
+    _note("reward_model.reward_kwargs", "not wired up on this branch"),
+    # === end of the block owned by other branches =============================================================
+    _note("reward_model.*", _NO_RM),  # last: the reward_model keys not listed above
+)
+
+# Keys read only inside strive/config (aliases and interpolation sources): used, but not by a scan of the rest.
+CONSUMED_BY_CONFIG = (
+    "*.optim.warmup_style", "actor_rollout_ref.actor.clip_ratio", "trainer.remove_previous_ckpt_in_save",
+    "data.max_response_length", "*.optim.clip_grad",
+)
+
+
+def rule_for(key: str) -> Rule | None:
+    """The first rule whose pattern matches the dotted key, or None."""
+    return next((r for r in RULES if fnmatch.fnmatchcase(key, r.pattern)), None)
+
+
+def leaf_keys(cls: type = StriveConfig, prefix: str = "") -> list[str]:
+    """Every dotted key that holds a value (not a section), `extras` left out."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        if f.name == "extras":
+            continue
+        tp = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys.extend(leaf_keys(tp, f"{prefix}{f.name}."))
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> StriveConfig:
+    return StriveConfig()
+
+
+def _get(node: Any, key: str) -> Any:
+    for name in key.split("."):
+        node = getattr(node, name)
+    return node
+
+
+def _show(value: Any) -> str:
+    return str(value) if not isinstance(value, str) else value
+
+
+def apply_support(cfg: StriveConfig, explicit: set[str]) -> list[str]:
+    """Raise ConfigError naming every refused key the user set; return one note per set no-effect key."""
+    refused, notes = [], []
+    for key in leaf_keys():
+        if not any(k == key or k.startswith(key + ".") for k in explicit):
+            continue
+        rule = rule_for(key)
+        if rule is None:
+            continue
+        value = _get(cfg, key)
+        if value == _get(_defaults(), key) or value in rule.allowed:
+            continue
+        line = f"{key}={_show(value)}"
+        if rule.effect == REFUSE:
+            refused.append(f"{line}: {rule.why}")
+        else:
+            notes.append(f"{line} has no effect in strive: {rule.why}")
+    if refused:
+        raise ConfigError("; ".join(refused) if len(refused) == 1 else
+                          "unsupported settings:\n  " + "\n  ".join(refused))
+    return notes
+
+
+def support_table() -> str:
+    """The rules as printed by `strive config --unsupported`, one line per rule."""
+    width = max(len(r.pattern) for r in RULES)
+    lines = [f"{'key (fnmatch pattern)':<{width}}  effect     why"]
+    for r in RULES:
+        allowed = f" (accepted: {', '.join(map(str, r.allowed))})" if r.allowed else ""
+        lines.append(f"{r.pattern:<{width}}  {r.effect:<9}  {r.why}{allowed}")
+    return "\n".join(lines)
