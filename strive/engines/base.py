@@ -81,6 +81,13 @@ class EngineSpec:
     """Tokens one engine step may process (vLLM/SGLang's chunked-prefill budget)."""
     gpu_memory_utilization: float = 0.5
     tensor_parallel_size: int = 1
+    enable_chunked_prefill: bool = True
+    """Prefill long prompts in pieces of max_num_batched_tokens (vLLM enable_chunked_prefill, SGLang
+    chunked_prefill_size); hf has no such thing."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prefixes (vLLM enable_prefix_caching, SGLang's radix cache)."""
+    quantization: Optional[str] = None
+    """Rollout weight quantisation passed to vLLM / SGLang ("fp8"); CUDA only, refused by hf."""
     enforce_eager: bool = False
     free_cache_engine: bool = True
     trust_remote_code: bool = False
@@ -88,7 +95,7 @@ class EngineSpec:
     engine_kwargs: dict = field(default_factory=dict)
     """Passed through to the engine's own constructor (vLLM/SGLang options strive does not name)."""
     update_weights_bucket_megabytes: int = 512
-    """Engines that push weights over IPC (SGLang) send them in buckets of this many MiB."""
+    """update_weights hands the engine its tensors in buckets of about this many MiB (SGLang, vLLM)."""
     seed: int = 0
 
     def with_token_ids(self) -> "EngineSpec":
@@ -134,7 +141,9 @@ class RolloutEngine(Protocol):
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]: ...
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, "torch.Tensor"]]) -> None: ...
+    def update_weights(self, named_tensors: Iterable[tuple[str, "torch.Tensor"]]) -> None:
+        """One whole weight sync in one call (the engine buckets it, opens and closes its own session and
+        leaves no stale cache behind)."""
 
     def release(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None: ...
 
