@@ -47,9 +47,19 @@ class Recorder:
         return [c[0] for c in self.calls]
 
 
+def real_signatures(cls):
+    """Give each method the recorded signature, so inspect.signature on the fake answers as on the real class."""
+    for name, entry in cls.api.items():
+        fn = cls.__dict__.get(name)
+        if callable(fn):
+            fn.__signature__ = signature(entry)
+    return cls
+
+
 # ---- vLLM --------------------------------------------------------------------------------------------------------
 
 
+@real_signatures
 class FakeLLM(Recorder):
     """vllm.LLM on one in-process worker. Worker-side functions passed to collective_rpc are logged by name and
     answered as the real worker would (the parameter names, the names a load_weights call loaded)."""
@@ -151,6 +161,7 @@ def import_vllm_adapter(monkeypatch, on_cpu: bool):
 # ---- SGLang ------------------------------------------------------------------------------------------------------
 
 
+@real_signatures
 class FakeSGLEngine(Recorder):
     """sglang.srt.entrypoints.engine.Engine; answers (success, message) to weight calls like 0.5.23."""
 
