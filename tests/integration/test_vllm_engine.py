@@ -6,6 +6,7 @@ max_model_len, the process's torch threads. Skipped where vllm is not installed 
 """
 
 import ctypes
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -93,10 +94,15 @@ def test_degenerate_filter_equals_greedy(engine):
         assert c.logprobs == pytest.approx(e.logprobs, abs=1e-5)
 
 
-def test_one_tensor_per_bucket_splits_fused_layers(tiny_model_dir, engine):
+def test_one_tensor_per_bucket_splits_fused_layers(tiny_model_dir, engine, monkeypatch):
     model, state = perturbed_state_dict(tiny_model_dir, seed=3)
-    for name, tensor in state.items():  # q, k and v (gate and up) arrive in separate calls
-        engine.update_weights([(name, tensor)])
+    # buckets of one tensor: q, k and v (gate and up) reach vLLM in separate loads of one reload session
+    monkeypatch.setattr(engine, "spec", dataclasses.replace(engine.spec, update_weights_bucket_megabytes=1e-9))
+    real, loads = engine.llm.collective_rpc, []
+    monkeypatch.setattr(engine.llm, "collective_rpc", lambda fn, *a, **kw: (loads.append(fn.__name__),
+                                                                            real(fn, *a, **kw))[1])
+    engine.update_weights(state.items())
+    assert loads == ["_begin_reload"] + ["_load_weights"] * len(state) + ["_finish_reload"]
     assert engine.last_sync["tensors"] == len(state)
     assert engine.last_sync["bytes"] == sum(t.numel() * t.element_size() for t in state.values())
     out = engine.generate(PROMPTS, greedy(10))
@@ -107,9 +113,8 @@ def test_one_tensor_per_bucket_splits_fused_layers(tiny_model_dir, engine):
 def test_a_partial_fused_layer_is_refused(tiny_model_dir):
     eng = make(tiny_model_dir)
     state = reference_model(tiny_model_dir).state_dict()
-    eng.update_weights([(k, v) for k, v in state.items() if "k_proj" not in k])
     with pytest.raises(ValueError, match="k_proj"):
-        eng.flush_cache()
+        eng.update_weights([(k, v) for k, v in state.items() if "k_proj" not in k])
     with pytest.raises(RuntimeError, match="not pushed"):  # the half-loaded layers are not used
         eng.generate(PROMPTS, greedy(2))
     eng.update_weights(state.items())
