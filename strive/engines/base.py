@@ -259,7 +259,8 @@ def load_engine_class(name: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise EngineUnavailable(f"rollout engine '{name}' cannot be imported ({exc}). Install it with: {install}") from exc
+        raise EngineUnavailable(f"rollout engine '{name}' cannot be imported ({exc}). "
+                                f"Install it with: {install}") from exc
     return getattr(module, class_name)
 
 

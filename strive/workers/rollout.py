@@ -109,7 +109,8 @@ class RolloutWorker:
         seconds = time.perf_counter() - start
         nbytes = seen["bytes"]
         return {"weight_sync/time_s": seconds, "weight_sync/bytes": float(nbytes),
-                "weight_sync/tensors": float(seen["tensors"]), "weight_sync/gb_per_s": nbytes / max(seconds, 1e-9) / 1e9}
+                "weight_sync/tensors": float(seen["tensors"]),
+                "weight_sync/gb_per_s": nbytes / max(seconds, 1e-9) / 1e9}
 
 
 def sampling_params(cfg: ActorRolloutRefConfig, *, validate: bool) -> SamplingParams:

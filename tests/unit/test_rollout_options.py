@@ -46,7 +46,8 @@ def test_quantization_refused_on_hf():
 def test_quantization_refused_without_cuda(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(main_ppo, "time", None)  # nothing past the preflight may run
     monkeypatch.setattr("strive.engines.base.check_engine", lambda name, device: None)
-    code = main_ppo.main(BASE + ["trainer.n_gpus_per_node=1", "trainer.device=cpu", "actor_rollout_ref.rollout.name=vllm",
+    code = main_ppo.main(BASE + ["trainer.n_gpus_per_node=1", "trainer.device=cpu", f"{TP}=1",
+                                 "actor_rollout_ref.rollout.name=vllm",
                                  "actor_rollout_ref.rollout.quantization=fp8", f"trainer.default_local_dir={tmp_path}"])
     assert code == 1
     assert "quantization=fp8 needs CUDA" in capsys.readouterr().err
