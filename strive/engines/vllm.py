@@ -84,7 +84,7 @@ FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 class VLLMEngine:
-    """RolloutEngine on one `vllm.LLM` (one per tensor-parallel group)."""
+    """RolloutEngine on one `vllm.LLM` per rank (with TP > 1, each one shard of its group's engine)."""
 
     def __init__(self, spec: EngineSpec, dist=None):
         """`dist` (torch.distributed) is replaced only by tests."""
