@@ -208,6 +208,13 @@ def test_seeded_sampling_when_prompts_exceed_a_steps_token_budget(tiny_model_dir
     assert [c.token_ids for c in first] == [c.token_ids for c in again]
 
 
+def _shard_facts(worker) -> tuple[int, int]:
+    """Inside vLLM's worker: its TP world size and how many parameter elements this rank holds."""
+    from vllm.distributed import get_tensor_model_parallel_world_size
+
+    return get_tensor_model_parallel_world_size(), sum(p.numel() for p in worker.model_runner.get_model().parameters())
+
+
 def _tp_rank(rank: int, world: int, port: int, model_dir: str, prompts, params, pushed, queue) -> None:
     """One rank of a TP-2 group, as a rollout worker runs it: the trainer's process group first (gloo), then a
     one-shard vLLM engine through vLLM's external launcher; results or the error go to the queue."""
@@ -218,7 +225,8 @@ def _tp_rank(rank: int, world: int, port: int, model_dir: str, prompts, params, 
         eng = make(model_dir, tensor_parallel_size=2, seed=rank)  # different seeds: the group's first one is used
         eng.update_weights(pushed.items())
         out = eng.generate(prompts[rank], params)
-        queue.put((rank, [(c.token_ids, c.logprobs) for c in out], None))
+        tp, numel = eng.llm.collective_rpc(_shard_facts)[0]
+        queue.put((rank, ([(c.token_ids, c.logprobs) for c in out], tp, numel), None))
     except BaseException as exc:  # noqa: BLE001 - reported to the test
         import traceback
 
@@ -246,8 +254,11 @@ def test_tensor_parallel_2_on_cpu(tiny_model_dir):
     for p in procs:
         p.join(60)
     assert results[0][1] is None and results[1][1] is None, results
+    full = sum(t.numel() for t in state.values())
     for r in range(2):
-        for prompt, (ids, logprobs) in zip(prompts[r], results[r][0]):
+        completions, tp, numel = results[r][0]
+        assert tp == 2 and numel < 0.75 * full  # one shard each (norms and the like are replicated)
+        for prompt, (ids, logprobs) in zip(prompts[r], completions):
             assert ids == reference_greedy(model, prompt, 6, [])[: len(ids)] and ids
             torch.testing.assert_close(torch.tensor(logprobs), reference_logprobs(model, prompt, ids, 1.0),
                                        atol=1e-4, rtol=0)
