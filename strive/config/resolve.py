@@ -12,6 +12,7 @@ torch-free): estimators, loss-agg modes and KL kinds from `strive.algos.names`, 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from strive.algos.names import (
@@ -48,6 +49,7 @@ def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
     _single_rank_defaults(cfg, explicit, notes)
     _compile_note(cfg, explicit, notes)
     _validate_choices(cfg, explicit, notes)
+    _rollout_engine_options(cfg, explicit, notes)
     return notes
 
 
@@ -170,6 +172,27 @@ def _compile_note(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> No
     asked = [k for k in explicit if k.endswith("use_torch_compile")]
     if cfg.trainer.device == "cpu" and asked:
         notes.append(f"{', '.join(sorted(asked))}: torch.compile runs on CUDA only; no effect with trainer.device=cpu")
+
+
+def _rollout_engine_options(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    """Rollout keys that only some engines take. verl's default tensor_model_parallel_size=2 would ask for more
+    GPUs than a one-GPU run has: unless the user set it, it shrinks to what divides the ranks. The hf engine has no
+    chunked prefill, prefix cache or quantisation: a note when the user set the first two, an error for the last."""
+    rollout, p = cfg.actor_rollout_ref.rollout, "actor_rollout_ref.rollout"
+    entry = ENGINES.get(rollout.name)
+    world = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
+    tp = rollout.tensor_model_parallel_size
+    if entry is not None and entry.tensor_parallel and world > 0 and tp > 1 and world % tp \
+            and f"{p}.tensor_model_parallel_size" not in explicit:
+        rollout.tensor_model_parallel_size = math.gcd(tp, world)
+        notes.append(f"{p}.tensor_model_parallel_size: the default {tp} does not divide the {world} ranks; using "
+                     f"{rollout.tensor_model_parallel_size}")
+    if entry is not None and not entry.tensor_parallel:
+        for key in ("enable_chunked_prefill", "enable_prefix_caching"):
+            if f"{p}.{key}" in explicit:
+                notes.append(f"{p}.{key}={getattr(rollout, key)} has no effect on the {rollout.name} engine")
+        _check(not rollout.quantization, f"{p}.quantization={rollout.quantization}: the {rollout.name} engine does "
+               "not quantise; use rollout.name=vllm or sglang on CUDA, or drop the key")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -162,22 +162,25 @@ RULES: tuple[Rule, ...] = (
     _note("trainer.use_legacy_worker_impl", "strive has one worker implementation"),
     _note("*timeline_json_file", "no Ray timeline is written"),
     _note("transfer_queue", "strive passes batches through Ray directly"),
-    # === owned by other branches; delete at merge ============================================================
-    # wt-engines (engine adapters) and main (use_torch_compile) wire these up; wt-dapo owns the reward manager.
-    _note("actor_rollout_ref.rollout.quantization*", "not wired to the engines on this branch"),
-    _note("actor_rollout_ref.rollout.enable_chunked_prefill", "not wired to the engines on this branch"),
-    _note("actor_rollout_ref.rollout.enable_prefix_caching", "not wired to the engines on this branch"),
-    _note("actor_rollout_ref.rollout.cudagraph_capture_sizes", "not wired to the engines on this branch"),
-    _note("actor_rollout_ref.rollout.*_parallel_size", "not wired to the engines on this branch"),
-    _note("actor_rollout_ref.rollout.logprobs_mode", "not wired to the engines on this branch"),
-    _note("actor_rollout_ref.rollout.scheduling_policy", "not wired to the engines on this branch"),
-    _note("actor_rollout_ref.rollout.disable_log_stats", "not wired to the engines on this branch"),
-    _note("*use_torch_compile", "not wired up on this branch"),
-    _refuse("reward_model.reward_manager", "only the naive reward manager exists on this branch", ("naive",)),
-    _refuse("reward_manager.name", "only the naive reward manager exists on this branch", ("naive",)),
-    _note("reward_manager.*", "not wired up on this branch"),
-    _note("reward_model.reward_kwargs", "not wired up on this branch"),
-    # === end of the block owned by other branches =============================================================
+    # --- rollout engine options that no adapter passes ------------------------------------------------------------
+    _note("actor_rollout_ref.rollout.quantization_config_file", "not passed to the engines: rollout.quantization "
+          "uses the engine's own defaults"),
+    _note("actor_rollout_ref.rollout.cudagraph_capture_sizes", "the engines capture their default CUDA-graph sizes"),
+    _note("actor_rollout_ref.rollout.data_parallel_size", "one engine per tensor-parallel group; the data-parallel "
+          "layout follows the training ranks"),
+    _note("actor_rollout_ref.rollout.expert_parallel_size", "not passed to the engines (no expert parallelism)"),
+    _refuse("actor_rollout_ref.rollout.pipeline_model_parallel_size", "pipeline parallelism in the rollout engine is "
+            "not implemented; use tensor_model_parallel_size", (1,)),
+    _note("actor_rollout_ref.rollout.logprobs_mode", "strive always asks the engines for the processed "
+          "log-probs (log_softmax of the temperature-scaled logits), which the trainer compares against"),
+    _note("actor_rollout_ref.rollout.scheduling_policy", "the engines schedule with their defaults"),
+    _note("actor_rollout_ref.rollout.disable_log_stats", "the engines' own statistics logging is left as it is"),
+    # --- reward managers ------------------------------------------------------------------------------------------
+    _refuse("reward_model.reward_manager", "strive has the naive and dapo reward managers", ("naive", "dapo")),
+    _refuse("reward_manager.name", "strive has the naive and dapo reward managers", ("naive", "dapo")),
+    _refuse("reward_manager.source", "a user reward-manager class (importlib) is not supported; score with "
+            "custom_reward_function.path instead", ("register",)),
+    _note("reward_manager.module.*", "only read with reward_manager.source=importlib, which is refused"),
     _note("reward_model.*", _NO_RM),  # last: the reward_model keys not listed above
 )
 

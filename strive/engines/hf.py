@@ -182,6 +182,7 @@ class HFEngine:
         if unknown:
             raise KeyError(f"update_weights: the model has no tensors named {unknown[:8]}"
                            f"{' ...' if len(unknown) > 8 else ''} ({len(unknown)} unknown)")
+        self._empty_cache()  # the gathered buckets are garbage now (a sync is one call)
         self.last_sync = {"seconds": time.perf_counter() - t0, "bytes": nbytes, "tensors": count}
 
     def release(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:

@@ -26,7 +26,9 @@ What it chose, and the contract with the rest of strive:
 - **Weights.** Started with `load_format="dummy"` (random weights) and `enable_memory_saver=True`. Real weights
   come through `update_weights`: every rank of the group holds the same full tensors (FSDP2 full_tensor); the
   tensors are pushed in buckets of `update_weights_bucket_megabytes` with `Engine.update_weights_from_tensor`
-  inside a `begin_weight_update` / `end_weight_update` session (SGLang ≥ 0.5 needs it), then `flush_cache`. With
+  inside one `begin_weight_update` / `end_weight_update` session per sync (SGLang 0.5.23 loads weights only inside
+  one; it is closed in `finally`, and an SGLang without it is refused at start), then one `flush_cache`. A sync is
+  one `update_weights` call (RolloutWorker.sync_from chains its buckets into one iterable). With
   tp > 1 each rank sends CUDA-IPC handles of its own copy, gathered by the leader into SGLang's
   LocalSerializedTensor, so SGLang TP rank i reads from its own GPU (also across nodes). `last_sync` records
   seconds, bytes, tensors, buckets and GB/s.
@@ -88,6 +90,8 @@ SGLANG_API = {
     "sglang.srt.model_executor.model_runner_components.weight_updater.LocalSerializedTensor": ("values",),
 }
 """Every SGLang callable this module uses (as laid out in 0.5.23) → the keyword parameters it passes."""
+SESSION_METHODS = ("begin_weight_update", "end_weight_update")
+"""The weight-update session every sync opens and closes (SGLang 0.5.23 loads weights only inside one)."""
 RELEASED_MESSAGE = "SGLang engine memory was released; resume it and call update_weights first"
 
 
@@ -106,6 +110,10 @@ class SGLangEngine:
             if torch.device(spec.device).type != "cuda":
                 raise ValueError(f"the sglang engine needs a CUDA device; got device={spec.device!r}")
             sglang = _import_sglang()
+        missing = [m for m in SESSION_METHODS if not callable(getattr(sglang["Engine"], m, None))]
+        if missing:
+            raise EngineUnavailable(f"the installed SGLang's Engine has no {' / '.join(missing)}: strive loads weights "
+                                    f"inside one such session per sync. {INSTALL_HINT}")
         self._sgl = sglang
         self.spec = spec if spec.eos_token_ids else spec.with_token_ids()
         self.device = torch.device(spec.device)
@@ -122,7 +130,7 @@ class SGLangEngine:
             # this process drives all tp GPUs of its engine itself, from spec.device's index on
             rank = self._dist.get_rank() if self._dist.is_available() and self._dist.is_initialized() else 0
             self.role, self._group = TPRole(rank, (rank,), 0, 1, True), None
-            self._launch(server_args(self.spec, self.role, _index(self.device), None), {})
+            self._launch(server_args(self.spec, self.role, _index(self.device), None, _engine_ports()), {})
         else:
             self.role, self._group = self._join_group(tp)
             self._start_group_engine()
@@ -151,7 +159,7 @@ class SGLangEngine:
         if role.launches_engine:
             env, addr = launch_env(role, self._peers)
             try:
-                self._launch(server_args(self.spec, role, 0, addr), env)
+                self._launch(server_args(self.spec, role, 0, addr, _engine_ports()), env)
             except Exception as exc:  # reported to the whole group below, then raised here
                 error = exc
         mine = {"error": None if error is None else f"rank {role.rank}: {error!r}",
@@ -229,18 +237,25 @@ class SGLangEngine:
     # -- weights and memory ---------------------------------------------------------------------------------------
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Push (HF name, full tensor) pairs in buckets, then flush the prefix cache; every rank calls it."""
+        """One weight sync: every (HF name, full tensor) pair of it, on every rank. The tensors go in buckets of
+        update_weights_bucket_megabytes inside one begin_weight_update … end_weight_update session, closed even
+        when a bucket fails, then the prefix cache is flushed once."""
         if "weights" in self._released:
             raise RuntimeError("weights are released; call resume(('weights',)) before update_weights")
         start = time.perf_counter()
         nbytes = count = pushed = 0
-        self._session("begin_weight_update")
-        for bucket in buckets(named_tensors, self._bucket_bytes):
-            bucket = [(name, self._on_device(t.detach())) for name, t in bucket]
-            self._push(bucket)
-            nbytes += sum(t.numel() * t.element_size() for _, t in bucket)
-            count, pushed = count + len(bucket), pushed + 1
-        self._session("end_weight_update")
+        self._leader_call("begin_weight_update")
+        done = False
+        try:
+            for bucket in buckets(named_tensors, self._bucket_bytes):
+                bucket = [(name, self._on_device(t.detach())) for name, t in bucket]
+                self._push(bucket)
+                nbytes += sum(t.numel() * t.element_size() for _, t in bucket)
+                count, pushed = count + len(bucket), pushed + 1
+            done = True
+        finally:
+            # closing is tried also after a failed bucket; its own error then must not hide the first one
+            self._leader_call("end_weight_update", raise_errors=done)
         self._flush()
         self._weights_stale = False
         seconds = time.perf_counter() - start
@@ -270,10 +285,19 @@ class SGLangEngine:
         d.broadcast_object_list(result, src=role.leader, group=self._group)
         self._check(result[0], "update_weights_from_tensor")
 
-    def _session(self, method: str) -> None:
-        """SGLang ≥ 0.5 loads weights only inside begin_weight_update … end_weight_update; older ones have neither."""
-        if self.role.is_leader and hasattr(self._engine, method):
-            self._check(getattr(self._engine, method)(), method)
+    def _leader_call(self, method: str, raise_errors: bool = True) -> None:
+        """Call an Engine method that answers (success, message) on the leader; every rank of the group learns
+        the answer, so all of them raise together instead of some waiting in the next gather."""
+        result: list = [(True, "")]
+        if self.role.is_leader:
+            try:
+                result = [getattr(self._engine, method)()]
+            except Exception as exc:
+                result = [(False, repr(exc))]
+        if self._group is not None:
+            self._dist.broadcast_object_list(result, src=self.role.leader, group=self._group)
+        if raise_errors:
+            self._check(result[0], method)
 
     def release(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
         todo = [t for t in _known(tags) if t not in self._released]
@@ -410,6 +434,15 @@ def _node_ip() -> str:
     except Exception:
         pass
     return socket.gethostbyname(socket.gethostname())
+
+
+def _engine_ports() -> tuple[int, int]:
+    """SGLang's port and nccl_port for one engine: free ones, distinct from each other."""
+    port = _free_port()
+    nccl = _free_port()
+    while nccl == port:
+        nccl = _free_port()
+    return port, nccl
 
 
 def _free_port() -> int:

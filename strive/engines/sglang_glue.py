@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 SERVER_ARGS_FIELDS = ("model_path", "dtype", "load_format", "tp_size", "mem_fraction_static", "enable_memory_saver",
                       "skip_tokenizer_init", "base_gpu_id", "gpu_id_step", "random_seed", "trust_remote_code",
                       "max_running_requests", "disable_cuda_graph", "log_level", "context_length",
-                      "json_model_override_args", "nnodes", "node_rank", "dist_init_addr")
+                      "json_model_override_args", "nnodes", "node_rank", "dist_init_addr", "chunked_prefill_size",
+                      "disable_radix_cache", "quantization", "port", "nccl_port")
 """ServerArgs fields `server_args` may set (engine_kwargs may add any other)."""
 SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "ignore_eos", "stop_token_ids", "no_stop_trim",
                  "skip_special_tokens", "sampling_seed")
@@ -123,8 +124,11 @@ def launch_env(role: TPRole, peers: Sequence[dict]) -> tuple[dict, Optional[str]
 # ---- mapping strive → SGLang: pure functions -------------------------------------------------------------------
 
 
-def server_args(spec: EngineSpec, role: TPRole, base_gpu_id: int, dist_init_addr: Optional[str]) -> dict:
-    """Keyword arguments of sglang's Engine (= ServerArgs fields) for this role."""
+def server_args(spec: EngineSpec, role: TPRole, base_gpu_id: int, dist_init_addr: Optional[str],
+                ports: Sequence[int] = ()) -> dict:
+    """Keyword arguments of sglang's Engine (= ServerArgs fields) for this role. `ports` = (port, nccl_port), free
+    ones picked on the launching rank: engines of one node must not share SGLang's default port (verl passes its
+    own too); engine_kwargs may still set either."""
     bad = sorted(set(spec.engine_kwargs) & set(LAYOUT_KWARGS))
     if bad:
         raise ValueError(f"engine_kwargs.sglang may not set {bad}: strive derives them from "
@@ -134,6 +138,13 @@ def server_args(spec: EngineSpec, role: TPRole, base_gpu_id: int, dist_init_addr
                   enable_memory_saver=True, skip_tokenizer_init=True, base_gpu_id=base_gpu_id, gpu_id_step=1,
                   random_seed=spec.seed, trust_remote_code=spec.trust_remote_code,
                   max_running_requests=spec.max_num_seqs, disable_cuda_graph=spec.enforce_eager, log_level="error")
+    # SGLang's names for rollout.enable_chunked_prefill / enable_prefix_caching (-1: no chunking)
+    kwargs["chunked_prefill_size"] = spec.max_num_batched_tokens if spec.enable_chunked_prefill else -1
+    kwargs["disable_radix_cache"] = not spec.enable_prefix_caching
+    if spec.quantization:
+        kwargs["quantization"] = spec.quantization
+    if ports:
+        kwargs["port"], kwargs["nccl_port"] = ports
     if spec.max_model_len:
         kwargs["context_length"] = spec.max_model_len
     if spec.override_config:

@@ -1,8 +1,11 @@
 """The vLLM rollout engine: `vllm.LLM` in this process, token ids in, token ids and log-probs out.
 
-One `LLM` per tensor-parallel group, built from the EngineSpec (dummy weights are fine: the trainer pushes real
-ones). It must behave like the hf engine (`strive/engines/hf.py`), which the conformance suite checks; what that
-took:
+One `LLM` per rank, built from the EngineSpec (dummy weights are fine: the trainer pushes real ones). With
+tensor parallelism t, t consecutive ranks each hold one shard of one engine: `distributed_executor_backend=
+"external_launcher"` builds vLLM's groups from the trainer's process group (as verl does); `generate` gathers the
+group's prompts so every shard runs the same requests, with the group's first seed and params, and each rank keeps
+its own rows. It must behave like the hf engine (`strive/engines/hf.py`), which the conformance suite checks;
+what that took:
 
 - In-process engine core (VLLM_ENABLE_V1_MULTIPROCESSING=0, as verl does): `collective_rpc` then calls our
   worker-side functions directly, so a weight bucket reaches the model without being serialised.
@@ -16,14 +19,16 @@ took:
 - n samples are n requests of one row each (vLLM refuses n > 1 for greedy; prefix caching shares the prompt).
   With `SamplingParams.seed` row r gets vLLM seed seed · 2^20 + r: every row of a call draws from its own
   stream, and a call can be replayed.
-- Weights: `update_weights` calls are one vLLM layerwise-reload session (`initialize_layerwise_reload`,
+- Weights: one `update_weights` call is one sync and one vLLM layerwise-reload session (`initialize_layerwise_reload`,
   `model.load_weights` per bucket, `finalize_layerwise_reload`, the calls vLLM's own weight-transfer engines make),
-  closed by the next generate / flush_cache / release. A bucket may end in the middle of a fused layer (q/k/v
+  closed in `finally`, then one prefix-cache reset. A bucket may end in the middle of a fused layer (q/k/v
   → qkv_proj): the layer is processed once all its parts arrived. On CPU a linear layer's weight is repacked
   for oneDNN when processed; a tied lm_head shares the embedding's weight but has its own packed copy, so it is
   processed again after every sync.
 - release/resume: `LLM.sleep(level=2)` / `wake_up(tags)` on GPU (weights are pushed again after resume, so level
-  2 discards them instead of copying them to host memory). vLLM's CPU backend has no sleep mode: there both are
+  2 discards them instead of copying them to host memory; the cache alone sleeps at level 1). The tags asleep are
+  tracked here, not read from wake_up's answer (None before vLLM 0.32, "fully awake" since), so every step sleeps
+  again. quantization (fp8) is CUDA only. vLLM's CPU backend has no sleep mode: there both are
   no-ops (said once in the log), and only strive's bookkeeping runs: generate refuses after release, and after
   resume until every weight has been pushed again, as in the hf engine.
 - CPU: every process that runs vLLM must first ask Linux for AMX tile state (done below, at import). vLLM's CPU
@@ -44,6 +49,8 @@ import platform
 import sys
 import time
 import weakref
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterable, Optional
 
 import torch
@@ -67,6 +74,7 @@ import vllm  # noqa: E402
 from vllm.platforms import current_platform  # noqa: E402
 
 from strive.engines.base import Completion, EngineSpec, SamplingParams  # noqa: E402
+from strive.engines.sglang_glue import buckets  # noqa: E402  (pure: torch-free weight bucketing)
 from strive.models.loading import DTYPES, load_hf_config, resolve_model_path, torch_dtype  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -76,16 +84,23 @@ FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 class VLLMEngine:
-    """RolloutEngine on one `vllm.LLM` (one per tensor-parallel group)."""
+    """RolloutEngine on one `vllm.LLM` per rank (with TP > 1, each one shard of its group's engine)."""
 
-    def __init__(self, spec: EngineSpec):
-        self.spec = spec.with_token_ids()
+    def __init__(self, spec: EngineSpec, dist=None):
+        """`dist` (torch.distributed) is replaced only by tests."""
         self.on_cpu = current_platform.is_cpu()
+        if spec.quantization and self.on_cpu:
+            raise ValueError(f"actor_rollout_ref.rollout.quantization={spec.quantization} needs vLLM on CUDA; "
+                             "this vLLM runs on the CPU")
+        self._dist = dist if dist is not None else torch.distributed
+        self.group, self.group_rank, seed = tp_group(self._dist, spec.tensor_parallel_size, spec.seed)
+        self.spec = replace(spec.with_token_ids(), seed=seed)  # one seed per TP group: its ranks sample alike
         self.hf_config = load_hf_config(resolve_model_path(spec.model_path), trust_remote_code=spec.trust_remote_code)
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         _LIVE_ENGINES[0] += 1  # before LLM(): an engine collected while this one starts must not tear it down
         try:
-            self.llm = vllm.LLM(**self._llm_kwargs())
+            with _environ(self._launcher_env()):
+                self.llm = vllm.LLM(**self._llm_kwargs())
         except BaseException:
             _LIVE_ENGINES[0] -= 1
             raise
@@ -102,9 +117,9 @@ class VLLMEngine:
         self.tied = bool(getattr(self.hf_config, "tie_word_embeddings", False))
         self._released = False
         self._stale: set[str] = set()  # vLLM parameters re-allocated by resume and not pushed yet
-        self._session: Optional[dict] = None  # the weight sync in progress
         self._said_no_sleep = False
-        self._sleep_level = 0  # vLLM sleep level in force (GPU)
+        self._asleep: set[str] = set()  # vLLM memory tags asleep now (GPU sleep mode), whatever wake_up returns
+        self._level = 0  # the sleep level they were put to sleep with
         self.last_sync: dict = {}
         self._weight_dtype = known_dtype(spec.dtype)  # None: "auto", vLLM decides
 
@@ -115,7 +130,14 @@ class VLLMEngine:
                       gpu_memory_utilization=spec.gpu_memory_utilization, enforce_eager=spec.enforce_eager,
                       max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
                       max_model_len=spec.max_model_len, trust_remote_code=spec.trust_remote_code,
-                      hf_overrides=dict(spec.override_config), logprobs_mode="processed_logprobs")
+                      hf_overrides=dict(spec.override_config), logprobs_mode="processed_logprobs",
+                      enable_prefix_caching=spec.enable_prefix_caching,
+                      enable_chunked_prefill=spec.enable_chunked_prefill)
+        if spec.quantization:
+            kwargs["quantization"] = spec.quantization
+        if spec.tensor_parallel_size > 1:
+            # every rank of the TP group holds one shard; vLLM builds its groups from this process group
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if self.on_cpu:
             kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(spec, self.hf_config)
             # A prompt prefilled in pieces makes vLLM rewind its seeded generator, which a CPU generator cannot
@@ -127,15 +149,36 @@ class VLLMEngine:
         kwargs.update(spec.engine_kwargs)
         return kwargs
 
+    def _launcher_env(self) -> dict:
+        """vLLM's external launcher reads RANK and LOCAL_RANK (torchrun's names) while it starts. The process group
+        exists already; LOCAL_RANK is the device this process uses (Ray shows each worker its own GPU as cuda:0)."""
+        if self.spec.tensor_parallel_size == 1:
+            return {}
+        device = torch.device(self.spec.device)
+        local = device.index if device.index is not None else 0
+        return {"RANK": str(self._dist.get_rank()), "LOCAL_RANK": str(local)}
+
     # ---- generation -------------------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
-        self._finish_sync()
-        if self._released or self._stale:
+        """With tensor parallelism every rank of the group runs the group's prompts, with the params of the
+        group's first rank (vLLM's TP ranks must schedule the same requests), and keeps the rows it brought."""
+        if self._released or self._stale or self._asleep:
             pending = f" ({len(self._stale)} tensors not pushed yet)" if self._stale and not self._released else ""
-            raise RuntimeError(RELEASED_MESSAGE + pending)
+            raise RuntimeError(RELEASED_MESSAGE + pending + (f" (asleep: {sorted(self._asleep)})"
+                                                             if self._asleep and not self._released else ""))
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        if self.group is None:
+            return self._generate_here(prompts, params)
+        parts: list = [None] * self.spec.tensor_parallel_size
+        self._dist.all_gather_object(parts, ([list(p) for p in prompts], params), group=self.group)
+        rows = [len(part[0]) * part[1].n for part in parts]
+        out = self._generate_here([p for part, _ in parts for p in part], parts[0][1])
+        start = sum(rows[: self.group_rank])
+        return out[start: start + rows[self.group_rank]]
+
+    def _generate_here(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         rows = [i for i in range(len(prompts)) for _ in range(params.n)]  # prompt-major, one request per row
         limits = [min(params.max_new_tokens, self.max_model_len - len(prompts[i])) for i in rows]
         todo = [r for r, limit in enumerate(limits) if limit > 0]
@@ -165,16 +208,38 @@ class VLLMEngine:
     # ---- weights ----------------------------------------------------------------------------------------------
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Load (name, tensor) pairs in HF names into the running model; the sync ends at the next generate,
-        flush_cache or release (see the module docstring)."""
+        """One weight sync, in HF names: one vLLM layerwise-reload session around all of it (closed even when a
+        bucket fails), the tensors loaded in buckets of update_weights_bucket_megabytes, then the prefix cache
+        reset once (see the module docstring)."""
         if self._released:
             raise RuntimeError("weights are released; call resume(('weights',)) before update_weights")
         t0 = time.perf_counter()
-        if self._session is None:
-            self.llm.collective_rpc(_begin_reload)
-            self._session = {"seconds": 0.0, "bytes": 0, "tensors": 0, "names": set(), "loaded": set()}
-        s = self._session
-        batch = []
+        s = {"bytes": 0, "tensors": 0, "names": set(), "loaded": set()}
+        self.llm.collective_rpc(_begin_reload)
+        done = False
+        try:
+            for batch in buckets(self._renamed(named_tensors, s), self.spec.update_weights_bucket_megabytes * 2**20):
+                for loaded in self.llm.collective_rpc(_load_weights, args=(batch,)):
+                    s["loaded"].update(loaded)
+            done = True
+        finally:
+            try:
+                self.llm.collective_rpc(_finish_reload)
+            except Exception:
+                if done:  # otherwise the bucket's error is the one to see
+                    raise
+        if "kv_cache" not in self._asleep:  # a sleeping cache was discarded; it holds nothing old
+            self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        self._stale -= s["loaded"]
+        self.last_sync = {"seconds": time.perf_counter() - t0, "bytes": s["bytes"], "tensors": s["tensors"]}
+        missing = partial_fused_layers(s["names"])
+        if missing:
+            self._stale |= self.param_names  # the parts not pushed now hold garbage
+            raise ValueError(f"update_weights: vLLM fuses these with tensors that were pushed, so they must be "
+                             f"pushed too: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+
+    def _renamed(self, named_tensors, s: dict):
+        """The pairs as vLLM loads them: tied lm_head as the embedding, the engine's dtype, each name once."""
         for name, tensor in named_tensors:
             s["bytes"] += tensor.numel() * tensor.element_size()
             s["tensors"] += 1
@@ -185,53 +250,38 @@ class VLLMEngine:
                 tensor = tensor.to(self._weight_dtype)
             if name not in s["names"]:
                 s["names"].add(name)
-                batch.append((name, tensor))
-        if batch:
-            for loaded in self.llm.collective_rpc(_load_weights, args=(batch,)):
-                s["loaded"].update(loaded)
-        s["seconds"] += time.perf_counter() - t0
-        self.last_sync = {k: s[k] for k in ("seconds", "bytes", "tensors")}
-
-    def _finish_sync(self) -> None:
-        if self._session is None:
-            return
-        s, self._session = self._session, None
-        t0 = time.perf_counter()
-        self.llm.collective_rpc(_finish_reload)
-        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
-        s["seconds"] += time.perf_counter() - t0
-        self._stale -= s["loaded"]
-        self.last_sync = {k: s[k] for k in ("seconds", "bytes", "tensors")}
-        missing = partial_fused_layers(s["names"])
-        if missing:
-            self._stale |= self.param_names  # the parts not pushed now hold garbage
-            raise ValueError(f"update_weights: vLLM fuses these with tensors that were pushed, so they must be "
-                             f"pushed too: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+                yield name, tensor
 
     # ---- memory -----------------------------------------------------------------------------------------------
 
     def release(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
-        self._finish_sync()
-        if self._released or not tags:
+        """vLLM sleeps as a whole: level 2 drops weights and cache (strive pushes weights again), level 1 (the
+        cache alone asked for) keeps a host copy of the weights. Both tags are asleep after either."""
+        tags = _known(tags)
+        if not tags:
             return
-        if self._sleep_mode() and not self._sleep_level:
-            # level 2 drops the weights (strive pushes them again); level 1, for the cache alone, keeps a host copy
-            self._sleep_level = 2 if "weights" in tags else 1
-            self.llm.sleep(level=self._sleep_level)
-        self._released = "weights" in tags
+        if self._sleep_mode() and not self._asleep:
+            self.llm.sleep(level=2 if "weights" in tags else 1)
+            self._asleep = {"weights", "kv_cache"}
+            self._level = 2 if "weights" in tags else 1
+        self._released = self._released or "weights" in tags
 
     def resume(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
-        if self._sleep_mode() and self._sleep_level:
-            wake = set(tags) | ({"weights"} if self._sleep_level == 1 else set())  # level 1 moved them too
-            if self.llm.wake_up(tags=sorted(wake)):
-                self._sleep_level = 0
+        """Wake what `tags` name, and the weights too where they were only moved to the host (level 1) while strive
+        still counts them as held. wake_up's answer (None in older vLLM, "fully awake" in 0.32) is not used."""
+        tags = _known(tags)
+        wake = set(tags) & self._asleep
+        if wake and not self._released and self._level == 1:
+            wake |= {"weights"} & self._asleep
+        if wake:
+            self.llm.wake_up(tags=sorted(wake))
+            self._asleep -= wake
         if "weights" in tags and self._released:
             self._stale = set(self.param_names)
             self._released = False
 
     def flush_cache(self) -> None:
-        self._finish_sync()
-        if hasattr(self.llm, "reset_prefix_cache"):
+        if not self._asleep:  # a sleeping cache holds nothing
             self.llm.reset_prefix_cache()
 
     def _sleep_mode(self) -> bool:
@@ -239,6 +289,49 @@ class VLLMEngine:
             log.warning("vLLM has no sleep mode on CPU: release/resume keep weights and KV cache in memory")
             self._said_no_sleep = True
         return not self.on_cpu and self.spec.free_cache_engine
+
+
+def _known(tags) -> list[str]:
+    tags = list(tags)
+    unknown = [t for t in tags if t not in ("weights", "kv_cache")]
+    if unknown:
+        raise ValueError(f"unknown memory tags {unknown}; strive's are ['weights', 'kv_cache']")
+    return tags
+
+
+def tp_group(dist, tp: int, seed: int):
+    """This rank's tensor-parallel group (tp consecutive ranks, the layout vLLM's external launcher builds), its
+    index in it, and the seed of the group's first rank. (None, 0, seed) without tensor parallelism."""
+    if tp == 1:
+        return None, 0, seed
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError(f"rollout.tensor_model_parallel_size={tp} with vLLM needs the trainer's process group "
+                         "(one rank per GPU); without one, use tensor_model_parallel_size=1")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if world % tp:
+        raise ValueError(f"rollout.tensor_model_parallel_size={tp} must divide the number of ranks ({world})")
+    mine = None
+    for start in range(0, world, tp):  # every rank creates every group, in the same order
+        group = dist.new_group(list(range(start, start + tp)), backend="gloo")
+        if start <= rank < start + tp:
+            mine = group
+    seeds: list = [None] * tp
+    dist.all_gather_object(seeds, seed, group=mine)
+    return mine, rank % tp, seeds[0]
+
+
+@contextmanager
+def _environ(values: dict):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 _LIVE_ENGINES = [0]

@@ -50,6 +50,10 @@ def run_ppo(run) -> int:
     resolve_device(run)
     try:
         check_engine(cfg.actor_rollout_ref.rollout.name, cfg.trainer.device)
+        quantization = cfg.actor_rollout_ref.rollout.quantization
+        if quantization and cfg.trainer.device != "cuda":
+            raise ValueError(f"actor_rollout_ref.rollout.quantization={quantization} needs CUDA (vLLM / SGLang on a "
+                             f"GPU); this run uses trainer.device={cfg.trainer.device}")
     except (EngineUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -32,6 +32,8 @@ def engine_spec(cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids:
                       gpu_memory_utilization=rollout.gpu_memory_utilization,
                       tensor_parallel_size=tp, enforce_eager=rollout.enforce_eager,
                       free_cache_engine=rollout.free_cache_engine, trust_remote_code=cfg.model.trust_remote_code,
+                      enable_chunked_prefill=rollout.enable_chunked_prefill,
+                      enable_prefix_caching=rollout.enable_prefix_caching, quantization=rollout.quantization,
                       override_config=dict(cfg.model.override_config), engine_kwargs=kwargs, seed=seed,
                       update_weights_bucket_megabytes=rollout.update_weights_bucket_megabytes)
 
@@ -86,21 +88,28 @@ class RolloutWorker:
             self.released = True
 
     def sync_from(self, buckets) -> dict[str, float]:
-        """Push full weights (an iterator of buckets of (name, tensor)) into the engine; timed."""
+        """Push full weights (an iterator of buckets of (name, tensor)) into the engine as one sync: one
+        update_weights call, so an engine opens one session and flushes its cache once; timed."""
         start = time.perf_counter()
         if self.released:
             self.engine.resume(("weights",))
-        nbytes, tensors = 0, 0
-        for bucket in buckets:
-            self.engine.update_weights(bucket)
-            nbytes += sum(t.numel() * t.element_size() for _, t in bucket)
-            tensors += len(bucket)
+        seen = {"bytes": 0, "tensors": 0}
+
+        def tensors():
+            for bucket in buckets:
+                for name, tensor in bucket:
+                    seen["bytes"] += tensor.numel() * tensor.element_size()
+                    seen["tensors"] += 1
+                    yield name, tensor
+
+        self.engine.update_weights(tensors())
         if self.released:
             self.engine.resume(("kv_cache",))
             self.released = False
-        self.engine.flush_cache()
         seconds = time.perf_counter() - start
-        return {"weight_sync/time_s": seconds, "weight_sync/bytes": float(nbytes), "weight_sync/tensors": float(tensors),
+        nbytes = seen["bytes"]
+        return {"weight_sync/time_s": seconds, "weight_sync/bytes": float(nbytes),
+                "weight_sync/tensors": float(seen["tensors"]),
                 "weight_sync/gb_per_s": nbytes / max(seconds, 1e-9) / 1e9}
 
 

@@ -1,7 +1,8 @@
 """The engine conformance suite (engine_conformance.py) against every engine importable here, on CPU in float32.
 
 hf always runs, also as "hf-fast" (FastHFEngine, strive/engines/fast/: the fast decode path, without CUDA graphs on
-CPU); vllm joins when installed, sglang when installed and CUDA is present (its engine does not start on CPU).
+CPU); vllm joins when installed, sglang when installed and CUDA is present, and then on device "cuda" (its engine
+does not start on CPU).
 
     pytest tests/integration/test_engine_conformance.py -q
 """
@@ -43,8 +44,10 @@ def test_engine(check, engine_name, model_dir):
     else:
         engine_class = load_engine_class(engine_name)
 
+    device = "cuda" if engine_name == "sglang" else "cpu"  # the sglang engine refuses any other device
+
     def make_engine(**overrides):
-        return engine_class(EngineSpec(**{"model_path": model_dir, "device": "cpu", "dtype": "float32", **extra,
+        return engine_class(EngineSpec(**{"model_path": model_dir, "device": device, "dtype": "float32", **extra,
                                           **overrides}))
 
     check(make_engine, model_dir)

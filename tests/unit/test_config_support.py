@@ -82,7 +82,7 @@ def test_every_rule_matches_some_key():
     ("actor_rollout_ref.actor.ulysses_sequence_parallel_size=2", "Ulysses"),
     ("actor_rollout_ref.model.lora_rank=8", "LoRA is not implemented"),
     ("reward_model.enable=True", "reward_model.enable=True: learned reward models are not implemented"),
-    ("reward_model.reward_manager=prime", "reward_model.reward_manager=prime: only the naive reward manager"),
+    ("reward_model.reward_manager=prime", "reward_model.reward_manager=prime: strive has the naive and dapo"),
 ])
 def test_refused_keys_stop_the_run_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

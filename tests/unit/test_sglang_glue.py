@@ -90,16 +90,8 @@ class FakeEngine:
         return [c[0] for c in self.calls]
 
 
-class OldFakeEngine(FakeEngine):
-    """Like SGLang 0.4.6.post5: release/resume without tags, no weight-update session."""
-
-    @property
-    def begin_weight_update(self):
-        raise AttributeError("begin_weight_update")
-
-    @property
-    def end_weight_update(self):
-        raise AttributeError("end_weight_update")
+class TaglessFakeEngine(FakeEngine):
+    """release/resume without tags (as SGLang 0.4.6.post5), weight-update sessions as 0.5.23."""
 
     def release_memory_occupation(self):
         self.calls.append(("release", None))
@@ -308,7 +300,8 @@ def test_server_args_from_spec_and_engine_kwargs():
                           mem_fraction_static=0.7, enable_memory_saver=True, skip_tokenizer_init=True, base_gpu_id=0,
                           gpu_id_step=1, random_seed=3, trust_remote_code=True, max_running_requests=512,
                           disable_cuda_graph=True, log_level="error", context_length=8192,
-                          json_model_override_args='{"rope_theta": 1000000.0}', attention_backend="fa3")
+                          json_model_override_args='{"rope_theta": 1000000.0}', attention_backend="fa3",
+                          chunked_prefill_size=8192, disable_radix_cache=False)
     assert set(kwargs) - set(s.engine_kwargs) <= set(SERVER_ARGS_FIELDS)
     assert server_args(spec(), role, 0, None)["mem_fraction_static"] == 0.5  # gpu_memory_utilization's default
     multi = server_args(spec(tensor_parallel_size=16), TPRole(8, tuple(range(16)), 1, 2, True), 0, "10.0.0.1:5")
@@ -469,20 +462,19 @@ def test_rollout_worker_sync_order_weights_push_then_kv_cache():
     worker = SimpleNamespace(engine=engine, released=True)
     metrics = RolloutWorker.sync_from(worker, iter([named([256, 256]), named([512])]))
     calls = FakeEngine.instances[0].names()
-    assert calls == ["release", "resume", "begin", "update", "end", "flush", "begin", "update", "end", "flush",
-                     "resume", "flush"]
+    assert calls == ["release", "resume", "begin", "update", "end", "flush", "resume"]  # one session, one flush
     resumes = [c for c in FakeEngine.instances[0].calls if c[0] == "resume"]
     assert resumes == [("resume", ["weights"]), ("resume", ["kv_cache"])]
     assert metrics["weight_sync/tensors"] == 3.0 and worker.released is False
 
 
 def test_sglang_without_tags_releases_and_resumes_everything():
-    engine = SGLangEngine(spec(), sglang=fake_sglang(OldFakeEngine), dist=NoDist())
+    engine = SGLangEngine(spec(), sglang=fake_sglang(TaglessFakeEngine), dist=NoDist())
     engine.release(("weights", "kv_cache"))
     engine.resume(("weights",))  # the KV cache comes back with the weights
-    engine.update_weights(named([4]))  # no begin/end session on this version
+    engine.update_weights(named([4]))
     engine.resume(("kv_cache",))
-    assert FakeEngine.instances[0].names() == ["release", "resume", "update", "flush"]
+    assert FakeEngine.instances[0].names() == ["release", "resume", "begin", "update", "end", "flush"]
     assert engine.generate([[1]], SamplingParams(max_new_tokens=1))[0].token_ids
 
 
