@@ -55,7 +55,9 @@ class ModelConfig:
     """Recompute activations in backward (actor and reference)."""
     enable_activation_offload: bool = False
     """On CUDA, keep the tensors the training forward saves for backward in pinned CPU memory (save_on_cpu):
-    less GPU memory, more host-device traffic. Actor (and critic.model's own key for the critic)."""
+    less GPU memory, more host-device traffic; the layers then run eager (no use_torch_compile). One H200, 0.5B
+    shape, 8 × 512 tokens, no checkpointing: the update's peak fell from 7.5 to 3.7 GiB. Actor (and critic.model's
+    own key for the critic)."""
     use_remove_padding: bool = True
     """Packed, padding-free forward: sequences are concatenated and padding tokens never computed."""
     packed_attention: str = "auto"

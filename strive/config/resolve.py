@@ -172,6 +172,11 @@ def _compile_note(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> No
     asked = [k for k in explicit if k.endswith("use_torch_compile")]
     if cfg.trainer.device == "cpu" and asked:
         notes.append(f"{', '.join(sorted(asked))}: torch.compile runs on CUDA only; no effect with trainer.device=cpu")
+    arr = cfg.actor_rollout_ref
+    for prefix, model in (("actor_rollout_ref", arr.model), ("critic", cfg.critic.model)):
+        if cfg.trainer.device == "cuda" and model.enable_activation_offload:
+            notes.append(f"{prefix}.model.enable_activation_offload=True: that model's layers run eager "
+                         "(torch.compile's kernels do not take saved-tensor hooks)")
 
 
 def _rollout_engine_options(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:

@@ -116,7 +116,7 @@ class CriticModelConfig:
     enable_gradient_checkpointing: bool = True
     """Recompute activations in backward."""
     enable_activation_offload: bool = False
-    """Offload saved activations to the CPU."""
+    """On CUDA, keep the critic forward's saved activations in pinned CPU memory (its layers then run eager)."""
     use_remove_padding: bool = False
     """Packed, padding-free forward."""
     packed_attention: str = "auto"

@@ -69,7 +69,8 @@ class ActorWorker:
         actor = cfg.actor
         self.module = build_policy_module(cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing,
                                           bool(actor.use_remove_padding), device,
-                                          actor.use_torch_compile and actor.fsdp_config.use_torch_compile)
+                                          actor.use_torch_compile and actor.fsdp_config.use_torch_compile
+                                          and not cfg.model.enable_activation_offload)
         self.optimizer = build_optimizer(self.module.parameters(), actor.optim)
         self.scheduler = build_scheduler(self.optimizer, actor.optim, total_steps)
         self._offload_if_configured()

@@ -40,7 +40,8 @@ class CriticWorker:
                                       key="critic.model.packed_attention")
         wrapper = ValueForward(hf, backend, padded_up_to(model.packed_attention, device))
         self.module = apply_fsdp(wrapper, decoder_layers(hf), mesh, model.fsdp_config,
-                                 compile_layers=model.fsdp_config.use_torch_compile)
+                                 compile_layers=model.fsdp_config.use_torch_compile
+                                 and not model.enable_activation_offload)
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
         self._offload()
