@@ -240,6 +240,8 @@ class RewardModelConfig:
     """Nodes of that pool."""
     strategy: str = "fsdp"
     """Strategy of the reward model."""
+    ulysses_sequence_parallel_size: int = 1
+    """Sequence parallelism of the reward model (verl's ppo_trainer.yaml has it; refused above 1)."""
     model: RewardModelModel = field(default_factory=RewardModelModel)
     """The reward model itself."""
     micro_batch_size: Optional[int] = None

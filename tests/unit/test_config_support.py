@@ -155,3 +155,14 @@ def test_explain_says_when_a_key_is_refused_or_without_effect():
     assert "strive: refused when set (strive trains with FSDP2 only" in explain("actor_rollout_ref.actor.strategy")
     assert "strive: no effect when set" in explain("actor_rollout_ref.rollout.over_sample_rate")
     assert "strive:" not in explain("actor_rollout_ref.actor.ppo_epochs")
+
+
+def test_reward_model_ulysses_key_of_verl_yaml_is_accepted_at_one_and_refused_above():
+    """verl's ppo_trainer.yaml writes reward_model.ulysses_sequence_parallel_size; a file that sets it loads."""
+    from strive.config import prepare
+
+    base = ["trainer.device=cpu", "trainer.n_gpus_per_node=1", "data.train_batch_size=4",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4"]
+    prepare([*base, "reward_model.ulysses_sequence_parallel_size=1"])
+    with pytest.raises(ConfigError, match="reward_model.ulysses_sequence_parallel_size=2"):
+        prepare([*base, "reward_model.ulysses_sequence_parallel_size=2"])
