@@ -1,0 +1,148 @@
+"""Run untrusted Python in a child process with kernel resource limits; the local back end of `python_code`.
+
+Why it exists: a code-interpreter tool needs somewhere to run the model's code when no Sandbox Fusion server is
+configured (CI, a laptop, a first experiment). This is that place. It is a limiter, not a security sandbox.
+
+What is enforced (by the kernel, through `resource.setrlimit` in the child before the model's code runs):
+
+- CPU time (`RLIMIT_CPU`): the child gets SIGXCPU at the limit, SIGKILL a second later;
+- address space (`RLIMIT_AS`): allocations past the limit fail, so Python raises MemoryError;
+- output size (`RLIMIT_FSIZE`): stdout and stderr go to files, and a write past the limit kills the child with
+  SIGXFSZ, so a flood of output never reaches the parent's memory;
+- wall-clock time: the parent kills the child's whole process group (it runs in a new session) at the limit;
+- no core dumps; a fresh empty working directory, deleted afterwards; `python -I` (no user site, no PYTHON*
+  variables) and an environment with nothing but PATH and LANG.
+
+What is best-effort (by a `sys.addaudithook` installed before the model's code runs, which pure Python cannot
+remove): creating a socket, resolving a name, and starting a program (`subprocess`, `os.system`, `os.exec*`,
+`os.posix_spawn`, `os.spawn*`) raise PermissionError. Not blocked: code that reaches libc through `ctypes` or a C
+extension, reading any file the user running strive may read, writing files in the working directory (each one
+capped by RLIMIT_FSIZE), and `os.fork` (a forked child inherits the hook and the limits). Use Sandbox Fusion or a
+container when the model is not trusted.
+
+    PYTHONPATH=$PWD python -m pytest -q tests/unit/test_agent_python_tool.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+# Runs in the child as `python -I -c BOOTSTRAP <limits> <code file>`: limits first, then the audit hook, then the
+# model's code as __main__, so a traceback shows the model's own line numbers in "<tool code>".
+BOOTSTRAP = r"""
+import resource, sys
+cpu, mem, out = (int(v) for v in sys.argv[1:4])
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+if mem > 0:
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+resource.setrlimit(resource.RLIMIT_FSIZE, (out, out))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+_BLOCKED = ("socket.__new__", "socket.getaddrinfo", "socket.gethostbyname", "socket.connect", "socket.bind",
+            "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
+def _hook(event, args):
+    if event in _BLOCKED:
+        raise PermissionError(f"{event} is not allowed in this tool (no network, no programs)")
+sys.addaudithook(_hook)
+with open(sys.argv[4], encoding="utf-8") as f:
+    source = f.read()
+del f
+sys.argv = ["<tool code>"]
+exec(compile(source, "<tool code>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits: seconds of wall clock and of CPU, MiB of address space (0: none), bytes per output stream."""
+
+    wall_s: float = 10.0
+    cpu_s: int = 10
+    memory_mb: int = 1024
+    output_bytes: int = 16384
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    """What a run did. status: ok | error (non-zero exit) | timeout | cpu_limit | memory_limit | output_limit |
+    killed (another signal) | sandbox_error (the runner itself failed)."""
+
+    status: str
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    detail: str = ""
+
+
+def _read_capped(path: str, limit: int) -> tuple[str, bool]:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    return data[:limit].decode("utf-8", errors="replace"), len(data) > limit
+
+
+def _classify(code: int | None, timed_out: bool, stderr: str, cut: bool, limits: Limits) -> tuple[str, str]:
+    if timed_out:
+        return "timeout", f"wall-clock limit of {limits.wall_s:g} s exceeded, process killed"
+    if code == -signal.SIGXCPU or (code == -signal.SIGKILL and not timed_out):
+        return "cpu_limit", f"CPU time limit of {limits.cpu_s} s exceeded, process killed"
+    if code == -signal.SIGXFSZ or (cut and code != 0):
+        return "output_limit", f"output limit of {limits.output_bytes} bytes exceeded, process killed"
+    if code != 0 and "MemoryError" in stderr[-2000:]:
+        return "memory_limit", f"memory limit of {limits.memory_mb} MiB exceeded"
+    if code is not None and code < 0:
+        return "killed", f"killed by signal {signal.Signals(-code).name}"
+    if code != 0:
+        return "error", f"exit code {code}"
+    return "ok", ""
+
+
+def run_python(code: str, limits: Limits = Limits(), stdin: str = "") -> CodeResult:
+    """Run `code` with `sys.executable -I` under `limits`; never raises for anything the code does."""
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="strive-tool-") as work:
+        src, out_path, err_path = (os.path.join(work, n) for n in ("main.py", "stdout", "stderr"))
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(code)
+        mem = limits.memory_mb * 1024 * 1024 if limits.memory_mb > 0 else 0
+        args = [sys.executable, "-I", "-c", BOOTSTRAP, str(max(1, int(limits.cpu_s))), str(mem),
+                str(limits.output_bytes + 1), src]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+        timed_out = False
+        try:
+            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work, env=env,
+                                        start_new_session=True)
+                try:
+                    proc.communicate(stdin.encode(), timeout=limits.wall_s)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    _kill_group(proc)
+            stdout, cut_out = _read_capped(out_path, limits.output_bytes)
+            stderr, cut_err = _read_capped(err_path, limits.output_bytes)
+        except OSError as e:
+            return CodeResult("sandbox_error", detail=f"could not run the code: {e}")
+    status, detail = _classify(proc.returncode, timed_out, stderr, cut_out or cut_err, limits)
+    return CodeResult(status, stdout, stderr, proc.returncode, time.monotonic() - start, detail)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def format_result(result: CodeResult) -> str:
+    """The text the model sees: stdout, then stderr, then a bracketed line when the run did not end normally."""
+    parts = [result.stdout, result.stderr]
+    text = "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts)
+    if result.status != "ok":
+        text += f"[{result.status}: {result.detail}]" if result.detail else f"[{result.status}]"
+    return text if text else "[no output]"
