@@ -131,7 +131,8 @@ def matches_type(value: Any, json_type: str) -> bool:
     if json_type == "boolean":
         return isinstance(value, bool)
     if json_type == "integer":
-        return not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and value.is_integer())
+        is_whole_float = isinstance(value, float) and value.is_integer()
+        return not isinstance(value, bool) and (isinstance(value, int) or is_whole_float)
     if json_type == "number":
         return not isinstance(value, bool) and isinstance(value, (int, float))
     if json_type == "array":

@@ -27,12 +27,15 @@ What it chose, against verl's `ToolAgentLoop._call_tool` (commit b178a3c):
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from strive.agent.tool_parser import ToolCall, ToolCallError, check_call
 from strive.agent.tools.base import BaseTool
+
+logger = logging.getLogger(__name__)
 
 TRUNCATE_SIDES = ("left", "right", "middle")
 
@@ -105,7 +108,7 @@ class ToolSession:
     async def __aenter__(self) -> ToolSession:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def run(self, calls: Sequence[ToolCall | ToolCallError], **execute_kwargs: Any) -> ToolTurn:
@@ -160,13 +163,13 @@ class ToolSession:
         return {name: float(await self.tools[name].calc_reward(iid)) for name, iid in self.instances.items()}
 
     async def close(self) -> None:
-        """Release every instance (a failing release is ignored: the trajectory is over)."""
+        """Release every instance (a failing release is logged and skipped: the trajectory is over)."""
         instances, self.instances = self.instances, {}
         for name, instance_id in instances.items():
             try:
                 await self.tools[name].release(instance_id)
-            except Exception:
-                pass
+            except Exception as e:  # noqa: BLE001 - one bad tool must not keep the others' instances alive
+                logger.warning("releasing %s instance %s failed: %s", name, instance_id, e)
 
 
 def _normalize(name: str, result: Any) -> _Outcome:

@@ -27,7 +27,7 @@ def test_step_rewards_follow_the_non_improved_rule():
         iid = await tool.create(create_kwargs={"ground_truth": "72"})
         steps = []
         for answer in ("70", "72", "72", "70"):
-            text, reward, metrics = await tool.execute(iid, {"answer": answer})
+            text, reward, _ = await tool.execute(iid, {"answer": answer})
             steps.append((text, reward, await tool.calc_reward(iid)))
         await tool.release(iid)
         return steps, iid

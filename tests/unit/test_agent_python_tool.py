@@ -163,7 +163,8 @@ def test_sandbox_that_does_not_answer_in_time(server):
 @pytest.mark.parametrize("server", [(500, {"detail": "internal"}, 0.0)], indirect=True)
 def test_sandbox_error_status(server):
     result = run_remote(server.url, "print(1)", "python", FAST)
-    assert result.status == "sandbox_error" and result.detail == "Sandbox Fusion answered HTTP 500 Internal Server Error"
+    assert result.status == "sandbox_error"
+    assert result.detail == "Sandbox Fusion answered HTTP 500 Internal Server Error"
     assert format_result(result) == "[sandbox_error: Sandbox Fusion answered HTTP 500 Internal Server Error]"
 
 
@@ -187,8 +188,10 @@ def _run(status, run_status, code, stdout="", stderr=""):
 @pytest.mark.parametrize("payload,status,text", [
     (_run("Failed", "Finished", 1, "", "Traceback...\nValueError: x\n"), "error",
      "Traceback...\nValueError: x\n[error: run Finished, exit code 1]"),
-    (_run("Failed", "TimeLimitExceeded", None, "partial\n"), "timeout", "partial\n[timeout: time limit of 20 s exceeded]"),
-    (_run("Failed", "Finished", 1, "", "MemoryError\n"), "memory_limit", "MemoryError\n[memory_limit: run Finished, exit code 1]"),
+    (_run("Failed", "TimeLimitExceeded", None, "partial\n"), "timeout",
+     "partial\n[timeout: time limit of 20 s exceeded]"),
+    (_run("Failed", "Finished", 1, "", "MemoryError\n"), "memory_limit",
+     "MemoryError\n[memory_limit: run Finished, exit code 1]"),
     (_run("Success", "Finished", 0, "y" * 2500), "ok", "y" * 2000 + "\n[output cut at 2000 characters]\n"),
     ({"status": "SandboxError", "message": "no runner", "run_result": None}, "sandbox_error",
      "[sandbox_error: Sandbox Fusion status 'SandboxError': no runner]"),

@@ -95,7 +95,9 @@ def test_user_tool_by_file_path_and_module_path(tmp_path, monkeypatch):
     tools:
       - class_name: my_tools.py:Upper
       - class_name: my_tools_mod.Upper
-        tool_schema: {type: function, function: {name: upper2, parameters: {type: object, properties: {s: {type: string}}}}}
+        tool_schema:
+          type: function
+          function: {name: upper2, parameters: {type: object, properties: {s: {type: string}}}}
     """
     (tmp_path / "my_tools_mod.py").write_text(USER_TOOL)
     monkeypatch.syspath_prepend(str(tmp_path))

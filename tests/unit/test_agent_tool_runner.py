@@ -171,10 +171,10 @@ def test_gsm8k_end_to_end_parse_execute_messages_over_two_turns():
     registry = {"calc_gsm8k_reward": Gsm8kTool()}
     row_tools_kwargs = {"calc_gsm8k_reward": {"create_kwargs": {"ground_truth": "72"}}}
     turn_texts = [
-        'Natalia sold 48/2 = 24 in May.\n<tool_call>\n{"name": "calc_gsm8k_reward", "arguments": {"answer": "70"}}\n'
-        "</tool_call>",
-        'Recount: 48 + 24 = 72.\n<tool_call>{"name": "calc_gsm8k_reward", "arguments": {"answer": "72"}}</tool_call>'
-        '<tool_call>{"name": "calc_gsm8k_reward", "arguments": {"answer": 72}}</tool_call>',
+        ('Natalia sold 48/2 = 24 in May.\n<tool_call>\n{"name": "calc_gsm8k_reward", "arguments": {"answer": "70"}}\n'
+         "</tool_call>"),
+        ('Recount: 48 + 24 = 72.\n<tool_call>{"name": "calc_gsm8k_reward", "arguments": {"answer": "72"}}'
+         '</tool_call><tool_call>{"name": "calc_gsm8k_reward", "arguments": {"answer": 72}}</tool_call>'),
     ]
 
     async def trajectory():

@@ -1,6 +1,7 @@
 """The tool schema parser (errors name the field) and BaseTool's defaults."""
 
 import asyncio
+from typing import ClassVar
 
 import pytest
 
@@ -30,7 +31,8 @@ def test_schema_round_trips_to_the_chat_template_dict():
 
 def test_schema_keeps_extra_property_keys_and_type_lists():
     data = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-        "xs": {"type": "array", "items": {"type": "integer"}}, "y": {"type": ["string", "null"], "enum": ["a", None]}}}}}
+        "xs": {"type": "array", "items": {"type": "integer"}},
+        "y": {"type": ["string", "null"], "enum": ["a", None]}}}}}
     out = ToolSchema.from_dict(data).to_dict()["function"]["parameters"]["properties"]
     assert out["xs"] == {"type": "array", "items": {"type": "integer"}}
     assert out["y"] == {"type": ["string", "null"], "enum": ["a", None]}
@@ -85,7 +87,7 @@ def test_schema_must_be_a_mapping():
 
 def test_base_tool_defaults_and_missing_schema():
     class Echo(BaseTool):
-        default_schema = {"type": "function", "function": {"name": "echo"}}
+        default_schema: ClassVar[dict] = {"type": "function", "function": {"name": "echo"}}
 
     tool = Echo({"type": "native"})
     assert tool.name == "echo" and tool.config == {"type": "native"}

@@ -57,7 +57,8 @@ class PropertySchema:
         raw_type = data.get("type")
         types = (raw_type,) if isinstance(raw_type, str) else raw_type
         if not isinstance(types, (list, tuple)) or not types or not all(t in JSON_TYPES for t in types):
-            raise ToolSchemaError(f"{where}.type: expected one of {', '.join(JSON_TYPES)} (or a list), got {raw_type!r}")
+            names = ", ".join(JSON_TYPES)
+            raise ToolSchemaError(f"{where}.type: expected one of {names} (or a list of them), got {raw_type!r}")
         description = _need(data.get("description", ""), str, f"{where}.description", "a string")
         enum = data.get("enum")
         if enum is not None:
@@ -153,7 +154,7 @@ class BaseTool:
         self.config = dict(config or {})
         if tool_schema is None:
             if self.default_schema is None:
-                raise ToolSchemaError(f"{type(self).__name__}: no tool_schema given and the class has no default_schema")
+                raise ToolSchemaError(f"{type(self).__name__}: no tool_schema given and no default_schema")
             tool_schema = ToolSchema.from_dict(self.default_schema, f"{type(self).__name__}.default_schema")
         self.tool_schema = tool_schema
         self.name = tool_schema.name

@@ -23,7 +23,7 @@ SGLang rollout did), which is what the "non improved" rule was written for.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from strive.agent.tools.base import BaseTool, create_kwargs_of
 from strive.reward.gsm8k import compute_score
@@ -51,7 +51,7 @@ def score_submission(answer: Any, ground_truth: str | None) -> tuple[str, float]
 class Gsm8kTool(BaseTool):
     """verl's `Gsm8kTool`, on strive's scorer. Config: none (verl's `type: native` is accepted and ignored)."""
 
-    default_schema = {
+    default_schema: ClassVar[dict[str, Any] | None] = {
         "type": "function",
         "function": {
             "name": "calc_gsm8k_reward",

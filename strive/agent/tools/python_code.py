@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from strive.agent.tools.base import BaseTool
 from strive.agent.tools.local_exec import CodeResult, Limits, format_result, run_python
@@ -44,7 +44,7 @@ def limits_from_config(config: dict[str, Any]) -> Limits:
 class PythonCodeTool(BaseTool):
     """Runs code locally under limits, or on Sandbox Fusion when `sandbox_fusion_url` is set."""
 
-    default_schema = {
+    default_schema: ClassVar[dict[str, Any] | None] = {
         "type": "function",
         "function": {
             "name": "code_interpreter",

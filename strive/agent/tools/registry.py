@@ -113,7 +113,8 @@ def resolve_class(class_name: str, base_dir: str = ".") -> type:
     cls = getattr(module, attr)
     missing = [m for m in TOOL_METHODS if not callable(getattr(cls, m, None))]
     if not isinstance(cls, type) or missing:
-        raise ToolConfigError(f"class_name: {class_name} is not a tool class (missing {', '.join(missing) or 'a class'})")
+        lacking = ", ".join(missing) or "a class"
+        raise ToolConfigError(f"class_name: {class_name} is not a tool class (missing {lacking})")
     return cls
 
 
