@@ -37,12 +37,17 @@ from dataclasses import dataclass
 # model's code as __main__, so a traceback shows the model's own line numbers in "<tool code>".
 BOOTSTRAP = r"""
 import resource, sys
+def _limit(kind, soft, hard):  # never above a hard limit already in force (raising it would fail)
+    old = resource.getrlimit(kind)[1]
+    if old != resource.RLIM_INFINITY:
+        soft, hard = min(soft, old), min(hard, old)
+    resource.setrlimit(kind, (soft, hard))
 cpu, mem, out = (int(v) for v in sys.argv[1:4])
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
 if mem > 0:
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-resource.setrlimit(resource.RLIMIT_FSIZE, (out, out))
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _limit(resource.RLIMIT_AS, mem, mem)
+_limit(resource.RLIMIT_FSIZE, out, out)
+_limit(resource.RLIMIT_CORE, 0, 0)
 _BLOCKED = ("socket.__new__", "socket.getaddrinfo", "socket.gethostbyname", "socket.connect", "socket.bind",
             "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
 def _hook(event, args):
@@ -51,7 +56,7 @@ def _hook(event, args):
 sys.addaudithook(_hook)
 with open(sys.argv[4], encoding="utf-8") as f:
     source = f.read()
-del f
+del f, _limit
 sys.argv = ["<tool code>"]
 exec(compile(source, "<tool code>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
