@@ -70,6 +70,34 @@ def test_network_and_programs_are_refused(code):
     assert "not allowed in this tool" in result.stderr
 
 
+@pytest.mark.parametrize("code", [
+    "import os\nos.kill(os.getppid(), 0)",
+    "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (100, 100))",
+    "open('{outside}', 'w')",
+    "import os\nos.open('{outside}', os.O_WRONLY | os.O_CREAT)",
+    "import os\nos.remove('{victim}')",
+    "import os\nos.rename('{victim}', 'mine')",
+    "import shutil\nshutil.rmtree('{victim_dir}')",
+    "import os\nos.symlink('{victim}', 'link')\nopen('link', 'a')",
+])
+def test_signals_limits_and_writes_outside_the_work_dir_are_refused(tmp_path, code):
+    victim = tmp_path / "keep.txt"
+    victim.write_text("precious")
+    code = code.format(outside=tmp_path / "new.txt", victim=victim, victim_dir=tmp_path)
+    result = run_python(code, Limits(wall_s=20.0, cpu_s=5, memory_mb=512, output_bytes=16384))
+    assert result.status == "error" and "PermissionError" in result.stderr, result
+    assert victim.read_text() == "precious" and not (tmp_path / "new.txt").exists()
+
+
+def test_work_dir_writes_reads_and_temp_files_are_allowed_and_the_hook_is_out_of_reach():
+    code = ("import tempfile, os, __main__\n"
+            "open('a.txt', 'w').write('hi')\nos.rename('a.txt', 'b.txt')\nprint(open('b.txt').read())\n"
+            "with tempfile.NamedTemporaryFile('w') as f: f.write('x')\n"
+            "print(len(open(os.__file__).read()) > 0, hasattr(__main__, '_install'))\n")
+    result = run_python(code, FAST)
+    assert (result.status, result.stdout) == ("ok", "hi\nTrue False\n"), result
+
+
 def test_child_runs_isolated_in_an_empty_directory():
     code = "import os, sys\nprint(sorted(os.listdir('.')), sys.flags.isolated, 'PYTHONPATH' in os.environ)"
     assert run_python(code, FAST).stdout.strip() == "['main.py', 'stderr', 'stdout'] 1 False"

@@ -10,15 +10,19 @@ What is enforced (by the kernel, through `resource.setrlimit` in the child befor
 - output size (`RLIMIT_FSIZE`): stdout and stderr go to files, and a write past the limit kills the child with
   SIGXFSZ, so a flood of output never reaches the parent's memory;
 - wall-clock time: the parent kills the child's whole process group (it runs in a new session) at the limit;
-- no core dumps; a fresh empty working directory, deleted afterwards; `python -I` (no user site, no PYTHON*
-  variables) and an environment with nothing but PATH and LANG.
+- no core dumps; a fresh empty working directory (also HOME and TMPDIR), deleted afterwards; `python -I -B` (no
+  user site, no PYTHON* variables, no .pyc writes) and an environment with nothing but PATH, LANG, HOME, TMPDIR.
 
-What is best-effort (by a `sys.addaudithook` installed before the model's code runs, which pure Python cannot
-remove): creating a socket, resolving a name, and starting a program (`subprocess`, `os.system`, `os.exec*`,
-`os.posix_spawn`, `os.spawn*`) raise PermissionError. Not blocked: code that reaches libc through `ctypes` or a C
-extension, reading any file the user running strive may read, writing files in the working directory (each one
-capped by RLIMIT_FSIZE), and `os.fork` (a forked child inherits the hook and the limits). Use Sandbox Fusion or a
-container when the model is not trusted.
+What is best-effort (by a `sys.addaudithook` installed before the model's code runs; Python has no call that
+removes one, and the hook's names are not reachable from `__main__`), each raising PermissionError:
+creating, binding or connecting a socket and resolving a name; starting a program (`subprocess`, `os.system`,
+`os.exec*`, `os.posix_spawn`, `os.spawn*`); sending a signal (`os.kill`, `os.killpg`: the model's code cannot kill
+the trainer); changing a resource limit (which root could otherwise raise); opening a file for writing, or
+removing, renaming, linking, chmod-ing or creating a directory, outside the working directory (paths resolved
+through symlinks). Not prevented: anything done through `ctypes` or a C extension (raw system calls, sockets,
+limits), paths relative to a `dir_fd`, digging the hook out with `gc`, reading any file the user running strive
+may read, and `os.fork` (a forked child keeps the hook and the limits). Use Sandbox Fusion or a container without
+network when the model is not trusted.
 
     PYTHONPATH=$PWD python -m pytest -q tests/unit/test_agent_python_tool.py
 """
@@ -33,32 +37,58 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-# Runs in the child as `python -I -c BOOTSTRAP <limits> <code file>`: limits first, then the audit hook, then the
-# model's code as __main__, so a traceback shows the model's own line numbers in "<tool code>".
+# Runs in the child as `python -I -B -c BOOTSTRAP <limits> <code file>`: limits first, then the audit hook, then
+# the model's code as __main__ with fresh globals, so a traceback shows the model's own lines in "<tool code>".
+# Everything lives inside `_install`, so the model's code finds no name in __main__ to switch the hook off with.
 BOOTSTRAP = r"""
-import resource, sys
-def _limit(kind, soft, hard):  # never above a hard limit already in force (raising it would fail)
-    old = resource.getrlimit(kind)[1]
-    if old != resource.RLIM_INFINITY:
-        soft, hard = min(soft, old), min(hard, old)
-    resource.setrlimit(kind, (soft, hard))
-cpu, mem, out = (int(v) for v in sys.argv[1:4])
-_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
-if mem > 0:
-    _limit(resource.RLIMIT_AS, mem, mem)
-_limit(resource.RLIMIT_FSIZE, out, out)
-_limit(resource.RLIMIT_CORE, 0, 0)
-_BLOCKED = ("socket.__new__", "socket.getaddrinfo", "socket.gethostbyname", "socket.connect", "socket.bind",
-            "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
-def _hook(event, args):
-    if event in _BLOCKED:
-        raise PermissionError(f"{event} is not allowed in this tool (no network, no programs)")
-sys.addaudithook(_hook)
-with open(sys.argv[4], encoding="utf-8") as f:
-    source = f.read()
-del f, _limit
+import os, resource, sys
+def _install(cpu, mem, out):
+    def limit(kind, soft, hard):  # never above a hard limit already in force (raising it would fail)
+        old = resource.getrlimit(kind)[1]
+        if old != resource.RLIM_INFINITY:
+            soft, hard = min(soft, old), min(hard, old)
+        resource.setrlimit(kind, (soft, hard))
+    limit(resource.RLIMIT_CPU, cpu, cpu + 1)
+    if mem > 0:
+        limit(resource.RLIMIT_AS, mem, mem)
+    limit(resource.RLIMIT_FSIZE, out, out)
+    limit(resource.RLIMIT_CORE, 0, 0)
+    work = os.path.realpath(os.getcwd())
+    blocked = frozenset(("socket.__new__", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+        "socket.connect", "socket.bind", "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
+        "os.startfile", "pty.spawn", "os.kill", "os.killpg", "resource.setrlimit", "resource.prlimit"))
+    path_args = {"os.remove": (0,), "os.rename": (0, 1), "os.rmdir": (0,), "os.mkdir": (0,), "os.chmod": (0,),
+                 "os.chown": (0,), "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,), "os.utime": (0,),
+                 "shutil.rmtree": (0,)}
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    def inside(path):
+        if isinstance(path, int):
+            return True  # an open descriptor: opening it was checked
+        try:
+            real = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return real == work or real.startswith(work + os.sep) or real == os.devnull
+    def hook(event, args):
+        if event in blocked:
+            raise PermissionError(f"{event} is not allowed in this tool (no network, programs, signals or limits)")
+        if event == "open":
+            path, mode, flags = args
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & write_flags)
+            if writing and not inside(path):
+                raise PermissionError(f"writing {path!r} is not allowed in this tool (only the working directory)")
+        elif event in path_args:
+            for i in path_args[event]:
+                if i < len(args) and not inside(args[i]):
+                    raise PermissionError(f"{event} on {args[i]!r} is not allowed in this tool "
+                                          "(only the working directory)")
+    sys.addaudithook(hook)
+_install(*(int(v) for v in sys.argv[1:4]))
+with open(sys.argv[4], encoding="utf-8") as _f:
+    _source = _f.read()
+del _install, _f
 sys.argv = ["<tool code>"]
-exec(compile(source, "<tool code>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+exec(compile(_source, "<tool code>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
 
 
@@ -115,9 +145,10 @@ def run_python(code: str, limits: Limits = Limits(), stdin: str = "") -> CodeRes
         with open(src, "w", encoding="utf-8") as f:
             f.write(code)
         mem = limits.memory_mb * 1024 * 1024 if limits.memory_mb > 0 else 0
-        args = [sys.executable, "-I", "-c", BOOTSTRAP, str(max(1, int(limits.cpu_s))), str(mem),
+        args = [sys.executable, "-I", "-B", "-c", BOOTSTRAP, str(max(1, int(limits.cpu_s))), str(mem),
                 str(limits.output_bytes + 1), src]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+               "HOME": work, "TMPDIR": work}  # caches and temporary files land where writing is allowed
         timed_out = False
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
