@@ -137,7 +137,7 @@ class ToolSession:
             try:
                 created = await self.tools[name].create(create_kwargs=dict(create_kwargs))
                 self.instances[name] = created[0] if isinstance(created, tuple) else created
-            except Exception as e:  # any tool failure becomes a message, never a dead rollout
+            except Exception as e:  # noqa: BLE001 - any tool failure becomes a message, never a dead rollout
                 errors[name] = f"Error when executing tool: {e}"
         return errors
 
@@ -154,7 +154,7 @@ class ToolSession:
         except asyncio.TimeoutError:
             return _Outcome(f"Error: tool {call.name} timed out after {self.limits.call_timeout_s:g} s.", error=True,
                             metrics={"error": "timeout"})
-        except Exception as e:  # any tool failure becomes a message, never a dead rollout
+        except Exception as e:  # noqa: BLE001 - any tool failure becomes a message, never a dead rollout
             return _Outcome(f"Error when executing tool: {e}", error=True, metrics={"error": "tool_error"})
         return _normalize(call.name, result)
 
