@@ -159,14 +159,16 @@ def _first_difference(prev: Sequence[int], curr: Sequence[int]) -> int | None:
 def _explain(encoder: MessageEncoder, messages: Sequence[Mapping[str, Any]], k: int, at: int,
              prev: Sequence[int], curr: Sequence[int], ends: Sequence[int]) -> str:
     owner = next((j for j, end in enumerate(ends) if at < end), None)
-    where = (f"inside message {owner} ({messages[owner]['role']})" if owner is not None
-             else "in the generation prompt")
+    if owner is None:
+        what, where = "the generation prompt is not how it starts an assistant message", "in the generation prompt"
+    else:
+        what, where = "the chat template rewrites earlier turns", f"inside message {owner} ({messages[owner]['role']})"
     decode = encoder.tokenizer.decode
     before = decode(list(prev[max(0, at - 8):at + 24]))
     after = decode(list(curr[max(0, at - 8):at + 24]))
-    return (f"the chat template rewrites earlier turns: adding message {k} ({messages[k]['role']}) changes token "
-            f"{at}, {where}: {before!r} became {after!r}. A trajectory built turn by turn would differ from the "
-            "template's rendering of the whole conversation.")
+    return (f"{what}: adding message {k} ({messages[k]['role']}) changes token {at}, {where}: {before!r} became "
+            f"{after!r}. A trajectory built turn by turn would differ from the template's rendering of the whole "
+            "conversation.")
 
 
 def require_appending(encoder: MessageEncoder, allow_rewrites: bool = False) -> TemplateCheck:
