@@ -136,7 +136,8 @@ class TemplateCheck:
 def check_chat_template(encoder: MessageEncoder,
                         messages: Sequence[Mapping[str, Any]] = REPRESENTATIVE_CONVERSATION) -> TemplateCheck:
     """Whether rendering `messages[:k]` (with the generation prompt when message k is the assistant's) is a token
-    prefix of rendering `messages[:k+1]`, for every k: the property an appended trajectory relies on."""
+    prefix of rendering `messages[:k+1]`, for every k: the property an appended trajectory relies on. Then whether
+    `MessageEncoder.observation_ids` gives the template's own ids between assistant turns."""
     ends = [len(encoder.ids(messages[:1], add_generation_prompt=False))]  # token end of each message so far
     for k in range(1, len(messages)):
         prev = encoder.ids(messages[:k], add_generation_prompt=messages[k]["role"] == "assistant")
@@ -145,6 +146,25 @@ def check_chat_template(encoder: MessageEncoder,
         if at is not None:
             return TemplateCheck(False, k, _explain(encoder, messages, k, at, prev, curr, ends))
         ends.append(len(curr))
+    return _check_observations(encoder, messages)
+
+
+def _check_observations(encoder: MessageEncoder, messages: Sequence[Mapping[str, Any]]) -> TemplateCheck:
+    """Whether `observation_ids` after each assistant message (the engine having stopped on the closing's first
+    id) gives what the template renders between that message's content and the next assistant turn."""
+    closing = encoder.closing_ids
+    for k in range(len(messages) - 1):
+        if messages[k]["role"] != "assistant" or messages[k + 1]["role"] == "assistant":
+            continue
+        j = next((i for i in range(k + 1, len(messages)) if messages[i]["role"] == "assistant"), len(messages))
+        before = encoder.ids(messages[:k + 1], add_generation_prompt=False)
+        expected = encoder.ids(messages[:j], add_generation_prompt=True)[len(before) - len(closing) + 1:]
+        got = encoder.observation_ids(messages[k + 1:j], after=closing[:1])
+        if got != expected:
+            decode = encoder.tokenizer.decode
+            return TemplateCheck(False, k + 1, (
+                f"the ids appended after message {k} (assistant) for messages {k + 1}..{j - 1} are not what the "
+                f"template renders there: {decode(got)!r} instead of {decode(expected)!r}"))
     return TemplateCheck(True)
 
 

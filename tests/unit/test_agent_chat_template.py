@@ -88,3 +88,16 @@ def test_a_template_that_hides_assistant_content_is_refused():
                                                                 "'<|im_start|>assistant\\n'")))
     with pytest.raises(ChatTemplateError, match="content verbatim"):
         enc.closing_ids
+
+
+def test_a_tool_turn_rendered_by_context_is_found():
+    # Appends, but writes a tool message differently after an assistant turn than after the base's user message:
+    # the delta rendered after verl's base conversation would then differ from the real rendering.
+    template = HERMES_TEMPLATE.replace(
+        "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}{{ '<|im_start|>user' }}",
+        "{%- if messages[loop.index0 - 1].role == 'assistant' %}{{ '<|im_start|>user name=tool' }}"
+        "{%- elif loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}{{ '<|im_start|>user' }}")
+    enc = MessageEncoder(tokenizer_with(template), tools=TOOLS)
+    result = check_chat_template(enc)
+    assert not result.ok and result.message_index == 3
+    assert "after message 2 (assistant) for messages 3..3" in result.reason and "name=tool" in result.reason
