@@ -87,7 +87,7 @@ def test_a_template_that_hides_assistant_content_is_refused():
     enc = MessageEncoder(tokenizer_with(HERMES_TEMPLATE.replace("'<|im_start|>assistant\\n' + content",
                                                                 "'<|im_start|>assistant\\n'")))
     with pytest.raises(ChatTemplateError, match="content verbatim"):
-        enc.closing_ids
+        _ = enc.closing_ids
 
 
 def test_a_tool_turn_rendered_by_context_is_found():

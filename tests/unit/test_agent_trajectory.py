@@ -43,10 +43,9 @@ def run_three_turns(encoder, limits):
         traj.add_assistant(ids, logprobs)
         if traj.done:
             break
-        if i < len(TOOL_TEXTS):
-            if not traj.add_observation(encoder.observation_ids([{"role": "tool", "content": TOOL_TEXTS[i]}],
-                                                                after=ids)):
-                break
+        tool = [{"role": "tool", "content": TOOL_TEXTS[i]}] if i < len(TOOL_TEXTS) else None
+        if tool and not traj.add_observation(encoder.observation_ids(tool, after=ids)):
+            break
     return traj, turns
 
 
