@@ -101,3 +101,9 @@ def test_a_tool_turn_rendered_by_context_is_found():
     result = check_chat_template(enc)
     assert not result.ok and result.message_index == 3
     assert "after message 2 (assistant) for messages 3..3" in result.reason and "name=tool" in result.reason
+
+
+def test_the_prompt_carries_the_tool_schemas():
+    enc = MessageEncoder(tokenizer_with(HERMES_TEMPLATE), tools=TOOLS)
+    text = enc.tokenizer.decode(enc.prompt_ids([{"role": "user", "content": "hi"}]))
+    assert '<tools>\n{"type": "function", "function": {"name": "calc_gsm8k_reward"' in text

@@ -21,9 +21,19 @@ ASSISTANT_TEXTS = [
 TOOL_TEXTS = ["Current parsed answer='5' reward=0.0", "Current parsed answer='4' reward=1.0"]
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    return MessageEncoder(tokenizer_with(HERMES_TEMPLATE), tools=TOOLS)
+# What each template writes for a tool message and the next generation prompt, after the engine's <|im_end|>.
+TOOL_TURN_TEXT = {
+    "hermes": "\n<|im_start|>user\n<tool_response>\n{}\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
+    "tiny-chatml": "\n<|im_start|>tool\n{}<|im_end|>\n<|im_start|>assistant\n",
+}
+
+
+@pytest.fixture(scope="module", params=["hermes", "tiny-chatml"])
+def encoder(request):
+    """The tiny test tokenizer with the hermes-style template, or with its own ChatML template."""
+    enc = MessageEncoder(tokenizer_with(HERMES_TEMPLATE if request.param == "hermes" else None), tools=TOOLS)
+    enc.name = request.param
+    return enc
 
 
 def engine_turn(tokenizer, text, rng):
@@ -73,8 +83,7 @@ def test_engine_ids_are_trained_verbatim_and_tool_ids_masked(encoder):
     assert all(lp == 0.0 for m, lp in zip(traj.response_mask, traj.response_logprobs) if m == 0)
     decode = encoder.tokenizer.decode
     masked = [decode(ids) for ids in runs(traj.response_mask, traj.response_ids, 0)]
-    assert masked == [f"\n<|im_start|>user\n<tool_response>\n{t}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
-                      for t in TOOL_TEXTS]
+    assert masked == [TOOL_TURN_TEXT[encoder.name].format(t) for t in TOOL_TEXTS]
 
 
 def test_trajectory_equals_the_templates_rendering_of_the_whole_chat(encoder):
@@ -99,8 +108,8 @@ def test_ids_are_never_retokenized(encoder):
 
 
 def test_observation_after_a_turn_cut_by_the_engine_closes_it(encoder):
-    # No <|im_end|> generated (cut at max_tokens): the whole closing is appended, masked.
-    obs = encoder.observation_ids([{"role": "user", "content": "go on"}], after=[65, 66])
+    # The turn was cut at max_tokens: the whole closing is appended, masked.
+    obs = encoder.observation_ids([{"role": "user", "content": "go on"}], after=[65, 66])  # no <|im_end|>
     assert encoder.tokenizer.decode(obs) == "<|im_end|>\n<|im_start|>user\ngo on<|im_end|>\n<|im_start|>assistant\n"
 
 
