@@ -126,7 +126,7 @@ def _overlap(ids: Sequence[int], closing: Sequence[int]) -> int:
 
 @dataclass(frozen=True)
 class TemplateCheck:
-    """`check_chat_template`'s answer: `ok`, or the first message whose addition rewrote earlier tokens."""
+    """`check_chat_template`'s answer: `ok`, or the message where the check failed and why."""
 
     ok: bool
     message_index: int | None = None
