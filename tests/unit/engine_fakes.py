@@ -14,8 +14,13 @@ import inspect
 import json
 import os
 import sys
+import threading
 import types
 from types import SimpleNamespace
+
+# Ranks simulated as threads share one os.environ, so a rank's launcher variables are handed to the fake through a
+# thread-local instead (tests/unit/test_engine_contracts.py patches vllm._environ to set it); a real rank is a process.
+THREAD_ENV = threading.local()
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
@@ -77,7 +82,7 @@ class FakeLLM(Recorder):
         extra = set(self.kwargs.get("kwargs", {})) - self.engine_args
         if extra:
             raise TypeError(f"vllm.LLM got keywords EngineArgs does not have: {sorted(extra)}")
-        self.env = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK")}
+        self.env = getattr(THREAD_ENV, "values", None) or {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK")}
         self.asleep: set[str] = set()
         core = SimpleNamespace(_finalizer=None)
         self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=64), engine_core=core)

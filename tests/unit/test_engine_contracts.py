@@ -11,12 +11,14 @@ rollout.* names reach the engines under their names.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from engine_fakes import FakeLLM, FakeSGLEngine, FakeSGLEngineWithoutSession, fake_sglang, import_vllm_adapter
+from engine_fakes import THREAD_ENV, FakeLLM, FakeSGLEngine, FakeSGLEngineWithoutSession, fake_sglang, import_vllm_adapter
 from strive.engines.base import EngineSpec, EngineUnavailable, SamplingParams
 from strive.workers.rollout import RolloutWorker
 from test_sglang_glue import NoDist, ThreadWorld, run_ranks
@@ -127,11 +129,32 @@ def test_vllm_quantization_refused_on_cpu(vllm_on, tiny_model_dir):
         module.VLLMEngine(_spec(tiny_model_dir, device="cpu", quantization="fp8"))
 
 
-def test_vllm_tensor_parallel_one_shard_per_rank(vllm_on, tiny_model_dir):
+@contextmanager
+def _thread_environ(values: dict):
+    """vllm._environ for ranks that are threads: each thread's fake sees its own RANK/LOCAL_RANK (os.environ is
+    shared by the threads, and four ranks setting and restoring it at once race)."""
+    THREAD_ENV.values = dict(values)
+    try:
+        yield
+    finally:
+        THREAD_ENV.values = None
+
+
+def test_vllm_environ_sets_and_restores_the_launcher_variables(vllm_on, monkeypatch):
+    adapter = vllm_on(on_cpu=False)
+    monkeypatch.setenv("RANK", "7")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with adapter._environ({"RANK": "1", "LOCAL_RANK": "0"}):
+        assert (os.environ["RANK"], os.environ["LOCAL_RANK"]) == ("1", "0")
+    assert os.environ["RANK"] == "7" and "LOCAL_RANK" not in os.environ
+
+
+def test_vllm_tensor_parallel_one_shard_per_rank(vllm_on, tiny_model_dir, monkeypatch):
     """TP 2 over 4 ranks: each rank builds a one-shard engine (external_launcher, RANK/LOCAL_RANK set while it
     starts), a group shares its first rank's seed, both ranks of a group run the group's prompts with the first
     rank's params, and each rank gets back the completions of its own prompts."""
     module = vllm_on(on_cpu=False)
+    monkeypatch.setattr(module, "_environ", _thread_environ)
     world = ThreadWorld(4)
     prompts = {r: [[10 * r + 1, 10 * r + 2]] * (r % 2 + 1) for r in range(4)}
 
