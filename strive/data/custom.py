@@ -11,15 +11,14 @@ Exercised by `pytest tests/unit/test_data_custom.py`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
-import sys
 from types import ModuleType
 from typing import Optional
 
 from strive.data.rl_dataset import RLDataset
+from strive.user_code import import_file
 
 
 def _import(path: str) -> ModuleType:
@@ -28,17 +27,7 @@ def _import(path: str) -> ModuleType:
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data.custom_cls.path={path}: no such file")
-    name = f"strive_custom_dataset_{hashlib.sha1(path.encode()).hexdigest()[:10]}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # before exec: dataclasses and pickling in the file need it
-        try:
-            spec.loader.exec_module(module)
-        except Exception:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
+    return import_file(path, "strive_custom_dataset")
 
 
 def dataset_class(path: Optional[str], name: Optional[str]) -> type[RLDataset]:

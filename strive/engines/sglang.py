@@ -60,7 +60,6 @@ import os
 import random
 import socket
 import time
-from contextlib import contextmanager
 from typing import Any, Iterable, Optional
 
 import torch
@@ -68,6 +67,7 @@ import torch
 from strive.engines.base import Completion, EngineSpec, EngineUnavailable, SamplingParams
 from strive.engines.sglang_glue import (TPRole, buckets, launch_env, parse_output, plan_roles, row_seeds,
                                         sampling_dict, server_args)
+from strive.user_code import environ
 
 INSTALL_HINT = ('Install it with: pip install "strive[sglang]" (= sglang==0.5.23, which pins torch 2.14.1 with CUDA; '
                 "docs/sglang.md lists the versions)")
@@ -175,7 +175,7 @@ class SGLangEngine:
         self._tags_supported, self._seeds_supported = statuses[0]["tags"], statuses[0]["seeds"]
 
     def _launch(self, kwargs: dict, env: dict) -> None:
-        with _environ(env):
+        with environ(env):
             self._engine = self._sgl["Engine"](**kwargs)
         release = getattr(self._engine, "release_memory_occupation")
         self._tags_supported = "tags" in inspect.signature(release).parameters
@@ -379,20 +379,6 @@ def _import_sglang() -> dict:
 
     return {"Engine": Engine, "serialize": serialize, "LocalSerializedTensor": LocalSerializedTensor,
             "sampling_fields": set(inspect.signature(SGLSamplingParams).parameters)}
-
-
-@contextmanager
-def _environ(values: dict):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def _known(tags: Iterable[str]) -> list[str]:

@@ -49,7 +49,6 @@ import platform
 import sys
 import time
 import weakref
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterable, Optional
 
@@ -76,6 +75,7 @@ from vllm.platforms import current_platform  # noqa: E402
 from strive.engines.base import Completion, EngineSpec, SamplingParams  # noqa: E402
 from strive.engines.sglang_glue import buckets  # noqa: E402  (pure: torch-free weight bucketing)
 from strive.models.loading import DTYPES, load_hf_config, resolve_model_path, torch_dtype  # noqa: E402
+from strive.user_code import environ  # noqa: E402
 
 log = logging.getLogger(__name__)
 RELEASED_MESSAGE = "weights were released; call update_weights after resume"
@@ -99,7 +99,7 @@ class VLLMEngine:
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         _LIVE_ENGINES[0] += 1  # before LLM(): an engine collected while this one starts must not tear it down
         try:
-            with _environ(self._launcher_env()):
+            with environ(self._launcher_env()):
                 self.llm = vllm.LLM(**self._llm_kwargs())
         except BaseException:
             _LIVE_ENGINES[0] -= 1
@@ -318,20 +318,6 @@ def tp_group(dist, tp: int, seed: int):
     seeds: list = [None] * tp
     dist.all_gather_object(seeds, seed, group=mine)
     return mine, rank % tp, seeds[0]
-
-
-@contextmanager
-def _environ(values: dict):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 _LIVE_ENGINES = [0]

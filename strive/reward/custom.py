@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import hashlib
-import importlib.util
 import inspect
 import os
-import sys
 from collections.abc import Callable, Coroutine
 from types import ModuleType
 from typing import Any
+
+from strive.user_code import import_file
 
 
 def run_coroutine(coro: Coroutine) -> Any:
@@ -39,25 +38,6 @@ def run_coroutine(coro: Coroutine) -> Any:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def _import_file(path: str) -> ModuleType:
-    digest = hashlib.sha1(path.encode()).hexdigest()[:10]
-    stem = os.path.splitext(os.path.basename(path))[0]
-    module_name = f"strive_custom_reward_{stem}_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"custom_reward_function.path={path!r} could not be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception:
-        del sys.modules[module_name]
-        raise
-    return module
 
 
 def _callables_in(module: ModuleType) -> list[str]:
@@ -78,7 +58,7 @@ def load_reward_function(
     full_path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isfile(full_path):
         raise FileNotFoundError(f"custom_reward_function.path: reward function file not found: {full_path}")
-    module = _import_file(full_path)
+    module = import_file(full_path, "strive_custom_reward")
     if not hasattr(module, name):
         found = ", ".join(_callables_in(module)) or "none"
         raise AttributeError(

@@ -56,3 +56,13 @@ def qwen05_small_vocab_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def token_data_small_vocab(tmp_path_factory):
     return _token_data(tmp_path_factory, "token_data_4k", SMALL_VOCAB)
+
+
+@pytest.fixture
+def nccl_group(tmp_path):
+    """A one-rank NCCL process group for tests that build a worker directly (no Ray)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()

@@ -7,19 +7,11 @@ import gc
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from strive.batch import Batch
 from strive.config import prepare
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture
-def nccl_group(tmp_path):
-    dist.init_process_group("nccl", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def _actor(model_dir, offload: bool):

@@ -19,7 +19,7 @@ import types
 from types import SimpleNamespace
 
 # Ranks simulated as threads share one os.environ, so a rank's launcher variables are handed to the fake through a
-# thread-local instead (tests/unit/test_engine_contracts.py patches vllm._environ to set it); a real rank is a process.
+# thread-local instead (tests/unit/test_engine_contracts.py patches vllm.environ to set it); a real rank is a process.
 THREAD_ENV = threading.local()
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")

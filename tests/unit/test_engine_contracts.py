@@ -131,7 +131,7 @@ def test_vllm_quantization_refused_on_cpu(vllm_on, tiny_model_dir):
 
 @contextmanager
 def _thread_environ(values: dict):
-    """vllm._environ for ranks that are threads: each thread's fake sees its own RANK/LOCAL_RANK (os.environ is
+    """vllm.environ for ranks that are threads: each thread's fake sees its own RANK/LOCAL_RANK (os.environ is
     shared by the threads, and four ranks setting and restoring it at once race)."""
     THREAD_ENV.values = dict(values)
     try:
@@ -141,10 +141,10 @@ def _thread_environ(values: dict):
 
 
 def test_vllm_environ_sets_and_restores_the_launcher_variables(vllm_on, monkeypatch):
-    adapter = vllm_on(on_cpu=False)
+    adapter = vllm_on(on_cpu=False)  # the adapter's own binding of strive.user_code.environ
     monkeypatch.setenv("RANK", "7")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    with adapter._environ({"RANK": "1", "LOCAL_RANK": "0"}):
+    with adapter.environ({"RANK": "1", "LOCAL_RANK": "0"}):
         assert (os.environ["RANK"], os.environ["LOCAL_RANK"]) == ("1", "0")
     assert os.environ["RANK"] == "7" and "LOCAL_RANK" not in os.environ
 
@@ -154,7 +154,7 @@ def test_vllm_tensor_parallel_one_shard_per_rank(vllm_on, tiny_model_dir, monkey
     starts), a group shares its first rank's seed, both ranks of a group run the group's prompts with the first
     rank's params, and each rank gets back the completions of its own prompts."""
     module = vllm_on(on_cpu=False)
-    monkeypatch.setattr(module, "_environ", _thread_environ)
+    monkeypatch.setattr(module, "environ", _thread_environ)
     world = ThreadWorld(4)
     prompts = {r: [[10 * r + 1, 10 * r + 2]] * (r % 2 + 1) for r in range(4)}
 

@@ -24,16 +24,15 @@ Every error names the file and the entry (`tools.yaml: tools[1] (verl.tools.sear
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
-import sys
 from typing import Any
 
 import yaml
 
 from strive.agent.tools.base import BaseTool, ToolSchema
+from strive.user_code import import_file
 
 VERL_TOOLS = {
     "verl.tools.gsm8k_tool.Gsm8kTool": "strive.agent.tools.gsm8k.Gsm8kTool",
@@ -125,18 +124,4 @@ def _import_file(file_part: str, base_dir: str) -> Any:
     found = next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
     if found is None:
         raise ToolConfigError(f"class_name: tool file not found: {file_part} (tried {', '.join(candidates)})")
-    digest = hashlib.sha1(found.encode()).hexdigest()[:10]
-    module_name = f"strive_user_tool_{os.path.splitext(os.path.basename(found))[0]}_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, found)
-    if spec is None or spec.loader is None:
-        raise ToolConfigError(f"class_name: {found} cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception:
-        del sys.modules[module_name]
-        raise
-    return module
+    return import_file(found, "strive_user_tool")
