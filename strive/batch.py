@@ -41,15 +41,21 @@ class Meta:
     data_sources: list[str]
     ground_truths: list[Any]
     extra_infos: list[Any]
+    agent: Optional[dict[str, list[float]]] = None
+    """Multi-turn rollouts: per-sequence agent-loop counts (num_turns, tool_calls, ...), else None."""
 
     def select(self, rows: Sequence[int]) -> "Meta":
+        agent = None if self.agent is None else {k: [v[i] for i in rows] for k, v in self.agent.items()}
         return Meta([self.data_sources[i] for i in rows], [self.ground_truths[i] for i in rows],
-                    [self.extra_infos[i] for i in rows])
+                    [self.extra_infos[i] for i in rows], agent)
 
     @staticmethod
     def cat(metas: Sequence["Meta"]) -> "Meta":
+        agent = None
+        if metas and all(m.agent is not None for m in metas):
+            agent = {k: [x for m in metas for x in m.agent[k]] for k in metas[0].agent}
         return Meta([x for m in metas for x in m.data_sources], [x for m in metas for x in m.ground_truths],
-                    [x for m in metas for x in m.extra_infos])
+                    [x for m in metas for x in m.extra_infos], agent)
 
 
 @dataclass
@@ -78,6 +84,12 @@ class Batch:
     @property
     def input_ids(self) -> torch.Tensor:
         return torch.cat([self.prompts, self.responses], dim=1)  # (B, L)
+
+    @property
+    def response_valid(self) -> torch.Tensor:
+        """(B, T) 1 on every real response token (generated, or a tool/user turn of a multi-turn rollout), 0 on
+        padding. Single-turn rollouts: equal to response_mask."""
+        return self.attention_mask[:, self.prompts.shape[1]:]
 
     @property
     def response_length(self) -> int:

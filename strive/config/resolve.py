@@ -67,6 +67,7 @@ def _legacy_aliases(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> 
         cfg.extras["ray_kwargs." + key] = cfg.extras.pop(key)
     if rollout.mode == "sync":
         notes.append("actor_rollout_ref.rollout.mode=sync: strive drives the engine the same way in both modes")
+    _multi_turn(cfg, explicit, notes)
     for optim_owner, prefix in ((actor, "actor_rollout_ref.actor"), (cfg.critic, "critic")):
         optim = optim_owner.optim
         if optim.warmup_style is not None:
@@ -311,3 +312,42 @@ def needs_critic(cfg: StriveConfig) -> bool:
     """A critic exists when critic.enable is on; unset, it defaults to whether the estimator reads critic values
     (strive.algos.names.CRITIC_ESTIMATORS)."""
     return bool(cfg.critic.enable)
+
+
+_AGENT_KEYS = ("num_workers", "default_agent_loop", "agent_loop_config_path", "custom_async_server")
+
+
+def _multi_turn(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    """verl's multi-turn keys: data.tool_config_path as an alias, keys that need multi_turn.enable, the agent dict."""
+    rollout = cfg.actor_rollout_ref.rollout
+    mt, prefix = rollout.multi_turn, "actor_rollout_ref.rollout.multi_turn"
+    if cfg.data.tool_config_path and not mt.tool_config_path:
+        mt.tool_config_path = cfg.data.tool_config_path
+    elif cfg.data.tool_config_path and cfg.data.tool_config_path != mt.tool_config_path:
+        raise ConfigError(f"data.tool_config_path={cfg.data.tool_config_path} and {prefix}.tool_config_path="
+                          f"{mt.tool_config_path} disagree; set one")
+    agent = dict(rollout.agent or {})
+    unknown = sorted(set(agent) - set(_AGENT_KEYS))
+    if unknown:
+        raise ConfigError(f"actor_rollout_ref.rollout.agent.{unknown[0]}: unknown key (verl's are "
+                          f"{', '.join(_AGENT_KEYS)})")
+    if agent.get("agent_loop_config_path"):
+        raise ConfigError("actor_rollout_ref.rollout.agent.agent_loop_config_path: custom agent loops are not "
+                          "implemented; strive has single_turn_agent and tool_agent")
+    if (agent.get("custom_async_server") or {}).get("path"):
+        raise ConfigError("actor_rollout_ref.rollout.agent.custom_async_server: custom rollout servers are not "
+                          "implemented")
+    if not mt.enable:
+        unused = sorted(k for k in explicit if k.startswith(prefix + ".") and k != prefix + ".enable")
+        unused += sorted(k for k in explicit if k.startswith("actor_rollout_ref.rollout.agent."))
+        if unused:
+            notes.append(f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect without "
+                         f"{prefix}.enable=True (single-turn rollouts)")
+        return
+    if "actor_rollout_ref.rollout.agent.num_workers" in explicit:
+        notes.append("actor_rollout_ref.rollout.agent.num_workers has no effect in strive: the agent loops run "
+                     "on each rollout rank, one coroutine per trajectory")
+    tp = rollout.tensor_model_parallel_size
+    if tp > 1 and rollout.name != "hf":
+        raise ConfigError(f"{prefix}.enable=True with actor_rollout_ref.rollout.tensor_model_parallel_size={tp}: "
+                          "multi-turn rollouts run on engines of one rank each for now; set it to 1")

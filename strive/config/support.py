@@ -101,15 +101,21 @@ RULES: tuple[Rule, ...] = (
     _note("*.optim.zero_indexed_step", "the scheduler always counts steps from 0"),
     _note("*profiler", "per-role profiling is not wired up; use bench/ or torch.profiler"),
     # --- rollout ----------------------------------------------------------------------------------------------
-    _refuse("actor_rollout_ref.rollout.multi_turn.enable", "multi-turn / tool rollouts are not implemented yet "
-            "(a separate issue); strive rolls out single turns", (False,)),
-    _note("actor_rollout_ref.rollout.multi_turn.*", "only used with multi_turn.enable=True, which is refused"),
+    _refuse("actor_rollout_ref.rollout.multi_turn.interaction_config_path", "interactions (a simulated user "
+            "answering between turns) are not implemented; tool_agent rollouts are (docs/multiturn.md)"),
+    _refuse("actor_rollout_ref.rollout.multi_turn.format", "strive parses the hermes tool-call format only",
+            ("hermes",)),
+    _note("actor_rollout_ref.rollout.multi_turn.use_inference_chat_template", "strive renders every turn with the "
+          "model's chat template as is, and refuses at start-up a template that rewrites earlier turns"),
+    _note("actor_rollout_ref.rollout.multi_turn.tokenization_sanity_check_mode", "strive never re-tokenizes a "
+          "trajectory (the engine's ids are kept); the chat template is checked once at start-up instead"),
+    _note("actor_rollout_ref.rollout.multi_turn.num_repeat_rollouts", "each of rollout.n samples is its own "
+          "trajectory"),
     _refuse("actor_rollout_ref.rollout.skip_rollout", "replaying dumped rollouts is not implemented", (False,)),
     _note("actor_rollout_ref.rollout.skip_dump_dir", "only used with skip_rollout=True, which is refused"),
     _note("actor_rollout_ref.rollout.over_sample_rate", "every request runs to completion"),
     _note("actor_rollout_ref.rollout.checkpoint_engine", "weights go to the engine through strive's own bucketed "
           "sync (rollout.update_weights_bucket_megabytes)"),
-    _note("actor_rollout_ref.rollout.agent", "single-turn rollouts have no agent loop"),
     _note("actor_rollout_ref.rollout.trace", "rollout tracing is not implemented"),
     _note("actor_rollout_ref.rollout.prometheus", "engine metrics are not exported"),
     _note("actor_rollout_ref.rollout.calculate_log_probs", "strive always collects the engine's log-probs"),
@@ -124,7 +130,6 @@ RULES: tuple[Rule, ...] = (
     _note("data.video_key", _TEXT_ONLY),
     _note("data.image_patch_size", _TEXT_ONLY),
     _note("data.return_multi_modal_inputs", _TEXT_ONLY),
-    _note("data.tool_config_path", "tool schemas are only used by multi-turn rollouts, which are refused"),
     _note("data.return_raw_input_ids", "no learned reward model reads them"),
     _note("data.return_full_prompt", "no learned reward model reads it"),
     _note("data.dataloader_num_workers", "strive tokenises once at load time, in the controller"),
@@ -187,7 +192,7 @@ RULES: tuple[Rule, ...] = (
 # Keys read only inside strive/config (aliases and interpolation sources): used, but not by a scan of the rest.
 CONSUMED_BY_CONFIG = (
     "*.optim.warmup_style", "actor_rollout_ref.actor.clip_ratio", "trainer.remove_previous_ckpt_in_save",
-    "data.max_response_length", "*.optim.clip_grad",
+    "data.max_response_length", "*.optim.clip_grad", "data.tool_config_path",
 )
 
 

@@ -80,7 +80,8 @@ class WorkerProcess:
         torch.manual_seed(cfg.actor_rollout_ref.actor.fsdp_config.seed)
         arr, roles = cfg.actor_rollout_ref, self.spec.roles
         if "rollout" in roles:
-            self.rollout = RolloutWorker(arr, self.device, eos_ids, pad_id, seed=self.spec.seed)
+            self.rollout = RolloutWorker(arr, self.device, eos_ids, pad_id, seed=self.spec.seed,
+                                         template_kwargs=cfg.data.apply_chat_template_kwargs)
         if "actor" in roles:
             self.actor = ActorWorker(arr, sizes.actor, sizes.old_log_prob, self.mesh, self.device, total_steps)
         if "ref" in roles:
@@ -93,6 +94,10 @@ class WorkerProcess:
     @trims_heap
     def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:
         return self.rollout.generate(prompts, params, release_after)
+
+    @trims_heap
+    def generate_agent(self, requests: list, params: SamplingParams, release_after: bool) -> tuple[Batch, dict]:
+        return self.rollout.generate_agent(requests, params, release_after)
 
     @trims_heap
     def release_rollout(self) -> None:

@@ -56,6 +56,28 @@ def make_row(example: dict[str, Any], split: str, index: int) -> dict[str, Any]:
     }
 
 
+TOOL_SYSTEM_PROMPT = (
+    "You are good at math. Work through the question step by step first. Then check your answer with the "
+    "`calc_gsm8k_reward` tool at least once before you give the final answer, and correct it if the tool says "
+    "it is wrong. Write the final answer as `#### <answer>`.")
+TOOL_NAME = "calc_gsm8k_reward"
+
+
+def make_multiturn_row(example: dict[str, Any], split: str, index: int) -> dict[str, Any]:
+    """A row for tool-calling rollouts (verl's `gsm8k_multiturn_w_tool.py` layout): a system message asking for
+    the GSM8K tool, `agent_name: tool_agent`, and the tool's per-sample `create_kwargs` in
+    `extra_info.tools_kwargs`."""
+    row = make_row(example, split, index)
+    ground_truth = row["reward_model"]["ground_truth"]
+    row["prompt"] = [{"role": "system", "content": TOOL_SYSTEM_PROMPT}, *row["prompt"]]
+    row["agent_name"] = "tool_agent"
+    row["extra_info"].update(
+        need_tools_kwargs=True,
+        tools_kwargs={TOOL_NAME: {"create_kwargs": {"ground_truth": ground_truth}}},
+        interaction_kwargs={"query": row["prompt"][-1]["content"], "ground_truth": ground_truth})
+    return row
+
+
 def _read_records(path: str) -> list[dict[str, Any]]:
     if path.endswith(".parquet"):
         return pq.read_table(path).to_pylist()
@@ -124,8 +146,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, str]:
-    """Run the preprocessing; returns {split: written parquet path}."""
+def main(argv: list[str] | None = None, multiturn: bool = False) -> dict[str, str]:
+    """Run the preprocessing; returns {split: written parquet path}. `multiturn`: rows for tool-calling
+    rollouts (`examples/data_preprocess/gsm8k_multiturn_w_tool.py`)."""
     args = parse_args(argv)
     if args.hdfs_dir:
         raise SystemExit(f"error: --hdfs_dir={args.hdfs_dir} is not supported by strive; copy {args.local_dir} yourself")
@@ -134,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     written = {}
     for split in SPLITS:
-        rows = [make_row(example, split, i) for i, example in enumerate(raw[split])]
+        make = make_multiturn_row if multiturn else make_row
+        rows = [make(example, split, i) for i, example in enumerate(raw[split])]
         path = os.path.join(out_dir, f"{split}.parquet")
         write_parquet(rows, path)
         written[split] = path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from typing import Optional
 
 import torch
 
@@ -17,9 +18,24 @@ def _stats(prefix: str, x: torch.Tensor) -> dict[str, float]:
     return {f"{prefix}/mean": x.mean().item(), f"{prefix}/max": x.max().item(), f"{prefix}/min": x.min().item()}
 
 
+def agent_metrics(stats: Optional[dict[str, list[float]]]) -> dict[str, float]:
+    """`agent/*` of a multi-turn rollout from its per-episode counts (strive.agent.loop.episode_stats): turns per
+    episode (verl counts the prompt as one), tool calls and errors (per episode and in all), truncated share."""
+    if not stats or not stats.get("num_turns"):
+        return {}
+    out = _stats("agent/num_turns", torch.tensor(stats["num_turns"]))
+    out.update(_stats("agent/assistant_turns", torch.tensor(stats["assistant_turns"])))
+    for key in ("tool_calls", "tool_errors", "dropped_calls"):
+        values = torch.tensor(stats[key])
+        out[f"agent/{key}/mean"] = values.mean().item()
+        out[f"agent/{key}/total"] = values.sum().item()
+    out["agent/truncated_frac"] = torch.tensor(stats["truncated"]).mean().item()
+    return out
+
+
 def data_metrics(batch: Batch, max_response_length: int, use_critic: bool) -> dict[str, float]:
     mask = batch.response_mask.bool()  # (B, T)
-    resp_len = batch.response_mask.sum(-1)  # (B,)
+    resp_len = batch.response_valid.sum(-1)  # (B,) every response token, tool turns included (verl's length)
     prompt_len = batch.attention_mask[:, : batch.prompts.shape[1]].sum(-1).float()  # (B,)
     alive = resp_len > 0
     out: dict[str, float] = {}

@@ -87,20 +87,40 @@ def sync_weights(group: WorkerGroup, timings: dict[str, float]) -> dict[str, flo
         return mean_over_ranks(group.call_all(WorkerProcess.sync_weights))
 
 
-def generate(group: WorkerGroup, rows: list[PromptRow], params: SamplingParams, release_after: bool) -> Batch:
-    """Sample params.n responses for every row's prompt on the rollout engines; prompt-major order, group id = row."""
-    shards = split_evenly([r.prompt_ids for r in rows], group.world_size)
-    parts = group.call(WorkerProcess.generate, shards, params, release_after)
+def generate(group: WorkerGroup, rows: list[PromptRow], params: SamplingParams, release_after: bool,
+             agent_loop: Optional[str] = None) -> Batch:
+    """Sample params.n responses for every row's prompt on the rollout engines; prompt-major order, group id = row.
+    With `agent_loop` (multi_turn.enable: the default loop's name) every sample is a trajectory of the agent loop
+    its row names (column `agent_name`, else `agent_loop`) and `meta.agent` holds each one's turn counts."""
     uids = [i // params.n for i in range(len(rows) * params.n)]
+    agent = None
+    if agent_loop is None:
+        shards = split_evenly([r.prompt_ids for r in rows], group.world_size)
+        parts = group.call(WorkerProcess.generate, shards, params, release_after)
+    else:
+        requests = [agent_request(rows[u], agent_loop) for u in uids]
+        results = group.call(WorkerProcess.generate_agent, split_evenly(requests, group.world_size), params,
+                             release_after)
+        parts = [batch for batch, _ in results]
+        agent = {k: [x for _, stats in results for x in stats[k]] for k in results[0][1]}
     meta = Meta([rows[u].data_source for u in uids], [rows[u].ground_truth for u in uids],
-                [rows[u].extra_info for u in uids])
+                [rows[u].extra_info for u in uids], agent)
     return Batch.cat(parts).with_fields(group_ids=torch.tensor(uids, dtype=torch.long), meta=meta)
+
+
+def agent_request(row: PromptRow, default_loop: str):
+    """A row as an agent-loop request: its prompt ids, `agent_name` column and `extra_info.tools_kwargs`."""
+    from strive.agent.loop import AgentRequest
+
+    extra = row.extra_info if isinstance(row.extra_info, dict) else {}
+    tools_kwargs = extra.get("tools_kwargs") or row.columns.get("tools_kwargs") or {}
+    return AgentRequest(list(row.prompt_ids), row.columns.get("agent_name") or default_loop, dict(tools_kwargs))
 
 
 def score(reward_fn, batch: Batch) -> tuple[Batch, dict[str, list[Any]]]:
     """Rule/custom reward of every response; the reward function's extra dict entries come back beside it."""
     meta = batch.meta
-    result = reward_fn.score(batch.responses, batch.response_mask, meta.data_sources, meta.ground_truths,
+    result = reward_fn.score(batch.responses, batch.response_valid, meta.data_sources, meta.ground_truths,
                              meta.extra_infos, prompts=batch.prompts,
                              prompt_mask=batch.attention_mask[:, : batch.prompts.shape[1]])
     return batch.with_fields(token_level_scores=result.token_scores), result.extra
@@ -166,7 +186,7 @@ def generation_rows(tokenizer, batch: Batch) -> list[dict]:
     rows = []
     for i in range(len(batch)):
         prompt = batch.prompts[i][batch.attention_mask[i, :P].bool()].tolist()
-        response = batch.responses[i][batch.response_mask[i].bool()].tolist()
+        response = batch.responses[i][batch.response_valid[i].bool()].tolist()
         rows.append({"input": tokenizer.decode(prompt, skip_special_tokens=True),
                      "output": tokenizer.decode(response, skip_special_tokens=True),
                      "gts": str(batch.meta.ground_truths[i]), "score": float(scores[i])})

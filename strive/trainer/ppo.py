@@ -5,7 +5,8 @@
 
 GRPO, RLOO, REINFORCE++ and ReMax are this same loop with another advantage estimator and no critic; the KL
 to the reference enters either the reward (algorithm.use_kl_in_reward) or the actor loss (actor.use_kl_loss).
-What is left out, on purpose: multi-turn/tool rollouts, learned reward models, LoRA, sequence parallelism.
+Multi-turn tool rollouts are the same step: `generate` runs the agent loops (strive.agent) when
+rollout.multi_turn.enable is set. What is left out, on purpose: learned reward models, LoRA, sequence parallelism.
 Math lives in strive.algos, placement in strive.controller, the phases (what each ships, which worker method
 runs it) in strive.trainer.phases, and how a step's batch is sampled (dynamic sampling, ReMax) in
 strive.trainer.sampling.
@@ -24,7 +25,7 @@ from strive.controller.process import WorkerProcess
 from strive.data.rl_dataset import PromptRow
 from strive.trainer import checkpoint as ckpt
 from strive.trainer import phases
-from strive.trainer.metrics import data_metrics, max_over_ranks, throughput_metrics, timer
+from strive.trainer.metrics import agent_metrics, data_metrics, max_over_ranks, throughput_metrics, timer
 from strive.trainer.sampling import StepSampler
 from strive.trainer.setup import Runtime
 from strive.trainer.validate import pick_generations, validation_metrics
@@ -100,6 +101,7 @@ class PPOTrainer:
         cfg, rt = self.cfg, self.rt
         metrics = {"actor/entropy": phases.masked_mean(batch.entropy, batch.response_mask)}
         metrics.update(data_metrics(batch, cfg.actor_rollout_ref.rollout.response_length, self.use_critic))
+        metrics.update(agent_metrics(batch.meta.agent if batch.meta is not None else None))
         metrics.update(throughput_metrics(batch, t, rt.group.world_size))
         metrics.update(max_over_ranks(rt.group.call_all(WorkerProcess.memory)))
         if cfg.trainer.rollout_data_dir:
@@ -111,7 +113,8 @@ class PPOTrainer:
         params = phases.step_params(sampling_params(cfg.actor_rollout_ref, validate=True), rt.data.sampler.seed + 7,
                                     self.step)
         rows = [rt.data.val_data[i] for i in range(len(rt.data.val_data))]
-        batch = phases.generate(rt.group, rows, params, release_after=False)
+        batch = phases.generate(rt.group, rows, params, release_after=False,
+                                agent_loop=self.step_sampler.agent_loop)
         batch, extra = phases.score(rt.val_reward_fn, batch)
         variables = {"reward": batch.token_level_scores.sum(-1).tolist()}
         variables.update({k: v for k, v in extra.items() if k != "score"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from strive.agent.settings import check_agent_setup, multi_turn_enabled, tool_schemas
 from strive.algos import AdaptiveKLController, FixedKLController
 from strive.config import Prepared, needs_critic, needs_reference, to_dict
 from strive.controller.cluster import Placement, init_ray, plan_placement
@@ -61,8 +62,18 @@ def _dataset(files, tokenizer, cfg, max_samples: int) -> RLDataset:
                truncation=data.truncation, filter_overlong_prompts=data.filter_overlong_prompts,
                return_raw_chat=data.return_raw_chat, max_samples=max_samples,
                shuffle_subset_seed=(data.seed if data.seed is not None else 1) if data.shuffle else None,
-               chat_template_kwargs=data.apply_chat_template_kwargs,
+               chat_template_kwargs=prompt_template_kwargs(cfg),
                custom_chat_template=cfg.actor_rollout_ref.model.custom_chat_template)
+
+
+def prompt_template_kwargs(cfg) -> dict:
+    """data.apply_chat_template_kwargs, plus the tool schemas (`tools=`) of a multi-turn run: prompts are
+    rendered, length-checked and filtered with them, as in verl."""
+    kwargs = dict(cfg.data.apply_chat_template_kwargs)
+    schemas = tool_schemas(cfg.actor_rollout_ref.rollout)
+    if schemas:
+        kwargs["tools"] = schemas
+    return kwargs
 
 
 def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
@@ -153,6 +164,9 @@ def load_data(run: Prepared) -> RunData:
     tokenizer = load_tokenizer(cfg.data.tokenizer or cfg.actor_rollout_ref.model.tokenizer_path or model_path,
                                cfg.actor_rollout_ref.model.trust_remote_code or cfg.data.trust_remote_code,
                                cfg.actor_rollout_ref.model.custom_chat_template)
+    if multi_turn_enabled(cfg.actor_rollout_ref.rollout):
+        print("[strive] " + check_agent_setup(cfg.actor_rollout_ref.rollout, tokenizer,
+                                              dict(cfg.data.apply_chat_template_kwargs)), flush=True)
     train, val, sampler = build_data(cfg, tokenizer)
     total = total_training_steps(cfg, len(sampler))
     for optim in (cfg.actor_rollout_ref.actor.optim, cfg.critic.optim):

@@ -61,10 +61,37 @@ def to_batch(prompts: list[list[int]], completions: list[Completion], n: int, pr
     return Batch(prompt_ids, responses, attention, position_ids, response_mask, rollout_log_probs=logprobs)
 
 
+def trajectories_to_batch(trajectories, prompt_length: int, response_length: int, pad_id: int) -> Batch:
+    """Multi-turn trajectories (strive.agent.trajectory) as a Batch: prompts left-padded to P, responses
+    (assistant and tool turns) right-padded to T; `response_mask` is 1 only on the engine's tokens, the
+    attention mask covers every real token, `rollout_log_probs` is the engine's log-prob (0 on tool tokens)."""
+    B, P, T = len(trajectories), prompt_length, response_length
+    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P)
+    responses = torch.full((B, T), pad_id, dtype=torch.long)  # (B, T)
+    attention = torch.zeros(B, P + T, dtype=torch.long)  # (B, L)
+    response_mask = torch.zeros(B, T)  # (B, T)
+    logprobs = torch.zeros(B, T)  # (B, T)
+    for i, traj in enumerate(trajectories):
+        if len(traj.prompt_ids) > P:
+            raise ValueError(f"a prompt of {len(traj.prompt_ids)} tokens does not fit rollout.prompt_length={P} "
+                             "(with the tool schemas rendered into it); raise data.max_prompt_length")
+        R = len(traj.response_ids)
+        prompt_ids[i, P - len(traj.prompt_ids):] = torch.tensor(traj.prompt_ids, dtype=torch.long)
+        attention[i, P - len(traj.prompt_ids): P + R] = 1
+        if R:
+            responses[i, :R] = torch.tensor(traj.response_ids, dtype=torch.long)
+            response_mask[i, :R] = torch.tensor(traj.response_mask, dtype=torch.float32)
+            logprobs[i, :R] = torch.tensor(traj.response_logprobs, dtype=torch.float32)
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, L)
+    return Batch(prompt_ids, responses, attention, position_ids, response_mask, rollout_log_probs=logprobs)
+
+
 class RolloutWorker:
     def __init__(self, cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids: list[int],
-                 pad_token_id: int, seed: int):
+                 pad_token_id: int, seed: int, template_kwargs: dict | None = None):
         self.cfg, self.pad_id = cfg, pad_token_id
+        self.template_kwargs = dict(template_kwargs or {})
+        self._agent = None  # built on the first multi-turn generation
         # the engine's one line about itself (hf: which decode path and why) once per run, not once per rank
         first_rank = not dist.is_initialized() or dist.get_rank() == 0
         self.engine = start_engine(cfg.rollout.name, engine_spec(cfg, device, eos_token_ids, pad_token_id, seed),
@@ -80,6 +107,30 @@ class RolloutWorker:
         if release_after:
             self.release()
         return batch
+
+    def generate_agent(self, requests, params: SamplingParams, release_after: bool) -> tuple[Batch, dict]:
+        """Roll out `AgentRequest`s through the agent loops (multi_turn.enable): the batch and per-episode
+        statistics (strive.agent.loop.episode_stats)."""
+        from strive.agent.loop import episode_stats
+
+        episodes = self.agent_runner().run(requests, params)
+        rollout = self.cfg.rollout
+        batch = trajectories_to_batch([e.trajectory for e in episodes], rollout.prompt_length,
+                                      rollout.response_length, self.pad_id)
+        if release_after:
+            self.release()
+        return batch, episode_stats(episodes)
+
+    def agent_runner(self):
+        if self._agent is None:
+            from strive.agent.settings import build_agent_runner
+            from strive.models.loading import load_tokenizer
+
+            model = self.cfg.model
+            tokenizer = load_tokenizer(model.path, trust_remote_code=model.trust_remote_code,
+                                       custom_chat_template=model.custom_chat_template)
+            self._agent = build_agent_runner(self.cfg.rollout, self.engine, tokenizer, self.template_kwargs)
+        return self._agent
 
     def release(self) -> None:
         """Free the engine's weights and KV cache until the next weight sync (rollout.free_cache_engine)."""

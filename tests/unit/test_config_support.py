@@ -74,7 +74,8 @@ def test_every_rule_matches_some_key():
 
 @pytest.mark.parametrize("override, message", [
     ("actor_rollout_ref.actor.strategy=megatron", "actor_rollout_ref.actor.strategy=megatron: strive trains with FSDP2"),
-    ("actor_rollout_ref.rollout.multi_turn.enable=True", "multi-turn / tool rollouts are not implemented yet"),
+    ("actor_rollout_ref.rollout.multi_turn.interaction_config_path=/i.yaml", "interactions (a simulated user"),
+    ("actor_rollout_ref.rollout.multi_turn.format=gpt-oss", "format=gpt-oss: strive parses the hermes"),
     ("actor_rollout_ref.rollout.skip_rollout=True", "skip_rollout=True: replaying dumped rollouts"),
     ("reward_model.sandbox_fusion.url=http://x:8080/run_code", "sandbox_fusion.url=http://x:8080/run_code"),
     ("data.sampler.class_path=my.py", "data.sampler.class_path=my.py: curriculum samplers"),
