@@ -2,8 +2,8 @@
 
 Why it exists: between two generations an agent loop must execute what the model asked for, with verl's limits
 (`rollout.multi_turn.max_parallel_calls`, `max_tool_response_length`, `tool_response_truncate_side`), and no
-tool failure may end a rollout. `ToolSession` is that step for one trajectory; the loop that drives generation
-comes later (docs/multiturn.md).
+tool failure may end a rollout. `ToolSession` is that step for one trajectory; the agent loop
+(strive/agent/loop.py) drives generation around it (docs/multiturn.md).
 
 What it chose, against verl's `ToolAgentLoop._call_tool` (commit b178a3c):
 
