@@ -15,6 +15,8 @@ What it chose:
 - **Per-request lengths**: one call asks for the longest `max_tokens` of its requests and each completion is cut
   to its own (finish reason `length` when cut). Sampling a token does not depend on how many may follow, so the
   kept tokens are what a call of that length would have sampled.
+- **Per-request sampling settings**: a request may bring its own `SamplingParams` (temperature, top-p, ...);
+  requests whose settings differ (other than the length) go to the engine in separate calls, one per setting.
 - `n` is always 1 per request: the caller makes one trajectory per sample.
 - `abort(key)` withdraws a trajectory (pending request dropped, no longer waited for).
 
@@ -27,7 +29,7 @@ could serve requests without the barrier; that, and routing across ranks, is not
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from strive.engines.base import Completion, RolloutEngine, SamplingParams
@@ -42,11 +44,14 @@ class TurnBatcher:
         self.live = set(live)
         self.calls = 0
         self.batch_sizes: list[int] = []
-        self._pending: dict[int, tuple[list[int], int, asyncio.Future]] = {}
+        self._pending: dict[int, _Request] = {}
+        self._in_flight: dict[int, _Request] = {}
         self._busy = False
 
-    async def generate(self, key: int, ids: list[int], max_tokens: int) -> Completion:
-        """The next completion for requester `key`: ids in, the engine's ids and log-probs out."""
+    async def generate(self, key: int, ids: list[int], max_tokens: int,
+                       params: Optional[SamplingParams] = None) -> Completion:
+        """The next completion for requester `key`: ids in, the engine's ids and log-probs out. `params`: this
+        request's sampling settings (default: the batcher's); their max_new_tokens, n and seed are not used."""
         if key not in self.live:
             raise KeyError(f"request key {key} is not live (finished or aborted)")
         if key in self._pending:
@@ -54,7 +59,8 @@ class TurnBatcher:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[key] = (list(ids), int(max_tokens), future)
+        own = replace(params if params is not None else self.params, n=1, max_new_tokens=1, seed=None)
+        self._pending[key] = _Request(list(ids), int(max_tokens), own, future)
         self._maybe_dispatch()
         return await future
 
@@ -64,41 +70,60 @@ class TurnBatcher:
         self._maybe_dispatch()
 
     def abort(self, key: int) -> None:
-        """Withdraw requester `key`: its waiting request (if any) is cancelled and it leaves the live set."""
-        entry = self._pending.pop(key, None)
-        if entry is not None and not entry[2].done():
-            entry[2].cancel()
+        """Withdraw requester `key`: its request, waiting or already in an engine call, is cancelled (the call's
+        answer for it is dropped) and it leaves the live set."""
+        entry = self._pending.pop(key, None) or self._in_flight.pop(key, None)
+        if entry is not None and not entry.future.done():
+            entry.future.cancel()
         self.finish(key)
 
     def _maybe_dispatch(self) -> None:
         if self._busy or not self._pending or len(self._pending) < len(self.live):
             return
         batch = sorted(self._pending.items())  # by key: the call does not depend on arrival order
+        self._in_flight.update(self._pending)
         self._pending = {}
         self._busy = True
         asyncio.get_running_loop().create_task(self._serve(batch))
 
-    async def _serve(self, batch: list[tuple[int, tuple[list[int], int, asyncio.Future]]]) -> None:
-        longest = max(max_tokens for _, (_, max_tokens, _) in batch)
-        seed: Optional[int] = None if self.params.seed is None else self.params.seed + 1_000_003 * self.calls
-        params = replace(self.params, max_new_tokens=longest, seed=seed)
-        self.calls += 1
+    async def _serve(self, batch: list[tuple[int, _Request]]) -> None:
+        groups: dict[str, list[_Request]] = {}
+        for _, request in batch:  # one engine call per distinct sampling setting, in order of first key
+            groups.setdefault(repr(request.params), []).append(request)
         self.batch_sizes.append(len(batch))
-        try:
-            outs = await asyncio.to_thread(self.engine.generate, [ids for _, (ids, _, _) in batch], params)
-            if len(outs) != len(batch):
-                raise RuntimeError(f"engine returned {len(outs)} completions for {len(batch)} requests")
-        except BaseException as exc:  # noqa: BLE001 - every waiter learns why, nobody hangs
-            for _, (_, _, future) in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            self._busy = False
-            return
-        for (_, (_, max_tokens, future)), out in zip(batch, outs):
-            if not future.done():
-                future.set_result(cut(out, max_tokens))
+        for requests in groups.values():
+            await self._call(requests)
+        for key, _ in batch:
+            self._in_flight.pop(key, None)
         self._busy = False
         self._maybe_dispatch()
+
+    async def _call(self, requests: list[_Request]) -> None:
+        longest = max(r.max_tokens for r in requests)
+        seed: Optional[int] = None if self.params.seed is None else self.params.seed + 1_000_003 * self.calls
+        params = replace(requests[0].params, max_new_tokens=longest, seed=seed)
+        self.calls += 1
+        try:
+            outs = await asyncio.to_thread(self.engine.generate, [r.ids for r in requests], params)
+            if len(outs) != len(requests):
+                raise RuntimeError(f"engine returned {len(outs)} completions for {len(requests)} requests")
+        except BaseException as exc:  # noqa: BLE001 - every waiter learns why, nobody hangs
+            for r in requests:
+                if not r.future.done():
+                    r.future.set_exception(exc)
+            return
+        for r, out in zip(requests, outs):
+            if not r.future.done():
+                r.future.set_result(cut(out, r.max_tokens))
+
+
+@dataclass
+class _Request:
+    ids: list[int]
+    max_tokens: int
+    params: SamplingParams
+    """The request's sampling settings with length, n and seed neutralised (equal settings share a call)."""
+    future: asyncio.Future
 
 
 def cut(completion: Completion, max_tokens: int) -> Completion:

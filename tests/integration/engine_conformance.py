@@ -175,6 +175,67 @@ def check_dummy_load_matches_real(make_engine, model_dir):
     assert ids_of(dummy.generate(PROMPTS, greedy(10))) == real
 
 
+# ---- request level: the engine behind strive.engines.requests.TurnBatcher, as the agent loops use it ---------
+
+
+def _serve(engine, requests, base: SamplingParams, abort: tuple[int, ...] = ()):
+    """Run `requests` [(key, ids, max_tokens, params or None)] concurrently through a TurnBatcher; the keys in
+    `abort` are withdrawn while waiting. Returns {key: completion} for the others."""
+    import asyncio
+
+    from strive.engines.requests import TurnBatcher
+
+    async def main():
+        batcher = TurnBatcher(engine, base, {k for k, *_ in requests})
+        tasks = {k: asyncio.ensure_future(batcher.generate(k, ids, m, p)) for k, ids, m, p in requests}
+        await asyncio.sleep(0)
+        for k in abort:
+            batcher.abort(k)
+        done = {k: await t for k, t in tasks.items() if k not in abort}
+        assert all(tasks[k].cancelled() for k in abort)
+        return done
+
+    return asyncio.run(main())
+
+
+def check_requests_with_their_own_settings(make_engine, model_dir):
+    engine, stops = make_engine(), eos_ids(model_dir)
+    ref = reference_model(model_dir)
+    hot = SamplingParams(max_new_tokens=1, temperature=0.7)
+    out = _serve(engine, [(0, PROMPTS[0], 3, None), (1, PROMPTS[1], 10, None), (2, PROMPTS[2], 6, hot),
+                          (3, PROMPTS[2], 5, None)], greedy(99, seed=4))
+    for key, prompt, max_new in ((0, PROMPTS[0], 3), (1, PROMPTS[1], 10), (3, PROMPTS[2], 5)):
+        assert out[key].token_ids == reference_greedy(ref, prompt, max_new, stops)
+        assert len(out[key].logprobs) == len(out[key].token_ids) <= max_new
+    sampled = out[2]  # its own temperature: the log-probs are of the T = 0.7 distribution
+    assert 0 < len(sampled.token_ids) <= 6
+    torch.testing.assert_close(torch.tensor(sampled.logprobs), reference_logprobs(ref, PROMPTS[2],
+                                                                                  sampled.token_ids, 0.7),
+                               atol=1e-4, rtol=0)
+
+
+def check_abort_leaves_the_others_served(make_engine, model_dir):
+    engine, stops = make_engine(), eos_ids(model_dir)
+    out = _serve(engine, [(k, p, 6, None) for k, p in enumerate(PROMPTS)], greedy(6), abort=(1,))
+    ref = reference_model(model_dir)
+    assert sorted(out) == [0, 2]
+    assert [out[k].token_ids for k in (0, 2)] == [reference_greedy(ref, PROMPTS[k], 6, stops) for k in (0, 2)]
+
+
+def check_continuation_equals_one_long_request(make_engine, model_dir):
+    """A second turn sent as prompt + the first turn's ids gives what one long greedy request gives."""
+    engine = make_engine()  # ignore_eos below: every turn has its full length
+    long = _serve(engine, [(k, p, 12, None) for k, p in enumerate(PROMPTS)], greedy(12, ignore_eos=True))
+    first = _serve(engine, [(k, p, 5, None) for k, p in enumerate(PROMPTS)], greedy(12, ignore_eos=True))
+    second = _serve(engine, [(k, p + first[k].token_ids, 7, None) for k, p in enumerate(PROMPTS)],
+                    greedy(12, ignore_eos=True))
+    for k in range(len(PROMPTS)):
+        assert first[k].token_ids + second[k].token_ids == long[k].token_ids
+        torch.testing.assert_close(torch.tensor(first[k].logprobs + second[k].logprobs),
+                                   torch.tensor(long[k].logprobs), atol=1e-4, rtol=0)
+
+
 CHECKS = [check_shapes_and_n, check_stop_and_ignore_eos, check_greedy_matches_reference, check_seeded_sampling,
           check_update_weights_changes_output, check_logprobs_match_trainer, check_release_resume,
-          check_dummy_load_matches_real]
+          check_dummy_load_matches_real, check_requests_with_their_own_settings,
+          check_abort_leaves_the_others_served, check_continuation_equals_one_long_request]

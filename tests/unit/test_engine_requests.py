@@ -150,3 +150,35 @@ def test_cut_keeps_a_short_completion_and_marks_a_cut_one():
     done = Completion([1, 2], [-1.0, -2.0], "stop")
     assert cut(done, 2) is done
     assert cut(done, 1) == Completion([1], [-1.0], "length")
+
+
+def test_requests_with_other_sampling_settings_get_their_own_call():
+    engine = RecordingEngine()
+
+    async def main():
+        batcher = TurnBatcher(engine, SamplingParams(max_new_tokens=9, temperature=1.0, seed=2), {0, 1, 2})
+        hot = SamplingParams(max_new_tokens=50, temperature=1.5, n=3, seed=99)
+        return await asyncio.gather(batcher.generate(0, [1], 2), batcher.generate(1, [2], 3, hot),
+                                    batcher.generate(2, [3], 1))
+
+    outs = run(main())
+    assert [o.token_ids for o in outs] == [[2, 3], [3, 4, 5], [4]]
+    (p1, s1), (p2, s2) = engine.calls
+    assert p1 == [[1], [3]] and (s1.temperature, s1.max_new_tokens, s1.n) == (1.0, 2, 1)
+    assert p2 == [[2]] and (s2.temperature, s2.max_new_tokens, s2.n) == (1.5, 3, 1)
+    assert s1.seed != s2.seed and 99 not in (s1.seed, s2.seed)  # seeded by the batcher, not the request
+
+
+def test_abort_of_a_request_already_in_an_engine_call_drops_its_answer():
+    engine = RecordingEngine()
+
+    async def main():
+        batcher = TurnBatcher(engine, SamplingParams(max_new_tokens=1), {0, 1})
+        tasks = [asyncio.ensure_future(batcher.generate(k, [k + 1], 1)) for k in (0, 1)]
+        await asyncio.sleep(0)  # both submitted: the call is under way
+        assert not batcher._pending and sorted(batcher._in_flight) == [0, 1]
+        batcher.abort(0)
+        assert (await tasks[1]).token_ids == [3]
+        assert tasks[0].cancelled()
+
+    run(main())
