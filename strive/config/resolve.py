@@ -65,6 +65,11 @@ def _legacy_aliases(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> 
         notes.append("ray_init.* is verl ≤ 0.5's spelling; used as ray_kwargs.ray_init.*")
     for key in [k for k in cfg.extras if k.startswith("ray_init.")]:
         cfg.extras["ray_kwargs." + key] = cfg.extras.pop(key)
+    if rollout.name in ("sglang_async", "vllm_async"):  # verl <= 0.4 named the async rollouts this way
+        engine = rollout.name.removesuffix("_async")
+        notes.append(f"actor_rollout_ref.rollout.name={rollout.name} is verl <= 0.4's spelling; used as "
+                     f"rollout.name={engine}, rollout.mode=async")
+        rollout.name, rollout.mode = engine, "async"
     if rollout.mode == "sync":
         notes.append("actor_rollout_ref.rollout.mode=sync: strive drives the engine the same way in both modes")
     _multi_turn(cfg, explicit, notes)

@@ -56,3 +56,10 @@ def test_tensor_parallel_engines_are_refused_for_multi_turn_for_now():
     with pytest.raises(ConfigError, match="tensor_model_parallel_size=2"):
         prepare([f"{MT}.enable=True", "actor_rollout_ref.rollout.name=vllm",
                  "actor_rollout_ref.rollout.tensor_model_parallel_size=2"])
+
+
+def test_verl_04_async_engine_names_are_read_as_engine_plus_async_mode():
+    run = prepare(["actor_rollout_ref.rollout.name=sglang_async"])
+    rollout = run.config.actor_rollout_ref.rollout
+    assert (rollout.name, rollout.mode) == ("sglang", "async")
+    assert any("sglang_async is verl <= 0.4's spelling" in n for n in run.notes)
