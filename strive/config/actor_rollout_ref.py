@@ -236,7 +236,7 @@ class SamplingConfig:
 @dataclass
 class MultiTurnConfig:
     enable: bool = False
-    """Multi-turn tool rollouts (not implemented yet: True is refused; strive rolls out single turns)."""
+    """Multi-turn tool rollouts through the agent loops (docs/multiturn.md)."""
     max_assistant_turns: Optional[int] = None
     """Limit on assistant turns."""
     tool_config_path: Optional[str] = None
@@ -259,6 +259,9 @@ class MultiTurnConfig:
     """Tool-call format."""
     num_repeat_rollouts: Optional[int] = None
     """Repeat count for multi-turn rollouts."""
+    router: str = "static"
+    """strive's own: how a step's episodes reach the rollout ranks. static: split evenly up front;
+    least_loaded: in chunks, the next chunk to the first free rank (strive/controller/router.py)."""
 
 
 @dataclass

@@ -349,6 +349,10 @@ def _multi_turn(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None
             notes.append(f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect without "
                          f"{prefix}.enable=True (single-turn rollouts)")
         return
+    from strive.controller.router import ROUTERS
+
+    if mt.router not in ROUTERS:
+        raise ConfigError(f"{prefix}.router={mt.router} is not one of {', '.join(ROUTERS)}")
     if "actor_rollout_ref.rollout.agent.num_workers" in explicit:
         notes.append("actor_rollout_ref.rollout.agent.num_workers has no effect in strive: the agent loops run "
                      "on each rollout rank, one coroutine per trajectory")

@@ -23,6 +23,7 @@ from strive.algos import compute_advantages, kl_penalty
 from strive.batch import Batch, Meta, balance_order, rank_loads, split_evenly
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
+from strive.controller.router import route
 from strive.data.rl_dataset import PromptRow
 from strive.engines import SamplingParams
 from strive.trainer.metrics import mean_over_ranks, timer
@@ -88,10 +89,11 @@ def sync_weights(group: WorkerGroup, timings: dict[str, float]) -> dict[str, flo
 
 
 def generate(group: WorkerGroup, rows: list[PromptRow], params: SamplingParams, release_after: bool,
-             agent_loop: Optional[str] = None) -> Batch:
+             agent_loop: Optional[str] = None, router: str = "static") -> Batch:
     """Sample params.n responses for every row's prompt on the rollout engines; prompt-major order, group id = row.
     With `agent_loop` (multi_turn.enable: the default loop's name) every sample is a trajectory of the agent loop
-    its row names (column `agent_name`, else `agent_loop`) and `meta.agent` holds each one's turn counts."""
+    its row names (column `agent_name`, else `agent_loop`) and `meta.agent` holds each one's turn counts;
+    `router` (multi_turn.router) says how those episodes reach the ranks (strive/controller/router.py)."""
     uids = [i // params.n for i in range(len(rows) * params.n)]
     agent = None
     if agent_loop is None:
@@ -99,8 +101,13 @@ def generate(group: WorkerGroup, rows: list[PromptRow], params: SamplingParams, 
         parts = group.call(WorkerProcess.generate, shards, params, release_after)
     else:
         requests = [agent_request(rows[u], agent_loop) for u in uids]
-        results = group.call(WorkerProcess.generate_agent, split_evenly(requests, group.world_size), params,
-                             release_after)
+        if router == "least_loaded":
+            results = route(group, WorkerProcess.generate_agent, requests, params)
+            if release_after:
+                group.call_all(WorkerProcess.release_rollout)
+        else:
+            results = group.call(WorkerProcess.generate_agent, split_evenly(requests, group.world_size), params,
+                                 release_after)
         parts = [batch for batch, _ in results]
         agent = {k: [x for _, stats in results for x in stats[k]] for k in results[0][1]}
     meta = Meta([rows[u].data_source for u in uids], [rows[u].ground_truth for u in uids],

@@ -114,7 +114,7 @@ class PPOTrainer:
                                     self.step)
         rows = [rt.data.val_data[i] for i in range(len(rt.data.val_data))]
         batch = phases.generate(rt.group, rows, params, release_after=False,
-                                agent_loop=self.step_sampler.agent_loop)
+                                agent_loop=self.step_sampler.agent_loop, router=self.step_sampler.router)
         batch, extra = phases.score(rt.val_reward_fn, batch)
         variables = {"reward": batch.token_level_scores.sum(-1).tolist()}
         variables.update({k: v for k, v in extra.items() if k != "score"})

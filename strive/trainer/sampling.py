@@ -34,6 +34,7 @@ class StepSampler:
         """The next data.gen_batch_size rows of the data sampler (dynamic sampling's further rounds)."""
         self.seed = seed
         self.agent_loop = agent_loop_of(cfg.actor_rollout_ref.rollout)
+        self.router = cfg.actor_rollout_ref.rollout.multi_turn.router
 
     def sample(self, rows: list[PromptRow], step: int, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
         """The step's scored batch (prompt-major, group ids 0..prompts-1) and the metrics of sampling it."""
@@ -42,7 +43,8 @@ class StepSampler:
         with timer("gen", timings):
             baselines = self._remax_baselines(rows, step) if self.cfg.algorithm.adv_estimator == "remax" else None
             params = phases.step_params(sampling_params(self.cfg.actor_rollout_ref, validate=False), self.seed, step)
-            batch = phases.generate(self.group, rows, params, release_after=True, agent_loop=self.agent_loop)
+            batch = phases.generate(self.group, rows, params, release_after=True, agent_loop=self.agent_loop,
+                                    router=self.router)
         with timer("reward", timings):
             batch, extra = phases.score(self.reward_fn, batch)
         if baselines is not None:
@@ -53,7 +55,8 @@ class StepSampler:
         """(prompts,) the summed reward of one greedy response per prompt, indexed by group id."""
         greedy = sampling_params(self.cfg.actor_rollout_ref, validate=True)
         greedy.n, greedy.do_sample = 1, False
-        batch = phases.generate(self.group, rows, greedy, release_after=False, agent_loop=self.agent_loop)
+        batch = phases.generate(self.group, rows, greedy, release_after=False, agent_loop=self.agent_loop,
+                                router=self.router)
         batch, _ = phases.score(self.reward_fn, batch)
         return batch.token_level_scores.sum(-1)
 
@@ -66,7 +69,8 @@ class StepSampler:
         for round_ in itertools.count():
             with timer("gen", timings):
                 params = phases.step_params(base, self.seed, step, round_)
-                batch = phases.generate(self.group, rows, params, release_after=False, agent_loop=self.agent_loop)
+                batch = phases.generate(self.group, rows, params, release_after=False,
+                                        agent_loop=self.agent_loop, router=self.router)
             with timer("reward", timings):
                 batch, extra = phases.score(self.reward_fn, batch)
             for key, values in extra.items():

@@ -1,4 +1,5 @@
-"""Multi-turn GRPO through the entry point on the CPU (tiny model, one worker, one step): verl's multi-turn keys
+"""Multi-turn GRPO through the entry point on the CPU (tiny model, one step; one worker with the even split, two
+with least-loaded routing): verl's multi-turn keys
 and tool file are accepted, every sample goes through the tool_agent loop, the agent/* metrics are logged, and the
 prompts carry the tool schemas. The tiny random model never writes a tool call; the tool turns themselves are
 covered by tests/unit/test_agent_loop.py and by the Qwen run in docs/multiturn.md."""
@@ -45,7 +46,8 @@ def with_hermes_template(model_dir, tmp_path):
     return copy
 
 
-def test_multi_turn_grpo_step_through_the_entry_point(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("router, workers", [("static", 1), ("least_loaded", 2)])
+def test_multi_turn_grpo_step_through_the_entry_point(tiny_model_dir, tmp_path, router, workers):
     from strive.data.synthetic import write_dataset
 
     model = with_hermes_template(tiny_model_dir, tmp_path)
@@ -60,7 +62,8 @@ def test_multi_turn_grpo_step_through_the_entry_point(tiny_model_dir, tmp_path):
         "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.mode=async",
         "actor_rollout_ref.rollout.multi_turn.enable=True", "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2",
         f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_FILE}",
-        "trainer.n_gpus_per_node=1", "trainer.device=cpu", "trainer.logger=['console','file']",
+        f"actor_rollout_ref.rollout.multi_turn.router={router}",
+        f"trainer.n_gpus_per_node={workers}", "trainer.device=cpu", "trainer.logger=['console','file']",
         "trainer.total_training_steps=1", "trainer.plot_curves=False", "trainer.val_before_train=False",
         f"trainer.rollout_data_dir={tmp_path / 'rollouts'}",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}", f"custom_reward_function.path={write_reward(tmp_path)}"],

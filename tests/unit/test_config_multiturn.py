@@ -63,3 +63,10 @@ def test_verl_04_async_engine_names_are_read_as_engine_plus_async_mode():
     rollout = run.config.actor_rollout_ref.rollout
     assert (rollout.name, rollout.mode) == ("sglang", "async")
     assert any("sglang_async is verl <= 0.4's spelling" in n for n in run.notes)
+
+
+def test_the_router_is_checked():
+    assert prepare([f"{MT}.enable=True", f"{MT}.router=least_loaded"]).config.actor_rollout_ref.rollout.multi_turn \
+        .router == "least_loaded"
+    with pytest.raises(ConfigError, match="router=random is not one of static, least_loaded"):
+        prepare([f"{MT}.enable=True", f"{MT}.router=random"])
