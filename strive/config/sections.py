@@ -288,6 +288,13 @@ class RewardManagerConfig:
     """null: same as reward_model.reward_manager (naive)."""
     module: PathName = field(default_factory=lambda: PathName(name="custom_reward_manager"))
     """A user reward-manager class."""
+    on_error: str = "raise"
+    """strive: when the reward function raises or times out on a sample: raise (stop the run, naming the sample's
+    position, row index, data_source and the exception) or zero (score it 0, print one line per batch, and count it
+    in the step's reward/errors and reward/timeouts metrics)."""
+    timeout: Optional[float] = 300.0
+    """strive: seconds one reward call may take before it counts as failed (handled as on_error says); null or 0:
+    no limit."""
 
 
 @dataclass

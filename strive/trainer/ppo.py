@@ -112,6 +112,7 @@ class PPOTrainer:
                                     self.step)
         rows = [rt.data.val_data[i] for i in range(len(rt.data.val_data))]
         batch = phases.generate(rt.group, rows, params, release_after=False)
+        failures = rt.val_reward_fn.failures
         batch, extra = phases.score(rt.val_reward_fn, batch)
         variables = {"reward": batch.token_level_scores.sum(-1).tolist()}
         variables.update({k: v for k, v in extra.items() if k != "score"})
@@ -120,7 +121,9 @@ class PPOTrainer:
         if cfg.trainer.log_val_generations > 0:
             rows = pick_generations(phases.generation_rows(rt.data.tokenizer, batch), cfg.trainer.log_val_generations)
             rt.tracker.log_generations(rows, self.step)
-        return validation_metrics(batch.meta.data_sources, batch.group_ids.tolist(), variables, params.n)
+        metrics = validation_metrics(batch.meta.data_sources, batch.group_ids.tolist(), variables, params.n)
+        metrics["val/reward_errors"] = float(rt.val_reward_fn.failures - failures)
+        return metrics
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self) -> None:

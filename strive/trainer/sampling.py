@@ -34,7 +34,15 @@ class StepSampler:
         self.seed = seed
 
     def sample(self, rows: list[PromptRow], step: int, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
-        """The step's scored batch (prompt-major, group ids 0..prompts-1) and the metrics of sampling it."""
+        """The step's scored batch (prompt-major, group ids 0..prompts-1) and the metrics of sampling it, with
+        reward/errors and reward/timeouts: the responses scored 0 because the reward function failed on them."""
+        failures, timeouts = self.reward_fn.failures, self.reward_fn.timeouts
+        batch, metrics = self._sample(rows, step, timings)
+        metrics["reward/errors"] = float(self.reward_fn.failures - failures)
+        metrics["reward/timeouts"] = float(self.reward_fn.timeouts - timeouts)
+        return batch, metrics
+
+    def _sample(self, rows: list[PromptRow], step: int, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
         if self.cfg.algorithm.filter_groups.enable:
             return self._dynamic(rows, step, timings)
         with timer("gen", timings):

@@ -74,8 +74,9 @@ def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
     key = cfg.data.reward_fn_key
     # verl's `dapo` manager: the naive one plus the overlong penalty, in training and validation alike
     overlong = overlong_from_kwargs(cfg.reward_model.reward_kwargs) if cfg.reward_manager.name == "dapo" else None
-    return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0, overlong=overlong),
-            RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1, overlong=overlong))
+    guard = dict(on_error=cfg.reward_manager.on_error, timeout=cfg.reward_manager.timeout)
+    return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0, overlong=overlong, **guard),
+            RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1, overlong=overlong, **guard))
 
 
 def build_data(cfg, tokenizer) -> tuple[RLDataset, Optional[RLDataset], ResumableSampler]:
