@@ -3,7 +3,8 @@
 strive never starts a cluster of several machines itself: start Ray the usual way (`ray start --head` on one
 node, `ray start --address=HEAD:6379` on the others) or set RAY_ADDRESS, and the trainer joins it. Without an
 existing cluster it starts a local one; RAY_ADDRESS=local always starts one of its own (two runs side by side on
-one machine). Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting `trainer.n_gpus_per_node`
+one machine). A cluster strive starts itself listens on 127.0.0.1 only (GCS, raylet, workers, agents; the
+dashboard is off): see `loopback_ray`. Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting `trainer.n_gpus_per_node`
 ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
 """
 
@@ -81,7 +82,30 @@ def init_ray(cfg: StriveConfig, processes: int) -> None:
     if cfg.trainer.device == "cpu":
         local_only.setdefault("num_cpus", max(cpus, processes))
     local_only.setdefault("include_dashboard", False)
+    if loopback_ray(kwargs):
+        runtime_env["env_vars"].setdefault("GLOO_SOCKET_IFNAME", os.environ.get("GLOO_SOCKET_IFNAME", "lo"))
     ray.init(address="local", runtime_env=runtime_env, **kwargs, **local_only)
+
+
+def loopback_ray(kwargs: dict) -> bool:
+    """Make the local cluster about to start bind every server to 127.0.0.1; True when it will.
+
+    Ray 2.x takes the node address from `services.get_node_ip_address`, and binds GCS, raylet, worker and agent
+    servers to 127.0.0.1 only when that address is the loopback one; `ray.init(_node_ip_address="127.0.0.1")`
+    does not get there (Ray replaces a loopback address by a reachable one). The loopback address is what Ray
+    itself uses where clusters are off (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, its default on macOS/Windows), so
+    strive switches that off for the cluster it starts; the variable is inherited by Ray's own processes. The user
+    says otherwise by setting that variable, or `+ray_kwargs.ray_init._node_ip_address=IP`. A cluster started with
+    `ray start` and joined is left as its owner configured it.
+    """
+    said = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    if "_node_ip_address" in kwargs or (said is not None and said.strip().lower() not in ("0", "false")):
+        return False
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; it was computed when ray was imported
+    return True
 
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:
