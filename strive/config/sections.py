@@ -72,11 +72,13 @@ class DataConfig:
     validation_shuffle: bool = False
     """Shuffle the validation data."""
     filter_overlong_prompts: bool = False
-    """Drop rows whose templated prompt is longer than max_prompt_length, once at load time."""
+    """Drop rows whose templated prompt is longer than max_prompt_length, once at load time (before Ray starts),
+    printing how many of how many rows each file lost."""
     filter_overlong_prompts_workers: int = 1
     """Processes for that filter."""
     truncation: str = "error"
-    """Over-long prompts: error, left (keep the end), right (keep the start) or middle."""
+    """Over-long prompts: error, left (keep the end), right (keep the start) or middle. Every row is measured when
+    the data is loaded, so error stops the run before Ray starts, naming the file, row and token length."""
     image_key: str = "images"
     """Image column (vision models)."""
     video_key: str = "videos"

@@ -4,8 +4,8 @@ strive never starts a cluster of several machines itself: start Ray the usual wa
 node, `ray start --address=HEAD:6379` on the others) or set RAY_ADDRESS, and the trainer joins it. Without an
 existing cluster it starts a local one; RAY_ADDRESS=local always starts one of its own (two runs side by side on
 one machine). A cluster strive starts itself listens on 127.0.0.1 only (GCS, raylet, workers, agents; the
-dashboard is off): see `loopback_ray`. Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting `trainer.n_gpus_per_node`
-ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
+dashboard is off): see `loopback_ray`. Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting
+`trainer.n_gpus_per_node` ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
 """
 
 from __future__ import annotations

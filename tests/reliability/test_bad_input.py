@@ -6,9 +6,7 @@ not exist or does not import stops before Ray; every port the run listens on is 
 token authentication on (RAY_AUTH_MODE unset)."""
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 

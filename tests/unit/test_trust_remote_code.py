@@ -63,7 +63,8 @@ def test_every_config_default_is_off():
 def test_every_hub_loader_call_passes_the_key():
     """A source scan: each AutoModel*/AutoTokenizer/AutoConfig .from_pretrained call in strive/ passes
     trust_remote_code, except the listed ones, which load formats that cannot carry code."""
-    allowed = {("strive/models/fetch.py", "gguf_file"), ("strive/trainer/merge.py", "AutoConfig.from_pretrained(hf_dir)")}
+    allowed = {("strive/models/fetch.py", "gguf_file"),
+               ("strive/trainer/merge.py", "AutoConfig.from_pretrained(hf_dir)")}
     root = Path(__file__).resolve().parents[2]
     missing = []
     for path in (root / "strive").rglob("*.py"):
@@ -75,7 +76,8 @@ def test_every_hub_loader_call_passes_the_key():
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 end += 1
             call = text[match.start(): end]
-            passes = "trust_remote_code" in call or ("**kwargs" in call and "trust_remote_code=trust_remote_code" in text)
+            passes = "trust_remote_code" in call or (
+                "**kwargs" in call and "trust_remote_code=trust_remote_code" in text)
             if not passes and not any(rel == f and key in call for f, key in allowed):
                 missing.append(f"{rel}: {call}")
     assert not missing, missing
