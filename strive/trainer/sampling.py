@@ -100,9 +100,10 @@ class StepSampler:
 
 def filter_values(batch: Batch, extra: dict[str, list[Any]], metric: str) -> torch.Tensor:
     """(B,) the value algorithm.filter_groups compares: a named entry of the reward function's dict result,
-    else the response's summed score."""
+    else the response's summed score. A response without the entry (scored 0 after a reward error, with
+    reward_manager.on_error=zero) counts as 0."""
     if metric in ("acc", "score") and metric in extra:
-        return torch.tensor([float(v) for v in extra[metric]], dtype=torch.float64)
+        return torch.tensor([float(v) if v is not None else 0.0 for v in extra[metric]], dtype=torch.float64)
     return batch.token_level_scores.sum(-1).double()
 
 
