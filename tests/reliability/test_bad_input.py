@@ -116,6 +116,19 @@ def test_raising_reward_stops_the_run_naming_the_sample(tiny_model_dir, tmp_path
     assert "data_source='openai/gsm8k'" in out and "RuntimeError: scorer bug on purpose" in out
 
 
+FAILING_REWARD = '''
+import time
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    if extra_info["index"] == 1:
+        raise RuntimeError("scorer bug on purpose")
+    if extra_info["index"] == 2:
+        time.sleep(60)  # hangs past reward_manager.timeout
+    return 0.5
+'''
+
+
 def _listening(root_pid):
     """(process name, ip) of every listening inet socket of root_pid's process tree."""
     import psutil
@@ -139,11 +152,12 @@ def _listening(root_pid):
 @pytest.mark.slow
 def test_failing_rewards_are_counted_and_every_port_is_loopback_with_ray_auth(tiny_model_dir, tmp_path):
     """One real run, RAY_AUTH_MODE unset (Ray 2.60 then turns token authentication on for the cluster it starts):
-    one sample's reward raises and is scored 0 and counted (on_error=zero), and every socket the run's processes
-    listen on is bound to 127.0.0.1. Before: GCS, raylet, workers, the dashboard agent and the gloo store listened
-    on all interfaces."""
+    one prompt's reward raises and another's hangs past reward_manager.timeout; both are scored 0 and counted
+    (on_error=zero), and every socket the run's processes listen on is bound to 127.0.0.1. Before: GCS, raylet,
+    workers, the dashboard agent and the gloo store listened on all interfaces; one reward exception ended the run
+    and a hung reward hung it."""
     reward = tmp_path / "reward.py"
-    reward.write_text(RAISING_REWARD)
+    reward.write_text(FAILING_REWARD)
     train = _parquet(tmp_path / "train.parquet", _rows(4))
     run_env = env()
     for key in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "GLOO_SOCKET_IFNAME"):
@@ -151,7 +165,7 @@ def test_failing_rewards_are_counted_and_every_port_is_loopback_with_ray_auth(ti
     run_env["HOME"] = str(tmp_path)  # Ray writes its token to ~/.ray/auth_token
     overrides = _overrides(tiny_model_dir, train, tmp_path, "data.shuffle=False", "trainer.n_gpus_per_node=2",
                            "actor_rollout_ref.actor.ppo_mini_batch_size=2", "reward_manager.on_error=zero",
-                           f"custom_reward_function.path={reward}")
+                           "reward_manager.timeout=2", f"custom_reward_function.path={reward}")
     proc = subprocess.Popen(train_command(overrides), cwd=tmp_path, env=run_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen, lines = set(), []
@@ -174,5 +188,5 @@ def test_failing_rewards_are_counted_and_every_port_is_loopback_with_ray_auth(ti
     exposed = {(name, ip) for name, ip in seen if ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")}
     assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
     metrics = read_metrics(tmp_path / "run" / "logs")
-    assert metrics[1]["reward/errors"] == 2.0 and metrics[1]["reward/timeouts"] == 0.0  # row 1 × rollout.n=2
-    assert "2 of 8 responses scored 0 after an error" in out
+    assert metrics[1]["reward/errors"] == 4.0 and metrics[1]["reward/timeouts"] == 2.0  # rows 1, 2 × rollout.n=2
+    assert "4 of 8 responses scored 0 after an error (2 timed out)" in out
