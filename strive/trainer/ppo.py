@@ -108,11 +108,11 @@ class PPOTrainer:
 
     def validate(self) -> dict[str, float]:
         rt, cfg = self.rt, self.cfg
+        failures = rt.val_reward_fn.failures  # reward calls that failed and scored 0 (reward_manager.on_error=zero)
         params = phases.step_params(sampling_params(cfg.actor_rollout_ref, validate=True), rt.data.sampler.seed + 7,
                                     self.step)
         rows = [rt.data.val_data[i] for i in range(len(rt.data.val_data))]
         batch = phases.generate(rt.group, rows, params, release_after=False)
-        failures = rt.val_reward_fn.failures
         batch, extra = phases.score(rt.val_reward_fn, batch)
         variables = {"reward": batch.token_level_scores.sum(-1).tolist()}
         variables.update({k: v for k, v in extra.items() if k != "score"})
