@@ -94,6 +94,33 @@ def test_bad_reward_module_stops_before_ray(tiny_model_dir, tmp_path, body, expe
     assert expect in out and str(reward) in out
 
 
+BAD_TOOL = """tools:
+  - class_name: no_such_tool_package.tools.CalcTool
+    config: {type: native}
+    tool_schema:
+      type: function
+      function: {name: calc, description: d, parameters: {type: object, properties: {}, required: []}}
+"""
+
+
+@pytest.mark.parametrize("tool_file", ["missing.yaml", "bad_tool.yaml"])
+def test_bad_tool_config_stops_before_ray(tiny_model_dir, tmp_path, tool_file):
+    """multi_turn.tool_config_path that does not exist, or names a class that does not import (the multi-turn
+    start-up check, strive.agent.settings.check_agent_setup, loads the tools in the controller before Ray)."""
+    import importlib.util
+
+    if importlib.util.find_spec("strive.agent.settings") is None:
+        pytest.skip("multi-turn rollouts are not in this tree (multi_turn.enable is refused)")
+    (tmp_path / "bad_tool.yaml").write_text(BAD_TOOL)
+    train = _parquet(tmp_path / "train.parquet", _rows(8))
+    out, _ = _start_up_failure(_overrides(
+        tiny_model_dir, train, tmp_path, "data.max_prompt_length=512", "actor_rollout_ref.rollout.mode=async",
+        "actor_rollout_ref.rollout.multi_turn.enable=True",
+        f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tmp_path / tool_file}"), tmp_path)
+    assert (str(tmp_path / tool_file) in out if tool_file == "missing.yaml"
+            else "no_such_tool_package" in out), out[-3000:]
+
+
 RAISING_REWARD = '''
 def compute_score(data_source, solution_str, ground_truth, extra_info=None):
     if extra_info["index"] == 1:
