@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (FSDP ranks)")
     parser.add_argument("--gsm8k", default=None, help="folder with GSM8K train/test .jsonl or .parquet")
     args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     out_dir = os.path.abspath(os.path.expanduser(args.out))
     print(f"[strive demo] model {args.model}, {args.steps} GRPO steps on the CPU; output in {out_dir}", flush=True)
     from strive.models.loading import resolve_model_path

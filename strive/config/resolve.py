@@ -234,6 +234,10 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
     _check(algo.kl_ctrl.type != "adaptive" or algo.kl_ctrl.horizon > 0, "algorithm.kl_ctrl.horizon must be > 0")
     _check(cfg.data.truncation in ("error", "left", "right", "middle"),
            f"data.truncation={cfg.data.truncation} is not one of error, left, right, middle")
+    _check(cfg.reward_manager.on_error in ("raise", "zero"),
+           f"reward_manager.on_error={cfg.reward_manager.on_error} is not one of raise, zero")
+    _check(cfg.reward_manager.timeout is None or cfg.reward_manager.timeout >= 0,
+           f"reward_manager.timeout={cfg.reward_manager.timeout} must be >= 0 seconds (0 or null: no limit)")
     _check(cfg.trainer.resume_mode in ("auto", "disable", "resume_path"),
            f"trainer.resume_mode={cfg.trainer.resume_mode} is not one of auto, disable, resume_path")
     _check(cfg.trainer.resume_mode != "resume_path" or "global_step_" in str(cfg.trainer.resume_from_path or ""),

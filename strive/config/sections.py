@@ -72,11 +72,13 @@ class DataConfig:
     validation_shuffle: bool = False
     """Shuffle the validation data."""
     filter_overlong_prompts: bool = False
-    """Drop rows whose templated prompt is longer than max_prompt_length, once at load time."""
+    """Drop rows whose templated prompt is longer than max_prompt_length, once at load time (before Ray starts),
+    printing how many of how many rows each file lost."""
     filter_overlong_prompts_workers: int = 1
     """Processes for that filter."""
     truncation: str = "error"
-    """Over-long prompts: error, left (keep the end), right (keep the start) or middle."""
+    """Over-long prompts: error, left (keep the end), right (keep the start) or middle. Every row is measured when
+    the data is loaded, so error stops the run before Ray starts, naming the file, row and token length."""
     image_key: str = "images"
     """Image column (vision models)."""
     video_key: str = "videos"
@@ -288,6 +290,13 @@ class RewardManagerConfig:
     """null: same as reward_model.reward_manager (naive)."""
     module: PathName = field(default_factory=lambda: PathName(name="custom_reward_manager"))
     """A user reward-manager class."""
+    on_error: str = "raise"
+    """strive: when the reward function raises or times out on a sample: raise (stop the run, naming the sample's
+    position, row index, data_source and the exception) or zero (score it 0, print one line per batch, and count it
+    in the step's reward/errors and reward/timeouts metrics)."""
+    timeout: Optional[float] = 300.0
+    """strive: seconds one reward call may take before it counts as failed (handled as on_error says); null or 0:
+    no limit."""
 
 
 @dataclass

@@ -133,7 +133,8 @@ RULES: tuple[Rule, ...] = (
     _note("data.return_raw_input_ids", "no learned reward model reads them"),
     _note("data.return_full_prompt", "no learned reward model reads it"),
     _note("data.dataloader_num_workers", "strive tokenises once at load time, in the controller"),
-    _note("data.filter_overlong_prompts_workers", "the length filter runs in one process"),
+    _note("data.filter_overlong_prompts_workers", "the length check runs in the controller, tokenising in batches "
+          "(GSM8K's 7473 training rows: about 2 s)"),
     _note("data.validation_shuffle", "validation always runs in file order"),
     _note("data.val_batch_size", "deprecated in verl; the whole validation set is generated as one batch"),
     # --- reward -----------------------------------------------------------------------------------------------

@@ -3,16 +3,20 @@
 strive never starts a cluster of several machines itself: start Ray the usual way (`ray start --head` on one
 node, `ray start --address=HEAD:6379` on the others) or set RAY_ADDRESS, and the trainer joins it. Without an
 existing cluster it starts a local one; RAY_ADDRESS=local always starts one of its own (two runs side by side on
-one machine). Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting `trainer.n_gpus_per_node`
-ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
+one machine). A cluster strive starts itself listens on 127.0.0.1 only (GCS, raylet, workers, agents; the
+dashboard is off): see `loopback_ray`. Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting
+`trainer.n_gpus_per_node` ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from strive.config.schema import StriveConfig
+from strive.user_code import environ
 
 # Environment every worker gets unless the caller already set the variable (then the caller's value wins).
 WORKER_ENV_DEFAULTS = {
@@ -81,7 +85,44 @@ def init_ray(cfg: StriveConfig, processes: int) -> None:
     if cfg.trainer.device == "cpu":
         local_only.setdefault("num_cpus", max(cpus, processes))
     local_only.setdefault("include_dashboard", False)
-    ray.init(address="local", runtime_env=runtime_env, **kwargs, **local_only)
+    loopback = loopback_ray(kwargs)
+    if loopback:
+        runtime_env["env_vars"].setdefault("GLOO_SOCKET_IFNAME", os.environ.get("GLOO_SOCKET_IFNAME", "lo"))
+    with _ray_cluster_switch(enabled=not loopback):
+        ray.init(address="local", runtime_env=runtime_env, **kwargs, **local_only)
+
+
+def loopback_ray(kwargs: dict) -> bool:
+    """Whether the local cluster about to start binds every server to 127.0.0.1 (the default).
+
+    Ray 2.x takes the node address from `services.get_node_ip_address`, and binds GCS, raylet, worker and agent
+    servers to 127.0.0.1 only when that address is the loopback one; `ray.init(_node_ip_address="127.0.0.1")`
+    does not get there (Ray replaces a loopback address by a reachable one). The loopback address is what Ray
+    itself uses where clusters are off (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, its default on macOS/Windows), so
+    strive switches that off while it starts its cluster (`_ray_cluster_switch`); Ray's own processes inherit it.
+    The user says otherwise by setting that variable to 1, or `+ray_kwargs.ray_init._node_ip_address=IP`. A
+    cluster started with `ray start` and joined is left as its owner configured it.
+    """
+    said = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    return "_node_ip_address" not in kwargs and (said is None or said.strip().lower() in ("0", "false"))
+
+
+@contextmanager
+def _ray_cluster_switch(enabled: bool) -> Iterator[None]:
+    """Ray's cluster switch off inside the block (when not `enabled`), for this process and the processes it
+    starts, then back as it was: a `ray start` or a joined cluster later in this process must not inherit it."""
+    if enabled:
+        yield
+        return
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; computed from the variable when ray was imported
+    try:
+        with environ({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}):
+            yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:

@@ -47,12 +47,17 @@ class WorkerProcess:
 
     # -- set-up -----------------------------------------------------------------------------------------------
     def address(self) -> tuple[str, int]:
-        """An address and a free port for the process group's rendezvous (asked of rank 0)."""
-        host = socket.gethostbyname(socket.gethostname())
-        with socket.socket() as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        return host, port
+        """The address and a free port for the process group's store (asked of rank 0): Ray's address of this node
+        (127.0.0.1 in a cluster strive started), with the port kept listening on that address alone until
+        init_distributed hands it to the store (torch's own store would listen on every interface)."""
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.bind((host, 0))
+        sock.listen(max(128, self.spec.world_size))
+        self._store_socket = sock
+        return host, sock.getsockname()[1]
 
     def init_distributed(self, master: tuple[str, int], timeout_s: int) -> None:
         import torch.distributed as dist
@@ -60,8 +65,15 @@ class WorkerProcess:
 
         host, port = master
         backend = "nccl" if self.spec.device == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://{_bracket(host)}:{port}", rank=self.spec.rank,
-                                world_size=self.spec.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        listening = getattr(self, "_store_socket", None)
+        if listening is not None:  # rank 0: the store serves on the socket address() opened
+            self._store_socket = None
+            store = dist.TCPStore(host, port, self.spec.world_size, True, timeout, master_listen_fd=listening.detach())
+        else:
+            store = dist.TCPStore(host, port, self.spec.world_size, False, timeout)
+        dist.init_process_group(backend, store=store, rank=self.spec.rank, world_size=self.spec.world_size,
+                                timeout=timeout)
         self.mesh = init_device_mesh(self.spec.device, (self.spec.world_size,))
 
     def build(self, cfg: StriveConfig, sizes: Sizes, total_steps: int, eos_ids: list[int], pad_id: int) -> dict:
@@ -198,7 +210,3 @@ def _write_hf_meta(module, out_dir: str, tokenizer_source: Optional[str]) -> Non
         from strive.models.loading import auto_tokenizer
 
         auto_tokenizer(tokenizer_source).save_pretrained(out_dir)
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -12,7 +12,12 @@ What it chose:
   index -1, the last padding slot);
 - every key of a dict result (including `score`) becomes a list in `extra`, aligned with the
   batch; samples whose result lacked that key hold None;
-- scoring is sequential; async scorers (see `strive.reward.custom`) are gathered concurrently;
+- scoring is sequential; async scorers (see `strive.reward.custom`) are gathered concurrently; every call goes
+  through `strive.reward.guard`, so a call that raises or runs past `timeout` seconds is caught per sample. With
+  `on_error="raise"` (reward_manager.on_error, default) the first such sample stops the run with a RewardError
+  naming its position in the batch, its row index, data_source and the exception; with `"zero"` it scores 0, its
+  dict entries are None, one line is printed per batch, and `failures` / `timeouts` count it (the trainer logs
+  them as reward/errors and reward/timeouts);
 - verl's `dapo` manager is this one with `overlong` set: DAPO's overlong penalty (`strive.reward.overlong`) is
   added to each score after the scorer ran, so `extra["score"]` keeps the scorer's own value; with
   `overlong.log` the per-response `overlong_reward` and `overlong` join `extra`.
@@ -22,8 +27,6 @@ Exercised by `pytest tests/unit/test_reward_manager.py`.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +34,15 @@ from typing import Any
 import torch
 
 from strive.reward import default_compute_score, normalize_score
-from strive.reward.custom import run_coroutine
+from strive.reward.guard import Outcome, RewardTimeout, call_all
 from strive.reward.overlong import OverlongBuffer, overlong_penalty
+
+
+ON_ERROR = ("raise", "zero")
+
+
+class RewardError(RuntimeError):
+    """The reward function raised or timed out on a sample, with reward_manager.on_error=raise."""
 
 
 @dataclass
@@ -56,7 +66,16 @@ class RewardManager:
         reward_fn_key: str = "data_source",
         num_examine: int = 0,
         overlong: OverlongBuffer | None = None,
+        on_error: str = "raise",
+        timeout: float | None = 300.0,
     ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"reward_manager.on_error={on_error!r}; expected one of {', '.join(ON_ERROR)}")
+        self.on_error, self.timeout = on_error, timeout
+        self.failures = 0
+        """Running count of samples scored 0 because the reward function raised or timed out (on_error=zero)."""
+        self.timeouts = 0
+        """Of those, the ones that timed out."""
         self.tokenizer = tokenizer
         self.overlong = overlong
         self.compute_score = compute_score or default_compute_score
@@ -87,7 +106,10 @@ class RewardManager:
             dict(data_source=data_sources[i], solution_str=texts[i], ground_truth=ground_truths[i], extra_info=extra_infos[i])
             for i in range(batch)
         ]
-        results = [normalize_score(r, calls[i]["data_source"]) for i, r in enumerate(self._call_all(calls))]
+        outcomes = call_all(self.compute_score, calls, self.timeout)
+        results = [normalize_score(o.value, calls[i]["data_source"]) if o.error is None else 0.0
+                   for i, o in enumerate(outcomes)]
+        self._handle_failures(outcomes, calls)
 
         token_scores = torch.zeros(responses.shape, dtype=torch.float32)  # (B, T)
         scores = torch.zeros(batch, dtype=torch.float32)  # (B,)
@@ -106,17 +128,25 @@ class RewardManager:
         self._print_examples(texts, calls, scores, prompts, prompt_mask)
         return RewardResult(token_scores=token_scores, scores=scores, extra=extra)
 
-    def _call_all(self, calls: list[dict[str, Any]]) -> list[Any]:
-        acall = getattr(self.compute_score, "acall", None)
-        if acall is None and inspect.iscoroutinefunction(self.compute_score):
-            acall = self.compute_score
-        if acall is None:
-            return [self.compute_score(**kwargs) for kwargs in calls]
-
-        async def gather() -> list[Any]:
-            return await asyncio.gather(*(acall(**kwargs) for kwargs in calls))
-
-        return run_coroutine(gather())
+    def _handle_failures(self, outcomes: list[Outcome], calls: list[dict[str, Any]]) -> None:
+        failed = [i for i, o in enumerate(outcomes) if o.error is not None]
+        if not failed:
+            return
+        first = failed[0]
+        error = outcomes[first].error
+        info = calls[first]["extra_info"]
+        row = f", row index {info['index']}" if isinstance(info, dict) and "index" in info else ""
+        where = (f"sample {first} of the batch{row}, data_source={calls[first]['data_source']!r}: "
+                 f"{type(error).__name__}: {error}")
+        if self.on_error == "raise":
+            verb = "timed out" if isinstance(error, RewardTimeout) else "raised"
+            raise RewardError(f"the reward function {verb} on {where} (set reward_manager.on_error=zero to score "
+                              "such samples 0 and count them instead)") from error
+        timeouts = sum(isinstance(outcomes[i].error, RewardTimeout) for i in failed)
+        self.failures += len(failed)
+        self.timeouts += timeouts
+        print(f"[strive] reward: {len(failed)} of {len(outcomes)} responses scored 0 after an error "
+              f"({timeouts} timed out); first: {where}", flush=True)
 
     def _print_examples(self, texts, calls, scores, prompts, prompt_mask) -> None:
         if self.num_examine <= 0:

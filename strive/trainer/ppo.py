@@ -110,6 +110,7 @@ class PPOTrainer:
 
     def validate(self) -> dict[str, float]:
         rt, cfg = self.rt, self.cfg
+        failures = rt.val_reward_fn.failures  # reward calls that failed and scored 0 (reward_manager.on_error=zero)
         params = phases.step_params(sampling_params(cfg.actor_rollout_ref, validate=True), rt.data.sampler.seed + 7,
                                     self.step)
         rows = [rt.data.val_data[i] for i in range(len(rt.data.val_data))]
@@ -123,7 +124,9 @@ class PPOTrainer:
         if cfg.trainer.log_val_generations > 0:
             rows = pick_generations(phases.generation_rows(rt.data.tokenizer, batch), cfg.trainer.log_val_generations)
             rt.tracker.log_generations(rows, self.step)
-        return validation_metrics(batch.meta.data_sources, batch.group_ids.tolist(), variables, params.n)
+        metrics = validation_metrics(batch.meta.data_sources, batch.group_ids.tolist(), variables, params.n)
+        metrics["val/reward_errors"] = float(rt.val_reward_fn.failures - failures)
+        return metrics
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self) -> None:

@@ -37,7 +37,15 @@ class StepSampler:
         self.router = cfg.actor_rollout_ref.rollout.multi_turn.router
 
     def sample(self, rows: list[PromptRow], step: int, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
-        """The step's scored batch (prompt-major, group ids 0..prompts-1) and the metrics of sampling it."""
+        """The step's scored batch (prompt-major, group ids 0..prompts-1) and the metrics of sampling it, with
+        reward/errors and reward/timeouts: the responses scored 0 because the reward function failed on them."""
+        failures, timeouts = self.reward_fn.failures, self.reward_fn.timeouts
+        batch, metrics = self._sample(rows, step, timings)
+        metrics["reward/errors"] = float(self.reward_fn.failures - failures)
+        metrics["reward/timeouts"] = float(self.reward_fn.timeouts - timeouts)
+        return batch, metrics
+
+    def _sample(self, rows: list[PromptRow], step: int, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
         if self.cfg.algorithm.filter_groups.enable:
             return self._dynamic(rows, step, timings)
         with timer("gen", timings):
@@ -98,9 +106,10 @@ class StepSampler:
 
 def filter_values(batch: Batch, extra: dict[str, list[Any]], metric: str) -> torch.Tensor:
     """(B,) the value algorithm.filter_groups compares: a named entry of the reward function's dict result,
-    else the response's summed score."""
+    else the response's summed score. A response without the entry (scored 0 after a reward error, with
+    reward_manager.on_error=zero) counts as 0."""
     if metric in ("acc", "score") and metric in extra:
-        return torch.tensor([float(v) for v in extra[metric]], dtype=torch.float64)
+        return torch.tensor([float(v) if v is not None else 0.0 for v in extra[metric]], dtype=torch.float64)
     return batch.token_level_scores.sum(-1).double()
 
 

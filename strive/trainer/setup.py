@@ -19,6 +19,7 @@ from strive.config import Prepared, needs_critic, needs_reference, to_dict
 from strive.controller.cluster import Placement, init_ray, plan_placement
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
+from strive.data.checks import check_reward_columns
 from strive.data.custom import dataset_class
 from strive.data.rl_dataset import RLDataset
 from strive.data.sampler import ResumableSampler
@@ -84,8 +85,9 @@ def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
     key = cfg.data.reward_fn_key
     # verl's `dapo` manager: the naive one plus the overlong penalty, in training and validation alike
     overlong = overlong_from_kwargs(cfg.reward_model.reward_kwargs) if cfg.reward_manager.name == "dapo" else None
-    return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0, overlong=overlong),
-            RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1, overlong=overlong))
+    guard = dict(on_error=cfg.reward_manager.on_error, timeout=cfg.reward_manager.timeout)
+    return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0, overlong=overlong, **guard),
+            RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1, overlong=overlong, **guard))
 
 
 def build_data(cfg, tokenizer) -> tuple[RLDataset, Optional[RLDataset], ResumableSampler]:
@@ -93,6 +95,9 @@ def build_data(cfg, tokenizer) -> tuple[RLDataset, Optional[RLDataset], Resumabl
     train = _dataset(data.train_files, tokenizer, cfg, data.train_max_samples)
     needs_val = cfg.trainer.val_before_train or cfg.trainer.test_freq > 0 or cfg.trainer.val_only
     val = _dataset(data.val_files, tokenizer, cfg, data.val_max_samples) if needs_val and data.val_files else None
+    if not cfg.custom_reward_function.path:  # the built-in scorers' columns; a custom function gets rows as they are
+        for dataset in (train, val) if val is not None else (train,):
+            check_reward_columns(dataset, data.reward_fn_key)
     if len(train) < data.gen_batch_size:
         raise ValueError(f"data.train_files has {len(train)} usable rows, fewer than data.train_batch_size="
                          f"{data.gen_batch_size}: no full batch can be formed")

@@ -90,3 +90,21 @@ def test_phase_end_gives_freed_heap_back():
     assert trims_heap(lambda: "result")() == "result"
     assert held - current_rss_gb() > 0.3, held
     del pin
+
+
+def test_local_cluster_is_loopback_unless_the_user_says_otherwise(monkeypatch):
+    from ray._private import ray_constants, services
+
+    from strive.controller.cluster import _ray_cluster_switch, loopback_ray
+
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    assert loopback_ray({}) and not loopback_ray({"_node_ip_address": "10.0.0.5"})
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
+    assert not loopback_ray({})
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    with _ray_cluster_switch(enabled=False):
+        assert services.get_node_ip_address() == "127.0.0.1"  # what ray.init then gives every server
+        assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"  # inherited by GCS, raylet, workers
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ  # a later `ray start` may form a cluster
+    assert ray_constants.ENABLE_RAY_CLUSTER == before

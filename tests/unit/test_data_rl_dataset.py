@@ -58,7 +58,7 @@ def parquet(tmp_path):
 
 
 def test_template_gives_a_typed_row(tokenizer, parquet):
-    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=32)
+    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=64)
     assert len(ds) == 3
     item = ds[0]
     assert isinstance(item, PromptRow)
@@ -89,20 +89,20 @@ def test_truncate_ids_middle_exact():
     assert truncate_ids([1, 2], 5, "error", 0) == [1, 2]
 
 
-def test_truncation_error_names_row_and_lengths(tokenizer, parquet):
-    ds = RLDataset(str(parquet), tokenizer, max_prompt_length=25)
-    ds[0]
+def test_truncation_error_names_file_row_and_lengths_at_construction(tokenizer, parquet):
+    # before: the error came only from ds[1], i.e. when a training batch first reached the row
     with pytest.raises(ValueError) as err:
-        ds[1]
+        RLDataset(str(parquet), tokenizer, max_prompt_length=25)
     message = str(err.value)
-    assert "row 1" in message and f"{OVERHEAD + 30} tokens" in message and "max_prompt_length=25" in message
+    assert str(parquet) in message and "row 1 " in message and f"{OVERHEAD + 30} tokens" in message
+    assert "max_prompt_length=25" in message and "1 of 3 rows" in message
     assert "filter_overlong_prompts" in message and "truncation" in message
 
 
 def test_filter_overlong_prompts(tokenizer, parquet, capsys):
     ds = RLDataset(str(parquet), tokenizer, max_prompt_length=25, filter_overlong_prompts=True)
     assert [ds[i].raw_prompt[0]["content"] for i in range(len(ds))] == ["ab", "hello"]
-    assert "dropped 1 of 3 rows" in capsys.readouterr().out
+    assert f"dropped 1 of 3 rows of {parquet}" in capsys.readouterr().out
     assert ds[1].index == 102  # extra_info.index survives the filter
 
 
@@ -137,14 +137,14 @@ def test_missing_chat_template_and_custom_template(tmp_path, parquet):
     with pytest.raises(ValueError, match="custom_chat_template"):
         RLDataset(str(parquet), bare, max_prompt_length=64)
     plain = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
-    ds = RLDataset(str(parquet), bare, max_prompt_length=8, custom_chat_template=plain)
+    ds = RLDataset(str(parquet), bare, max_prompt_length=8, custom_chat_template=plain, truncation="right")
     assert ds[0].prompt_ids == bare.encode("ab>", add_special_tokens=False)
 
 
 def test_chat_template_kwargs_are_passed(tokenizer, parquet):
     template = "{% if shout %}!{% endif %}{{ messages[0]['content'] }}"
     ds = RLDataset(str(parquet), tokenizer, max_prompt_length=8, custom_chat_template=template,
-                   chat_template_kwargs={"shout": True})
+                   chat_template_kwargs={"shout": True}, truncation="right")
     assert ds[0].prompt_ids == tokenizer.encode("!ab", add_special_tokens=False)
 
 

@@ -56,3 +56,15 @@ def test_take_groups_keeps_rows_in_group_order_and_renumbers():
     joined = Batch.cat([kept, batch.select([0, 1])])
     assert joined.meta.ground_truths == ["gt2", "gt2", "gt0", "gt0", "gt0", "gt0"]
     assert joined.prompts[:, 0].tolist() == [4, 5, 0, 1, 0, 1]
+
+
+def test_filter_values_count_a_failed_reward_as_zero():
+    import torch
+
+    from strive.trainer.sampling import filter_values
+
+    class _Batch:
+        token_level_scores = torch.zeros(3, 2)
+
+    values = filter_values(_Batch(), {"acc": [True, None, False]}, "acc")  # None: scored 0 after a reward error
+    assert values.tolist() == [1.0, 0.0, 0.0]
