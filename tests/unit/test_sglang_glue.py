@@ -606,6 +606,8 @@ def test_imbalance_check_env_reaches_the_ray_runtime_env(monkeypatch):
     env = seen["runtime_env"]["env_vars"]
     assert env["SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK"] == "True"  # read by SGLang 0.4.x
     assert env["SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK"] == "false"  # read by SGLang 0.5.x
+    # a local cluster strive starts listens on loopback, and so does gloo (cluster.loopback_ray)
+    assert env.pop("GLOO_SOCKET_IFNAME", "lo") == os.environ.get("GLOO_SOCKET_IFNAME", "lo")
     assert env == cluster.worker_env(cfg, int(env["STRIVE_THREADS"]))
 
 
