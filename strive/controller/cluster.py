@@ -4,7 +4,8 @@ strive never starts a cluster of several machines itself: start Ray the usual wa
 node, `ray start --address=HEAD:6379` on the others) or set RAY_ADDRESS, and the trainer joins it. Without an
 existing cluster it starts a local one; RAY_ADDRESS=local always starts one of its own (two runs side by side on
 one machine). Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting `trainer.n_gpus_per_node`
-ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
+ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU. A local cluster started here is
+watched by `reaper.py`, so none of its processes outlive the driver, even one killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from strive.config.schema import StriveConfig
+from strive.controller.reaper import start_reaper
 
 # Environment every worker gets unless the caller already set the variable (then the caller's value wins).
 WORKER_ENV_DEFAULTS = {
@@ -27,7 +29,7 @@ WORKER_ENV_DEFAULTS = {
     "SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK": "false",
 }
 PASS_THROUGH = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
-                "NVSHMEM_DISABLE_NVLS", "STRIVE_CACHE", "PYTHONPATH")
+                "NVSHMEM_DISABLE_NVLS", "STRIVE_CACHE", "PYTHONPATH", "STRIVE_FAULT_INJECT")
 
 
 class ClusterError(RuntimeError):
@@ -82,6 +84,7 @@ def init_ray(cfg: StriveConfig, processes: int) -> None:
         local_only.setdefault("num_cpus", max(cpus, processes))
     local_only.setdefault("include_dashboard", False)
     ray.init(address="local", runtime_env=runtime_env, **kwargs, **local_only)
+    start_reaper()  # this cluster's processes go when the driver goes, however it ends (reaper.py)
 
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:
