@@ -6,7 +6,9 @@ Calls are explicit at the call site and name the method itself, not a string:
 order. An editor's go-to-definition follows the call to the worker, and a type checker checks the arguments
 against the method's signature (ParamSpec); a method the process class does not have fails before anything is sent.
 A rank that dies (a crash, an out-of-memory kill) surfaces as `WorkerDied` naming the rank and the phase,
-and the other ranks are killed rather than left hanging in a collective.
+and the other ranks are killed rather than left hanging in a collective; a phase that does not return within
+trainer.phase_timeout_s surfaces as `PhaseTimeout` (a WorkerDied) the same way, and a worker over
+trainer.host_memory_limit_gb as `HostMemoryExceeded` naming the group, rank, phase and memory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
 
 from strive.config.schema import StriveConfig
 from strive.controller.cluster import Placement
+from strive.controller.host_memory import HostMemoryExceeded
 from strive.controller.process import ProcessSpec, WorkerProcess
 
 
@@ -28,6 +31,10 @@ class WorkerDied(RuntimeError):
     pass
 
 
+class PhaseTimeout(WorkerDied):
+    """A phase that did not return within trainer.phase_timeout_s on some rank (a hung worker)."""
+
+
 class WorkerGroup:
     def __init__(self, name: str, placement: Placement, roles: tuple[str, ...], cfg: StriveConfig, seed: int = 0,
                  process_cls: type = WorkerProcess):
@@ -36,6 +43,7 @@ class WorkerGroup:
 
         self.name = name
         self.process_cls = process_cls
+        self.phase_timeout_s = cfg.trainer.phase_timeout_s
         world = len(placement.node_ids)
         remote_cls = ray.remote(process_cls)
         self.workers = []
@@ -87,19 +95,30 @@ class WorkerGroup:
         return name
 
     def get(self, refs: list, what: str) -> list[Any]:
-        """Wait for all ranks; on the first failure stop the others and raise, instead of hanging."""
+        """Wait for all ranks; on the first failure, or past trainer.phase_timeout_s, stop the others and raise,
+        instead of hanging."""
         import ray
         from ray.exceptions import RayActorError
 
-        pending = list(refs)
+        pending, start = list(refs), time.monotonic()
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=None)
+            left = None if not self.phase_timeout_s else max(0.0, start + self.phase_timeout_s - time.monotonic())
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not done:
+                ranks = ", ".join(str(refs.index(p)) for p in pending)
+                self.kill()
+                raise PhaseTimeout(f"{self.name} worker rank(s) {ranks} did not finish '{what}' within "
+                                   f"trainer.phase_timeout_s={self.phase_timeout_s:g} (waited "
+                                   f"{time.monotonic() - start:.1f} s); the group's workers were stopped")
             try:
                 ray.get(done)
             except RayActorError as exc:
                 rank = refs.index(done[0])
                 self.kill()
                 raise WorkerDied(f"{self.name} worker rank {rank} died during '{what}': {exc}") from None
+            except HostMemoryExceeded as exc:  # Ray's error for the task is also an instance of the worker's
+                self.kill()
+                raise HostMemoryExceeded(f"{self.name} worker {getattr(exc, 'cause', exc)}") from None
             except Exception:
                 self.kill()
                 raise

@@ -1,0 +1,88 @@
+"""Process faults during a real run (entry point, tiny model, GRPO on 2 CPU worker processes): a worker killed
+in generation, the update or the weight sync; a worker that hangs; a worker over its host-memory budget; the
+driver killed. Each must end the run with an error naming what happened, and leave no Ray process behind.
+The faults are placed with the test hook STRIVE_FAULT_INJECT (strive/controller/faults.py); docs/reliability.md
+holds the table with the times measured here."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from strive.controller.faults import parse
+from tests.reliability.conftest import grpo_overrides
+
+GONE_WITHIN_S = 15  # every process under the driver, after it exits
+
+
+def _injected(run, timeout: float = 120) -> float:
+    """When the worker announced the fault (its line reaches the driver's output through Ray's log forwarding)."""
+    return run.wait_for("STRIVE_FAULT_INJECT:", timeout)
+
+
+@pytest.mark.parametrize("phase, spec", [
+    ("generate", "phase:generate:rank:0:kill"),
+    ("update_actor", "phase:update_actor:rank:1:kill"),  # two optimizer steps a step: not the on-policy bypass
+    ("sync_weights", "phase:sync_weights:rank:0:call:2:kill"),  # call 1 is the sync right after start-up
+])
+def test_worker_killed_in_a_phase_stops_the_run_naming_it(fault_run, fault_data, tiny_model_dir, tmp_path, phase,
+                                                          spec):
+    run = fault_run(grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt"), env={"STRIVE_FAULT_INJECT": spec})
+    injected = _injected(run)
+    rc = run.wait(90)
+    took = time.monotonic() - run.started - injected
+    out = run.output()
+    assert rc != 0
+    fault = parse(spec)
+    assert fault.phase == phase
+    assert f"WorkerDied: actor_rollout_ref worker rank {fault.rank} died during '{phase}'" in out, out[-3000:]
+    assert took < 60
+    assert run.survivors(within=GONE_WITHIN_S) == []
+    print(f"\n{phase}: fault at {injected:.1f} s, driver exited {took:.1f} s later")
+
+
+def test_hung_worker_times_out_with_a_clear_error(fault_run, fault_data, tiny_model_dir, tmp_path):
+    overrides = grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt") + ["trainer.phase_timeout_s=8"]
+    run = fault_run(overrides, env={"STRIVE_FAULT_INJECT": "phase:generate:rank:1:hang"})
+    injected = _injected(run)
+    rc = run.wait(90)
+    waited = time.monotonic() - run.started - injected
+    out = run.output()
+    assert rc != 0
+    assert ("PhaseTimeout: actor_rollout_ref worker rank(s) 1 did not finish 'generate' within "
+            "trainer.phase_timeout_s=8 (waited") in out, out[-3000:]
+    assert 8 <= waited < 8 + 30
+    assert run.survivors(within=GONE_WITHIN_S) == []
+    print(f"\nhang: driver exited {waited:.1f} s after the fault")
+
+
+def test_worker_over_its_host_memory_budget_names_phase_and_memory(fault_run, fault_data, tiny_model_dir, tmp_path):
+    # a tiny-model worker holds ~0.5 GiB; 1.5 GiB more in the update puts it over a 1.25 GiB budget
+    overrides = grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt") + ["trainer.host_memory_limit_gb=1.25"]
+    run = fault_run(overrides, env={"STRIVE_FAULT_INJECT": "phase:update_actor:rank:0:alloc:1.5"})
+    injected = _injected(run)
+    rc = run.wait(90)
+    took = time.monotonic() - run.started - injected
+    out = run.output()
+    assert rc != 0
+    found = re.search(r"HostMemoryExceeded: actor_rollout_ref worker rank 0 held ([\d.]+) GiB of host memory "
+                      r"\(resident set\) during 'update_actor', over the budget "
+                      r"trainer.host_memory_limit_gb=1.25", out)
+    assert found, out[-3000:]
+    assert float(found.group(1)) > 1.25
+    assert run.survivors(within=GONE_WITHIN_S) == []
+    print(f"\nmemory: driver exited {took:.1f} s after the fault")
+
+
+def test_driver_killed_leaves_no_ray_process_behind(fault_run, fault_data, tiny_model_dir, tmp_path):
+    run = fault_run(grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt", steps=50))
+    run.wait_for("[step 1/", 120)
+    assert len(run.worker_pids()) == 2
+    run.kill_driver()
+    gone = run.time_until_gone(limit=90)
+    left = run.survivors(within=0)
+    assert left == [], f"still running {gone:.0f} s after the driver's SIGKILL: {left}"
+    assert gone < GONE_WITHIN_S
+    print(f"\ndriver SIGKILL: all its Ray processes gone after {gone:.1f} s")
