@@ -7,11 +7,14 @@ holds the table with the times measured here."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 
 from strive.controller.faults import parse
+from tests.e2e.helpers import env
 from tests.reliability.conftest import grpo_overrides
 
 GONE_WITHIN_S = 15  # every process under the driver, after it exits
@@ -86,3 +89,43 @@ def test_driver_killed_leaves_no_ray_process_behind(fault_run, fault_data, tiny_
     assert left == [], f"still running {gone:.0f} s after the driver's SIGKILL: {left}"
     assert gone < GONE_WITHIN_S
     print(f"\ndriver SIGKILL: all its Ray processes gone after {gone:.1f} s")
+
+
+REAPED_DRIVER = """
+import subprocess, sys, time
+from strive.controller.reaper import start_reaper
+child = subprocess.Popen(["sleep", "300"])
+grandchild_parent = subprocess.Popen(["sh", "-c", "sleep 300 & wait"])
+start_reaper()
+time.sleep(2.5)  # the watchdog notes the tree once a second
+print(child.pid, grandchild_parent.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_reaper_kills_what_descends_from_a_killed_driver_and_nothing_else(tmp_path):
+    bystander = subprocess.Popen(["sleep", "300"])
+    driver = subprocess.Popen([sys.executable, "-c", REAPED_DRIVER], env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        child, shell = (int(p) for p in driver.stdout.readline().split())
+        grandchild = int(subprocess.run(["pgrep", "-P", str(shell)], capture_output=True, text=True).stdout.split()[0])
+        driver.kill()
+        driver.wait()
+        start = time.monotonic()
+        while time.monotonic() - start < 10 and any(_runs(p) for p in (child, shell, grandchild)):
+            time.sleep(0.1)
+        assert not any(_runs(p) for p in (child, shell, grandchild))
+        assert time.monotonic() - start < 5
+        assert bystander.poll() is None
+    finally:
+        for proc in (bystander, driver):
+            proc.kill()
+            proc.wait()
+
+
+def _runs(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
