@@ -27,6 +27,11 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 
+UNBOUNDED = ("rendezvous", "init_distributed", "build")
+"""Start-up calls, which trainer.phase_timeout_s does not bound: starting the processes and loading the models
+takes as long as the cluster and the model size make it (a download, a 70B checkpoint from a slow disk)."""
+
+
 class WorkerDied(RuntimeError):
     pass
 
@@ -95,20 +100,21 @@ class WorkerGroup:
         return name
 
     def get(self, refs: list, what: str) -> list[Any]:
-        """Wait for all ranks; on the first failure, or past trainer.phase_timeout_s, stop the others and raise,
-        instead of hanging."""
+        """Wait for all ranks; on the first failure, or past trainer.phase_timeout_s (a phase not in UNBOUNDED),
+        stop the others and raise, instead of hanging."""
         import ray
         from ray.exceptions import RayActorError
 
         pending, start = list(refs), time.monotonic()
+        limit = None if what in UNBOUNDED else self.phase_timeout_s
         while pending:
-            left = None if not self.phase_timeout_s else max(0.0, start + self.phase_timeout_s - time.monotonic())
+            left = None if not limit else max(0.0, start + limit - time.monotonic())
             done, pending = ray.wait(pending, num_returns=1, timeout=left)
             if not done:
                 ranks = ", ".join(str(refs.index(p)) for p in pending)
                 self.kill()
                 raise PhaseTimeout(f"{self.name} worker rank(s) {ranks} did not finish '{what}' within "
-                                   f"trainer.phase_timeout_s={self.phase_timeout_s:g} (waited "
+                                   f"trainer.phase_timeout_s={limit:g} (waited "
                                    f"{time.monotonic() - start:.1f} s); the group's workers were stopped")
             try:
                 ray.get(done)

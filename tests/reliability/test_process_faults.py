@@ -20,7 +20,7 @@ from tests.reliability.conftest import grpo_overrides
 GONE_WITHIN_S = 15  # every process under the driver, after it exits
 
 
-def _injected(run, timeout: float = 120) -> float:
+def _injected(run, timeout: float = 300) -> float:
     """When the worker announced the fault (its line reaches the driver's output through Ray's log forwarding)."""
     return run.wait_for("STRIVE_FAULT_INJECT:", timeout)
 
@@ -34,7 +34,7 @@ def test_worker_killed_in_a_phase_stops_the_run_naming_it(fault_run, fault_data,
                                                           spec):
     run = fault_run(grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt"), env={"STRIVE_FAULT_INJECT": spec})
     injected = _injected(run)
-    rc = run.wait(90)
+    rc = run.wait(180)
     took = time.monotonic() - run.started - injected
     out = run.output()
     assert rc != 0
@@ -47,16 +47,17 @@ def test_worker_killed_in_a_phase_stops_the_run_naming_it(fault_run, fault_data,
 
 
 def test_hung_worker_times_out_with_a_clear_error(fault_run, fault_data, tiny_model_dir, tmp_path):
-    overrides = grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt") + ["trainer.phase_timeout_s=8"]
+    overrides = grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt") + ["trainer.phase_timeout_s=15"]
     run = fault_run(overrides, env={"STRIVE_FAULT_INJECT": "phase:generate:rank:1:hang"})
     injected = _injected(run)
-    rc = run.wait(90)
+    rc = run.wait(180)
     waited = time.monotonic() - run.started - injected
     out = run.output()
     assert rc != 0
     assert ("PhaseTimeout: actor_rollout_ref worker rank(s) 1 did not finish 'generate' within "
-            "trainer.phase_timeout_s=8 (waited") in out, out[-3000:]
-    assert 8 <= waited < 8 + 30
+            "trainer.phase_timeout_s=15 (waited") in out, out[-3000:]
+    assert float(re.search(r"\(waited ([\d.]+) s\)", out).group(1)) >= 15
+    assert waited < 15 + 30
     assert run.survivors(within=GONE_WITHIN_S) == []
     print(f"\nhang: driver exited {waited:.1f} s after the fault")
 
@@ -66,7 +67,7 @@ def test_worker_over_its_host_memory_budget_names_phase_and_memory(fault_run, fa
     overrides = grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt") + ["trainer.host_memory_limit_gb=1.25"]
     run = fault_run(overrides, env={"STRIVE_FAULT_INJECT": "phase:update_actor:rank:0:alloc:1.5"})
     injected = _injected(run)
-    rc = run.wait(90)
+    rc = run.wait(180)
     took = time.monotonic() - run.started - injected
     out = run.output()
     assert rc != 0
@@ -81,7 +82,7 @@ def test_worker_over_its_host_memory_budget_names_phase_and_memory(fault_run, fa
 
 def test_driver_killed_leaves_no_ray_process_behind(fault_run, fault_data, tiny_model_dir, tmp_path):
     run = fault_run(grpo_overrides(tiny_model_dir, fault_data, tmp_path / "ckpt", steps=50))
-    run.wait_for("[step 1/", 120)
+    run.wait_for("[step 1/", 300)
     assert len(run.worker_pids()) == 2
     run.kill_driver()
     gone = run.time_until_gone(limit=90)
