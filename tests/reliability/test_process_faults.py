@@ -6,7 +6,9 @@ holds the table with the times measured here."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -98,33 +100,42 @@ def test_driver_killed_leaves_no_ray_process_behind(fault_run, fault_data, tiny_
 REAPED_DRIVER = """
 import subprocess, sys, time
 from strive.controller.reaper import start_reaper
-child = subprocess.Popen(["sleep", "300"])
-grandchild_parent = subprocess.Popen(["sh", "-c", "sleep 300 & wait"])
+ray_like = subprocess.Popen(["sh", sys.argv[1]])     # its command line names a ray/ folder, as Ray's own do
+other = subprocess.Popen(["sleep", "300"])           # not Ray's: a logger's upload service, say
 start_reaper()
 time.sleep(2.5)  # the watchdog notes the tree once a second
-print(child.pid, grandchild_parent.pid, flush=True)
+print(ray_like.pid, other.pid, flush=True)
 time.sleep(300)
 """
 
 
-def test_reaper_kills_what_descends_from_a_killed_driver_and_nothing_else(tmp_path):
-    bystander = subprocess.Popen(["sleep", "300"])
-    driver = subprocess.Popen([sys.executable, "-c", REAPED_DRIVER], env=env(), stdout=subprocess.PIPE, text=True)
+def test_reaper_kills_the_ray_processes_of_a_killed_driver_and_nothing_else(tmp_path):
+    script = tmp_path / "ray" / "fake_raylet.sh"
+    script.parent.mkdir()
+    script.write_text("sleep 300 &\nwait\n")  # a child of its own, as the raylet has its workers
+    driver = subprocess.Popen([sys.executable, "-c", REAPED_DRIVER, str(script)], env=env(), stdout=subprocess.PIPE,
+                              text=True)
+    ray_like = other = below = 0
     try:
-        child, shell = (int(p) for p in driver.stdout.readline().split())
-        grandchild = int(subprocess.run(["pgrep", "-P", str(shell)], capture_output=True, text=True).stdout.split()[0])
+        ray_like, other = (int(p) for p in driver.stdout.readline().split())
+        below = int(subprocess.run(["pgrep", "-P", str(ray_like)], capture_output=True, text=True,
+                                   check=True).stdout.split()[0])
         driver.kill()
         driver.wait()
         start = time.monotonic()
-        while time.monotonic() - start < 10 and any(_runs(p) for p in (child, shell, grandchild)):
+        while time.monotonic() - start < 10 and (_runs(ray_like) or _runs(below)):
             time.sleep(0.1)
-        assert not any(_runs(p) for p in (child, shell, grandchild))
+        assert not _runs(ray_like) and not _runs(below)
         assert time.monotonic() - start < 5
-        assert bystander.poll() is None
+        assert _runs(other)
     finally:
-        for proc in (bystander, driver):
-            proc.kill()
-            proc.wait()
+        driver.kill()
+        driver.wait()
+        for pid in (p for p in (ray_like, other, below) if p):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _runs(pid: int) -> bool:
