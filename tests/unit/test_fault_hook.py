@@ -63,7 +63,7 @@ def test_budget_stops_a_phase_that_grows_past_it_naming_phase_and_memory():
     text = str(err.value)
     assert text.startswith("rank 3 held ") and "during 'update_actor'" in text
     held = float(text.split(" held ")[1].split(" GiB")[0])
-    assert base + 0.5 < held < base + 1.5  # stopped soon after crossing, not at the end
+    assert base + 0.5 - 0.01 < held < base + 1.5  # stopped soon after crossing, not at the end (2 decimals shown)
     assert budget.run("next", lambda: "ok") == "ok"  # the next phase is not hit by a stale stop
 
 
