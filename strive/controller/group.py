@@ -40,6 +40,15 @@ class PhaseTimeout(WorkerDied):
     """A phase that did not return within trainer.phase_timeout_s on some rank (a hung worker)."""
 
 
+def died_message(group: str, rank: int, what: str, error: str) -> str:
+    """WorkerDied's text; where Ray's memory monitor killed the worker, what strive's own budget would add."""
+    text = f"{group} worker rank {rank} died during '{what}': {error}"
+    if any(sign in error for sign in ("low on memory", "RAY_memory_usage_threshold", "OutOfMemoryError")):
+        text += ("\n(Ray's memory monitor killed it: the node was nearly full. trainer.host_memory_limit_gb, set below "
+                 "one worker's share of the node, stops the run first with the phase and the memory the worker held.)")
+    return text
+
+
 class WorkerGroup:
     def __init__(self, name: str, placement: Placement, roles: tuple[str, ...], cfg: StriveConfig, seed: int = 0,
                  process_cls: type = WorkerProcess):
@@ -121,7 +130,7 @@ class WorkerGroup:
             except RayActorError as exc:
                 rank = refs.index(done[0])
                 self.kill()
-                raise WorkerDied(f"{self.name} worker rank {rank} died during '{what}': {exc}") from None
+                raise WorkerDied(died_message(self.name, rank, what, str(exc))) from None
             except HostMemoryExceeded as exc:  # Ray's error for the task is also an instance of the worker's
                 self.kill()
                 raise HostMemoryExceeded(f"{self.name} worker {getattr(exc, 'cause', exc)}") from None

@@ -46,6 +46,7 @@ def test_worker_killed_in_a_phase_stops_the_run_naming_it(fault_run, fault_data,
     fault = parse(spec)
     assert fault.phase == phase
     assert f"WorkerDied: actor_rollout_ref worker rank {fault.rank} died during '{phase}'" in out, out[-3000:]
+    assert "Ray's memory monitor killed it" not in out  # a SIGKILL is not taken for an out-of-memory kill
     assert took < 60
     assert run.survivors(within=GONE_WITHIN_S) == []
     print(f"\n{phase}: fault at {injected:.1f} s, driver exited {took:.1f} s later")

@@ -76,3 +76,15 @@ def test_budget_check_after_a_phase_counts_what_is_still_held():
     with pytest.raises(HostMemoryExceeded, match="during 'sync_weights'"):
         budget.check("sync_weights")
     MemoryBudget(None, rank=0).check("sync_weights")
+
+
+def test_a_worker_killed_by_rays_memory_monitor_points_at_the_budget():
+    from strive.controller.group import died_message
+
+    ray_oom = ("The actor died unexpectedly before finishing this task. Task was killed due to the node running low "
+               "on memory. Memory on the node was 22.9GB / 24GB (0.954), which exceeds the memory usage threshold")
+    text = died_message("actor_rollout_ref", 1, "generate", ray_oom)
+    assert text.startswith("actor_rollout_ref worker rank 1 died during 'generate': The actor died")
+    assert "trainer.host_memory_limit_gb" in text
+    plain = died_message("actor_rollout_ref", 0, "update_actor", "The actor died unexpectedly (SIGKILL)")
+    assert plain == "actor_rollout_ref worker rank 0 died during 'update_actor': The actor died unexpectedly (SIGKILL)"
