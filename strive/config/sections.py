@@ -453,6 +453,15 @@ class TrainerConfig:
     """Write a PNG of the main curves at the end of the run (strive)."""
     colocate_critic: bool = True
     """Run the critic in the actor's worker processes (True) or in a group of its own on other slots (strive)."""
+    phase_timeout_s: Optional[float] = 3600.0
+    """Longest wait, in seconds, for one worker phase of a step on every rank (generate, log-probs, an update, the
+    weight sync, validation's generate, a checkpoint save or load); past it the run stops with an error naming the
+    group, the ranks, the phase and the wait, and the workers are killed, instead of hanging. Start-up (worker
+    processes, rendezvous, building the models) is not bounded by it (strive; null or 0: wait forever)."""
+    host_memory_limit_gb: Optional[float] = None
+    """Most host memory (resident set, GiB) one worker process may hold during a phase; over it the run stops
+    with an error naming the rank, the phase and both numbers (strive; null: no budget, Ray's node-wide memory
+    monitor is the only limit). Set it below what would make Ray's monitor kill the worker."""
 
 
 @dataclass

@@ -5,7 +5,9 @@ node, `ray start --address=HEAD:6379` on the others) or set RAY_ADDRESS, and the
 existing cluster it starts a local one; RAY_ADDRESS=local always starts one of its own (two runs side by side on
 one machine). A cluster strive starts itself listens on 127.0.0.1 only (GCS, raylet, workers, agents; the
 dashboard is off): see `loopback_ray`. Each rank is pinned to a node (`trainer.nnodes` nodes, each hosting
-`trainer.n_gpus_per_node` ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU.
+`trainer.n_gpus_per_node` ranks); with `trainer.device=cpu` a rank takes one CPU slot instead of a GPU. A local
+cluster started here is watched by `reaper.py`, so none of its processes outlive the driver, even one killed
+with SIGKILL.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from strive.config.schema import StriveConfig
+from strive.controller.reaper import start_reaper
 from strive.user_code import environ
 
 # Environment every worker gets unless the caller already set the variable (then the caller's value wins).
@@ -31,7 +34,7 @@ WORKER_ENV_DEFAULTS = {
     "SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK": "false",
 }
 PASS_THROUGH = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
-                "NVSHMEM_DISABLE_NVLS", "STRIVE_CACHE", "PYTHONPATH")
+                "NVSHMEM_DISABLE_NVLS", "STRIVE_CACHE", "PYTHONPATH", "STRIVE_FAULT_INJECT")
 
 
 class ClusterError(RuntimeError):
@@ -90,6 +93,7 @@ def init_ray(cfg: StriveConfig, processes: int) -> None:
         runtime_env["env_vars"].setdefault("GLOO_SOCKET_IFNAME", os.environ.get("GLOO_SOCKET_IFNAME", "lo"))
     with _ray_cluster_switch(enabled=not loopback):
         ray.init(address="local", runtime_env=runtime_env, **kwargs, **local_only)
+    start_reaper()  # this cluster's processes go when the driver goes, however it ends (reaper.py)
 
 
 def loopback_ray(kwargs: dict) -> bool:

@@ -6,16 +6,19 @@ Calls are explicit at the call site and name the method itself, not a string:
 order. An editor's go-to-definition follows the call to the worker, and a type checker checks the arguments
 against the method's signature (ParamSpec); a method the process class does not have fails before anything is sent.
 A rank that dies (a crash, an out-of-memory kill) surfaces as `WorkerDied` naming the rank and the phase,
-and the other ranks are killed rather than left hanging in a collective.
+and the other ranks are killed rather than left hanging in a collective; a phase that does not return within
+trainer.phase_timeout_s surfaces as `PhaseTimeout` (a WorkerDied) the same way, and a worker over
+trainer.host_memory_limit_gb as `HostMemoryExceeded` naming the group, rank, phase and memory.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Concatenate, ParamSpec, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, NoReturn, Optional, ParamSpec, Sequence, TypeVar
 
 from strive.config.schema import StriveConfig
 from strive.controller.cluster import Placement
+from strive.controller.host_memory import HostMemoryExceeded
 from strive.controller.process import ProcessSpec, WorkerProcess
 
 
@@ -24,8 +27,26 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 
+UNBOUNDED = ("rendezvous", "init_distributed", "build")
+"""Start-up calls, which trainer.phase_timeout_s does not bound: starting the processes and loading the models
+takes as long as the cluster and the model size make it (a download, a 70B checkpoint from a slow disk)."""
+
+
 class WorkerDied(RuntimeError):
     pass
+
+
+class PhaseTimeout(WorkerDied):
+    """A phase that did not return within trainer.phase_timeout_s on some rank (a hung worker)."""
+
+
+def died_message(group: str, rank: int, what: str, error: str) -> str:
+    """WorkerDied's text; where Ray's memory monitor killed the worker, what strive's own budget would add."""
+    text = f"{group} worker rank {rank} died during '{what}': {error}"
+    if any(sign in error for sign in ("low on memory", "RAY_memory_usage_threshold", "OutOfMemoryError")):
+        text += ("\n(Ray's memory monitor killed it: the node was nearly full. trainer.host_memory_limit_gb, set below "
+                 "one worker's share of the node, stops the run first with the phase and the memory the worker held.)")
+    return text
 
 
 class WorkerGroup:
@@ -36,6 +57,7 @@ class WorkerGroup:
 
         self.name = name
         self.process_cls = process_cls
+        self.phase_timeout_s = cfg.trainer.phase_timeout_s
         world = len(placement.node_ids)
         remote_cls = ray.remote(process_cls)
         self.workers = []
@@ -87,23 +109,46 @@ class WorkerGroup:
         return name
 
     def get(self, refs: list, what: str) -> list[Any]:
-        """Wait for all ranks; on the first failure stop the others and raise, instead of hanging."""
+        """Wait for all ranks; on the first failure, or past trainer.phase_timeout_s (a phase not in UNBOUNDED),
+        stop the others and raise, instead of hanging."""
+        import ray
+
+        pending, start = list(refs), time.monotonic()
+        limit = self.time_limit(what)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=time_left(limit, start))
+            if not done:
+                self.timed_out([refs.index(p) for p in pending], what, limit, start)
+            self.result(done[0], refs.index(done[0]), what)
+        return ray.get(refs)
+
+    def time_limit(self, what: str) -> Optional[float]:
+        """Seconds phase `what` may take (trainer.phase_timeout_s), None for no limit."""
+        return None if what in UNBOUNDED or not self.phase_timeout_s else self.phase_timeout_s
+
+    def result(self, ref: Any, rank: int, what: str) -> Any:
+        """The value of rank `rank`'s finished call `what`; a failure stops the group's workers and raises
+        naming the rank (WorkerDied, HostMemoryExceeded) or the worker's own exception."""
         import ray
         from ray.exceptions import RayActorError
 
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=None)
-            try:
-                ray.get(done)
-            except RayActorError as exc:
-                rank = refs.index(done[0])
-                self.kill()
-                raise WorkerDied(f"{self.name} worker rank {rank} died during '{what}': {exc}") from None
-            except Exception:
-                self.kill()
-                raise
-        return ray.get(refs)
+        try:
+            return ray.get(ref)
+        except RayActorError as exc:
+            self.kill()
+            raise WorkerDied(died_message(self.name, rank, what, str(exc))) from None
+        except HostMemoryExceeded as exc:  # Ray's error for the task is also an instance of the worker's
+            self.kill()
+            raise HostMemoryExceeded(f"{self.name} worker {getattr(exc, 'cause', exc)}") from None
+        except Exception:
+            self.kill()
+            raise
+
+    def timed_out(self, ranks: list[int], what: str, limit: Optional[float], start: float) -> NoReturn:
+        self.kill()
+        raise PhaseTimeout(f"{self.name} worker rank(s) {', '.join(map(str, ranks))} did not finish '{what}' within "
+                           f"trainer.phase_timeout_s={limit:g} (waited {time.monotonic() - start:.1f} s); the "
+                           "group's workers were stopped")
 
     def kill(self) -> None:
         import ray
@@ -123,3 +168,8 @@ class WorkerGroup:
             pass
         self.kill()
         time.sleep(0.1)
+
+
+def time_left(limit: Optional[float], start: float) -> Optional[float]:
+    """Seconds left of `limit` counted from `start` (time.monotonic), None without a limit."""
+    return None if not limit else max(0.0, start + limit - time.monotonic())

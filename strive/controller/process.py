@@ -9,18 +9,35 @@ on every rank with that rank's share of the batch.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import socket
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 
 from strive.batch import Batch
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes
-from strive.controller.host_memory import current_rss_gb, trims_heap
+from strive.controller.faults import inject
+from strive.controller.host_memory import MemoryBudget, current_rss_gb, trims_heap
 from strive.engines import SamplingParams
+
+M = TypeVar("M", bound=Callable)
+
+
+def phase(method: M) -> M:
+    """A worker phase: the test hook's fault first (faults.py, inert unless STRIVE_FAULT_INJECT is set), then the
+    method under the host-memory budget, then a heap trim and the budget's check of what is still held."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        name = method.__name__
+        inject(name, self.spec.rank)
+        result = self.budget.run(name, trims_heap(method), self, *args, **kwargs)
+        self.budget.check(name)
+        return result
+    return run  # type: ignore[return-value]
 
 
 @dataclass
@@ -44,6 +61,7 @@ class WorkerProcess:
         if spec.device == "cuda":
             torch.cuda.set_device(self.device)
         self.actor = self.rollout = self.ref = self.critic = None
+        self.budget = MemoryBudget(None, spec.rank)
 
     # -- set-up -----------------------------------------------------------------------------------------------
     def address(self) -> tuple[str, int]:
@@ -86,6 +104,7 @@ class WorkerProcess:
         from strive.workers.ref import RefWorker
         from strive.workers.rollout import RolloutWorker
 
+        self.budget = MemoryBudget(cfg.trainer.host_memory_limit_gb, self.spec.rank)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         import_external_libs(cfg.actor_rollout_ref.model.external_lib, cfg.critic.model.external_lib)
@@ -102,47 +121,48 @@ class WorkerProcess:
             self.critic = CriticWorker(cfg.critic, sizes.critic, sizes.values, self.mesh, self.device, total_steps)
         return self.memory()
 
-    # -- phases (each ends by handing freed heap back to the OS: host_memory.py) ----------------------------
-    @trims_heap
+    # -- phases (each can be broken on purpose by faults.py, runs under the host-memory budget and ends by
+    #    handing freed heap back to the OS: host_memory.py) --------------------------------------------------
+    @phase
     def generate(self, prompts: list[list[int]], params: SamplingParams, release_after: bool) -> Batch:
         return self.rollout.generate(prompts, params, release_after)
 
-    @trims_heap
+    @phase
     def generate_agent(self, requests: list, params: SamplingParams, release_after: bool) -> tuple[Batch, dict]:
         return self.rollout.generate_agent(requests, params, release_after)
 
-    @trims_heap
+    @phase
     def release_rollout(self) -> None:
         self.rollout.release()
 
-    @trims_heap
+    @phase
     def compute_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.actor.compute_log_probs(batch)
 
-    @trims_heap
+    @phase
     def compute_ref_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.ref.compute_log_probs(batch)
 
-    @trims_heap
+    @phase
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.critic.compute_values(batch)
 
     # update phases return (metrics, batch fields they computed)
-    @trims_heap
+    @phase
     def update_critic(self, batch: Batch, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         return self.critic.update(batch, step), {}
 
-    @trims_heap
+    @phase
     def update_actor(self, batch: Batch, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         return self.actor.update(batch, step)
 
-    @trims_heap
+    @phase
     def update_actor_on_policy(self, batch: Batch, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """The update that is the batch's only optimizer step: its forward's log-probs are the old log-probs, so
         no separate old log-prob pass ran; they come back, with the entropy, for the step's metrics."""
         return self.actor.update(batch, step, record=True)
 
-    @trims_heap
+    @phase
     def sync_weights(self) -> dict[str, float]:
         bucket_bytes = max(1, self.actor.cfg.rollout.update_weights_bucket_megabytes) * 2**20
         return self.rollout.sync_from(self.actor.full_weight_buckets(bucket_bytes))

@@ -10,7 +10,8 @@ What it chose:
 - every chunk has a fixed seed (the step's seed and its chunk number), so which rank serves it does not change
   what is sampled: a resumed run samples what an uninterrupted one did;
 - results come back in request order, whatever order the chunks finished in;
-- a rank that dies stops the step with `WorkerDied` naming that rank, as every other phase does.
+- a rank that dies stops the step with `WorkerDied` naming that rank, and trainer.phase_timeout_s bounds the
+  routed phase, as in every other phase (WorkerGroup.result / timed_out).
 
 Opt-in (`rollout.multi_turn.router=least_loaded`); the default stays the even split, see docs/multiturn.md for
 what each measured.
@@ -23,7 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from strive.batch import split_evenly
-from strive.controller.group import WorkerDied, WorkerGroup
+from strive.controller.group import WorkerGroup, time_left
 from strive.engines.base import SamplingParams
 
 ROUTERS = ("static", "least_loaded")
@@ -38,14 +39,15 @@ def route(group: WorkerGroup, method: Callable, requests: Sequence[Any], params:
           chunks_per_rank: int = 4) -> list[Any]:
     """Run `method(chunk, params_of_chunk, False)` over chunks of `requests` on the ranks of `group`, each rank
     taking the next chunk when it is free; one result per chunk, in chunk order."""
+    import time
+
     import ray
-    from ray.exceptions import RayActorError
 
     name = group._remote_name(method)
     chunks = [c for c in split_evenly(list(requests), max(1, group.world_size * chunks_per_rank)) if c]
     results: list[Any] = [None] * len(chunks)
     in_flight: dict[Any, tuple[int, int]] = {}  # ref -> (chunk, rank)
-    next_chunk = 0
+    next_chunk, began, limit = 0, time.monotonic(), group.time_limit(name)
 
     def start(rank: int) -> None:
         nonlocal next_chunk
@@ -57,16 +59,11 @@ def route(group: WorkerGroup, method: Callable, requests: Sequence[Any], params:
 
     for rank in range(group.world_size):
         start(rank)
-    while in_flight:
-        [done], _ = ray.wait(list(in_flight), num_returns=1, timeout=None)
-        chunk, rank = in_flight.pop(done)
-        try:
-            results[chunk] = ray.get(done)
-        except RayActorError as exc:
-            group.kill()
-            raise WorkerDied(f"{group.name} worker rank {rank} died during '{name}': {exc}") from None
-        except Exception:
-            group.kill()
-            raise
+    while in_flight:  # trainer.phase_timeout_s bounds the whole routed phase, as it bounds a plain one
+        done, _ = ray.wait(list(in_flight), num_returns=1, timeout=time_left(limit, began))
+        if not done:
+            group.timed_out(sorted(rank for _, rank in in_flight.values()), name, limit, began)
+        chunk, rank = in_flight.pop(done[0])
+        results[chunk] = group.result(done[0], rank, name)
         start(rank)
     return results

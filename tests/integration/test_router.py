@@ -8,7 +8,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from strive.controller.group import WorkerDied  # noqa: E402
+from strive.controller.group import PhaseTimeout, WorkerDied, WorkerGroup  # noqa: E402
 from strive.controller.router import chunk_params, route  # noqa: E402
 from strive.engines.base import SamplingParams  # noqa: E402
 
@@ -20,6 +20,8 @@ class FakeProcess:
         self.rank, self.delay = rank, delay
 
     def generate_agent(self, requests, params, release_after):
+        if "hang" in requests:
+            time.sleep(3600)
         if "die" in requests:
             import os
 
@@ -34,6 +36,7 @@ class FakeGroup:
     def __init__(self, delays):
         remote = ray.remote(num_cpus=0)(FakeProcess)
         self.workers = [remote.remote(rank, d) for rank, d in enumerate(delays)]
+        ray.get([w.generate_agent.remote([], SamplingParams(max_new_tokens=1), False) for w in self.workers])
 
     @property
     def world_size(self):
@@ -41,6 +44,11 @@ class FakeGroup:
 
     def _remote_name(self, method):
         return method.__name__
+
+    phase_timeout_s = 30.0
+    time_limit = WorkerGroup.time_limit
+    result = WorkerGroup.result
+    timed_out = WorkerGroup.timed_out
 
     def kill(self):
         for w in self.workers:
@@ -75,3 +83,11 @@ def test_a_dead_rank_is_named(ray_session):
     group = FakeGroup([0.0, 0.0])
     with pytest.raises(WorkerDied, match="rank 1 died during 'generate_agent'"):
         route(group, FakeProcess.generate_agent, ["a", "die"], SamplingParams(max_new_tokens=1), chunks_per_rank=1)
+
+
+def test_a_hung_rank_is_bounded_by_the_phase_timeout(ray_session):
+    group = FakeGroup([0.0, 0.0])
+    group.phase_timeout_s = 2.0
+    with pytest.raises(PhaseTimeout, match=r"rank\(s\) 1 did not finish 'generate_agent' within "
+                                           r"trainer.phase_timeout_s=2"):
+        route(group, FakeProcess.generate_agent, ["a", "hang"], SamplingParams(max_new_tokens=1), chunks_per_rank=1)
