@@ -444,6 +444,10 @@ class TrainerConfig:
     """Write a PNG of the main curves at the end of the run (strive)."""
     colocate_critic: bool = True
     """Run the critic in the actor's worker processes (True) or in a group of its own on other slots (strive)."""
+    max_restarts: int = 0
+    """strive: when a worker process dies (WorkerDied), tear Ray down and start again from the newest checkpoint
+    this run completed (or as configured, when it has none yet), up to this many times; each restart is printed
+    with its cause. 0: a dead worker ends the run."""
 
 
 @dataclass
