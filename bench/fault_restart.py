@@ -54,7 +54,7 @@ def command(model: str, data: str, ckpt: str, reward: str, steps: int, save_freq
 def env() -> dict:
     e = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
     e.setdefault("RAY_AUTH_MODE", "disabled")
-    e.pop("RAY_ADDRESS", None)
+    e["RAY_ADDRESS"] = "local"  # a cluster of its own: never join (or be joined by) another run's
     return e
 
 

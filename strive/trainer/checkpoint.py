@@ -70,10 +70,12 @@ def tracker_step(root: str) -> Optional[int]:
 
 
 def is_complete(path: str, tracked: Optional[int]) -> bool:
-    """A finished save: the marker is there, or (written before markers existed) the tracker has reached it."""
+    """A finished save: the marker is there, or (written before markers existed) the tracker has reached it and
+    the actor's shards are there."""
     if os.path.exists(os.path.join(path, MARKER)):
         return True
-    return tracked is not None and os.path.isdir(path) and step_of(path) <= tracked
+    return (tracked is not None and step_of(path) <= tracked
+            and os.path.exists(os.path.join(path, "actor", "fsdp_config.json")))
 
 
 def find_resume_dir(trainer: TrainerConfig) -> Optional[str]:

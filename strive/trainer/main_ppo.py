@@ -94,7 +94,7 @@ def train_with_restarts(run, data) -> int:
                 raise
             print(f"[strive] restart {attempt + 1}/{trainer.max_restarts} (trainer.max_restarts) after: {exc}",
                   flush=True)
-            _stop_ray()
+            _stop_ray(run.config)
             if last_saved is not None:
                 trainer.resume_mode, trainer.resume_from_path = "resume_path", last_saved
     return 1
@@ -120,11 +120,22 @@ def _train_once(run, data, resume_dir: str | None) -> str | None:
     return runtime.last_saved
 
 
-def _stop_ray() -> None:
+def _stop_ray(cfg) -> None:
+    """Shut Ray down for a restart. A cluster this run started is started afresh the next time (address=local),
+    rather than joining whatever other cluster this machine runs by then."""
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    if not ray.is_initialized():
+        return
+    try:
+        from ray._private import worker
+
+        started_here = bool(getattr(worker, "_global_node", None) is not None and worker._global_node.head)
+    except Exception:
+        started_here = False
+    ray.shutdown()
+    if started_here:
+        cfg.extras["ray_kwargs.ray_init.address"] = "local"
 
 
 def resolve_device(run) -> None:
