@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +56,9 @@ def env() -> dict:
     e = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
     e.setdefault("RAY_AUTH_MODE", "disabled")
     e["RAY_ADDRESS"] = "local"  # a cluster of its own: never join (or be joined by) another run's
+    # On a shared machine Ray's memory monitor kills workers for other programs' memory; here only the SIGKILLs
+    # this script sends should interrupt a run.
+    e.setdefault("RAY_memory_monitor_refresh_ms", "0")
     return e
 
 
@@ -84,14 +88,17 @@ def worker_pids(root_pid: int) -> list[int]:
     return sorted(pids)
 
 
-def run(cmd: list[str], log: str, metrics_file: str, kill_at: list[int], seed: int) -> dict:
-    """Run `cmd`; SIGKILL one worker when the metrics file first reaches each step in `kill_at`."""
+def run(cmd: list[str], log: str, metrics_file: str, kill_at: list[int], seed: int, max_delay: float) -> dict:
+    """Run `cmd`; SIGKILL one worker a random 0..max_delay seconds after the metrics file first reaches each step in
+    `kill_at` (so the kill lands in whatever phase the next step is in)."""
     rng, kills, start = random.Random(seed), [], time.time()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        pending = sorted(kill_at)
+        pending, due = sorted(kill_at), None
         while proc.poll() is None:
-            if pending and last_step(metrics_file) >= pending[0]:
+            if pending and due is None and last_step(metrics_file) >= pending[0]:
+                due = time.time() + rng.uniform(0, max_delay)
+            if due is not None and time.time() >= due:
                 pids = worker_pids(proc.pid)
                 if pids:
                     victim = rng.choice(pids)
@@ -99,7 +106,8 @@ def run(cmd: list[str], log: str, metrics_file: str, kill_at: list[int], seed: i
                     kills.append({"after_step": last_step(metrics_file), "pid": victim,
                                   "t_s": round(time.time() - start, 1)})
                     pending.pop(0)
-            time.sleep(0.2)
+                    due = None
+            time.sleep(0.1)
     return {"returncode": proc.returncode, "wall_s": round(time.time() - start, 1), "kills": kills}
 
 
@@ -120,14 +128,17 @@ def main() -> int:
     parser.add_argument("--kill-every", type=int, default=20)
     parser.add_argument("--save-freq", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-delay", type=float, default=3.0, help="seconds; the kill waits a random 0..this")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default="bench/results/fault_restart.json")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a run that already finished in --out's JSON (same --workdir), run the others")
     args = parser.parse_args()
     from strive.data.synthetic import write_dataset
     from strive.models.tiny import make_tiny_model
 
-    work = args.workdir or tempfile.mkdtemp(prefix="fault_restart_")
-    model = make_tiny_model(os.path.join(work, "model"), arch="llama")
+    work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="fault_restart_"))
+    model = make_tiny_model(os.path.join(work, "model"), arch="llama")  # the same weights every time (seeded)
     data = os.path.join(work, "data")
     write_dataset(data, n_train=64, n_test=4, seed=1)
     reward = os.path.join(work, "reward.py")
@@ -136,12 +147,19 @@ def main() -> int:
     rng = random.Random(args.seed)
     # one kill at a random step of each window of kill_every steps: after step w·E + r, r in [1, E)
     kill_at = [w * args.kill_every + rng.randrange(1, args.kill_every) for w in range(args.steps // args.kill_every)]
-    results = {}
+    results, before = {}, {}
+    if args.reuse and os.path.exists(args.out):
+        with open(args.out) as fh:
+            before = json.load(fh)
     for name, kills, restarts in (("uninterrupted", [], 0), ("faulted", kill_at, len(kill_at))):
+        if before.get(name, {}).get("returncode") == 0 and before.get("workdir") == work:
+            results[name] = before[name]
+            continue
         ckpt = os.path.join(work, name)
+        shutil.rmtree(ckpt, ignore_errors=True)
         cmd = command(model, data, ckpt, reward, args.steps, args.save_freq, restarts)
         metrics_file = os.path.join(ckpt, "logs", "metrics.jsonl")
-        results[name] = run(cmd, os.path.join(work, f"{name}.log"), metrics_file, kills, args.seed)
+        results[name] = run(cmd, os.path.join(work, f"{name}.log"), metrics_file, kills, args.seed, args.max_delay)
         results[name]["final_metrics"] = final_metrics(metrics_file) if os.path.exists(metrics_file) else {}
         with open(os.path.join(work, f"{name}.log")) as fh:
             results[name]["restarts"] = [line.strip()[:300] for line in fh if line.startswith("[strive] restart")]
@@ -149,6 +167,7 @@ def main() -> int:
     a, b = results["uninterrupted"]["final_metrics"], results["faulted"]["final_metrics"]
     differ = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
     results.update(steps=args.steps, kill_every=args.kill_every, save_freq=args.save_freq, workdir=work,
+                   max_delay_s=args.max_delay,
                    equal=not differ and bool(a), differ=differ)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:

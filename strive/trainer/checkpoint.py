@@ -83,7 +83,7 @@ def find_resume_dir(trainer: TrainerConfig) -> Optional[str]:
     if trainer.resume_mode == "disable":
         return None
     if trainer.resume_mode == "resume_path":
-        path = os.path.abspath(os.path.expanduser(trainer.resume_from_path))
+        path = os.path.abspath(os.path.expanduser(str(trainer.resume_from_path)))
         if not os.path.isdir(path):
             raise CheckpointError(f"trainer.resume_from_path={trainer.resume_from_path} does not exist")
         if not is_complete(path, tracker_step(os.path.dirname(path))):

@@ -85,11 +85,12 @@ def train_with_restarts(run, data) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         data.sampler.load_state_dict(dict(initial))  # the checkpoint, if any, moves it on
+        saved: list[str] = []
         try:
-            last_saved = _train_once(run, data, resume_dir) or last_saved
+            _train_once(run, data, resume_dir, saved)
             return 0
         except WorkerDied as exc:
-            last_saved = getattr(exc, "last_saved", None) or last_saved
+            last_saved = saved[-1] if saved else last_saved
             if attempt == trainer.max_restarts:
                 raise
             print(f"[strive] restart {attempt + 1}/{trainer.max_restarts} (trainer.max_restarts) after: {exc}",
@@ -100,24 +101,21 @@ def train_with_restarts(run, data) -> int:
     return 1
 
 
-def _train_once(run, data, resume_dir: str | None) -> str | None:
-    """One attempt: Ray, the workers, the loop; returns the last checkpoint saved. A WorkerDied carries it out as
-    its `last_saved` attribute, for the restart."""
-    from strive.controller.group import WorkerDied
+def _train_once(run, data, resume_dir: str | None, saved: list[str]) -> None:
+    """One attempt: Ray, the workers, the loop. The last checkpoint it completed goes into `saved`, also when a
+    worker dies, for the restart."""
     from strive.trainer.ppo import run_training
     from strive.trainer.setup import build_runtime
 
     runtime = build_runtime(run, data, resume_dir)
     try:
         run_training(runtime)
-    except WorkerDied as exc:
-        exc.last_saved = runtime.last_saved
-        raise
     finally:
+        if runtime.last_saved:
+            saved.append(runtime.last_saved)
         runtime.group.shutdown()
         if runtime.critic_group:
             runtime.critic_group.shutdown()
-    return runtime.last_saved
 
 
 def _stop_ray(cfg) -> None:
@@ -130,7 +128,8 @@ def _stop_ray(cfg) -> None:
     try:
         from ray._private import worker
 
-        started_here = bool(getattr(worker, "_global_node", None) is not None and worker._global_node.head)
+        node = getattr(worker, "_global_node", None)
+        started_here = bool(node is not None and node.head)
     except Exception:
         started_here = False
     ray.shutdown()

@@ -36,7 +36,12 @@ class CheckpointError(RuntimeError):
 
 # What numpy's RNG state (np.random.get_state(): a uint32 array) needs to unpickle; old extra_state files hold it.
 def _legacy_numpy_globals() -> list:
-    return [np.dtype, np.ndarray, np.dtypes.UInt32DType, np._core.multiarray._reconstruct]
+    import importlib
+
+    reconstruct = importlib.import_module("numpy._core.multiarray")._reconstruct
+    # numpy 1.x pickles name it numpy.core.multiarray._reconstruct: the same function
+    return [np.dtype, np.ndarray, np.dtypes.UInt32DType, reconstruct,
+            (reconstruct, "numpy.core.multiarray._reconstruct")]
 
 
 def load_file(file: str, legacy_numpy: bool = False):
@@ -67,7 +72,8 @@ def _files(path: str, world: int, rank: int) -> dict[str, str]:
 
 def rng_state() -> dict:
     """The RNG states as tensors, strings, ints and lists only, so they load with weights_only=True."""
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    keys = np.asarray(keys)
     version, internal, gauss = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
