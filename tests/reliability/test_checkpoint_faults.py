@@ -2,7 +2,8 @@
 on gloo, the hf engine, a tiny Llama, GRPO): a crafted data.pt, a checkpoint folder that is gone or half-written,
 a missing resume path, a changed world size, and a worker SIGKILLed mid-run under trainer.max_restarts.
 
-One 2-step run with a checkpoint after each step is shared; each test copies its checkpoint folder and breaks it.
+The refusals before Ray need no training run (a hand-made folder); the fallback and world-size tests share one 2-step
+run with a checkpoint after each step, copy its folder and break it (slow: the shared run plus their own).
 """
 
 from __future__ import annotations
@@ -90,11 +91,18 @@ def _same(a: dict, b: dict) -> list[str]:
     return sorted(k for k in keys if b.get(k) != a[k])
 
 
-def test_crafted_data_pt_is_refused_before_ray(base, tmp_path):
-    ckpt = _copy(base, tmp_path)
-    marker = tmp_path / "code_ran"
+def _marked(ckpt, step: int) -> None:
+    """A folder that passes for a complete checkpoint up to its .pt files (the checks before Ray look no further)."""
+    os.makedirs(ckpt / f"global_step_{step}" / "actor")
+    (ckpt / f"global_step_{step}" / "strive_checkpoint.json").write_text(f'{{"step": {step}, "world_size": 2}}')
+    (ckpt / "latest_checkpointed_iteration.txt").write_text(str(step))
+
+
+def test_crafted_data_pt_is_refused_before_ray(tiny_model_dir, data_dir, tmp_path):
+    ckpt, marker = tmp_path / "ckpt", tmp_path / "code_ran"
+    _marked(ckpt, 2)
     torch.save({"global_step": 2, "x": WritesMarker(str(marker))}, ckpt / "global_step_2" / "data.pt")
-    result, seconds = _run_failing(grpo(base["model"], base["data"], ckpt, base["reward"], 3), tmp_path)
+    result, seconds = _run_failing(grpo(tiny_model_dir, data_dir, ckpt, write_reward(tmp_path), 3), tmp_path)
     assert result.returncode == 1, result.stdout[-2000:]
     assert f"{ckpt}/global_step_2/data.pt holds objects other than tensors" in result.stderr
     assert "(io.open)" in result.stderr  # the global it names
@@ -103,6 +111,7 @@ def test_crafted_data_pt_is_refused_before_ray(base, tmp_path):
     print(f"refused in {seconds:.1f}s")
 
 
+@pytest.mark.slow
 def test_auto_resume_falls_back_past_a_gone_and_a_half_written_folder(base, tmp_path):
     """The tracker names step 2, whose folder is gone; a killed save left global_step_3.partial (the unit test
     tests/unit/test_checkpoint_files.py makes one by crashing a real save). The run must resume from step 1 and
@@ -123,12 +132,13 @@ def test_auto_resume_falls_back_past_a_gone_and_a_half_written_folder(base, tmp_
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "2"
 
 
-def test_resume_path_that_is_missing_or_incomplete_stops_before_ray(base, tmp_path):
-    ckpt = _copy(base, tmp_path)
+def test_resume_path_that_is_missing_or_incomplete_stops_before_ray(tiny_model_dir, data_dir, tmp_path):
+    ckpt, reward = tmp_path / "ckpt", write_reward(tmp_path)
+    _marked(ckpt, 2)
     os.remove(ckpt / "global_step_2" / "strive_checkpoint.json")
     (ckpt / "latest_checkpointed_iteration.txt").write_text("1")  # as if the save of step 2 never finished
     for target, error in (("global_step_2", "is an incomplete checkpoint"), ("global_step_7", "does not exist")):
-        overrides = grpo(base["model"], base["data"], ckpt, base["reward"], 3, 2, "trainer.resume_mode=resume_path",
+        overrides = grpo(tiny_model_dir, data_dir, ckpt, reward, 3, 2, "trainer.resume_mode=resume_path",
                          f"trainer.resume_from_path={ckpt}/{target}")
         result, seconds = _run_failing(overrides, tmp_path)
         assert result.returncode == 1 and error in result.stderr, result.stderr[-2000:]
@@ -136,6 +146,7 @@ def test_resume_path_that_is_missing_or_incomplete_stops_before_ray(base, tmp_pa
         print(f"{target}: refused in {seconds:.1f}s")
 
 
+@pytest.mark.slow
 def test_two_slot_checkpoint_resumes_on_one_slot(base, tmp_path):
     """The shards are re-cut. With optim.lr=0 the one-slot run's step 3 leaves the weights as it found them, so
     its checkpoint must equal the two-slot step 2 bit for bit, and its optimizer's step count must go on from the
@@ -176,10 +187,10 @@ def _worker_pids(root: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_run_restarts_and_ends_like_an_uninterrupted_run(base, tmp_path):
+def test_worker_killed_mid_run_restarts_and_ends_like_an_uninterrupted_run(tiny_model_dir, data_dir, tmp_path):
     """6 steps, a checkpoint every 2; one worker SIGKILLed after step 3 is logged (in step 4, whatever phase).
     trainer.max_restarts=1 brings the run back from global_step_2; its step-6 metrics equal the straight run's."""
-    model, data, reward = base["model"], base["data"], base["reward"]
+    model, data, reward = tiny_model_dir, data_dir, write_reward(tmp_path)
     extra = ("trainer.save_freq=2", "trainer.test_freq=-1")
     run_training(grpo(model, data, tmp_path / "straight", reward, 6, 2, *extra), cwd=tmp_path)
     ckpt = tmp_path / "faulted"
