@@ -242,6 +242,7 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
            f"trainer.resume_mode={cfg.trainer.resume_mode} is not one of auto, disable, resume_path")
     _check(cfg.trainer.resume_mode != "resume_path" or "global_step_" in str(cfg.trainer.resume_from_path or ""),
            "trainer.resume_mode=resume_path needs trainer.resume_from_path=.../global_step_N")
+    _check(cfg.trainer.max_restarts >= 0, f"trainer.max_restarts={cfg.trainer.max_restarts} must be 0 or more")
     _check(cfg.trainer.device in ("cuda", "cpu"), f"trainer.device={cfg.trainer.device}: cuda or cpu")
     _validate_filter_groups(cfg)
     _validate_reward_kwargs(cfg, notes)

@@ -462,6 +462,10 @@ class TrainerConfig:
     """Most host memory (resident set, GiB) one worker process may hold during a phase; over it the run stops
     with an error naming the rank, the phase and both numbers (strive; null: no budget, Ray's node-wide memory
     monitor is the only limit). Set it below what would make Ray's monitor kill the worker."""
+    max_restarts: int = 0
+    """strive: when a worker process dies (WorkerDied), tear Ray down and start again from the newest checkpoint
+    this run completed (or as configured, when it has none yet), up to this many times; each restart is printed
+    with its cause. 0: a dead worker ends the run."""
 
 
 @dataclass

@@ -11,6 +11,10 @@ verl's tree has ~430 keys; strive implements most of them. Every other key is li
 tests/unit/test_config_support.py walks the whole dataclass tree and fails on a key that the code does not read
 and that this table does not list, so a new key has to be wired up or listed here.
 
+Keys strive adds to verl's tree (their docstrings start with "strive", e.g. `trainer.max_restarts`: restart from
+the newest checkpoint when a worker dies; `trainer.plot_curves`; `trainer.colocate_critic`) are acted on, so they
+are not in this table; each is documented on its field in strive/config/sections.py and in the README.
+
 A rule's `pattern` is an fnmatch pattern over dotted keys (`*` crosses dots); the first matching rule wins. A rule
 fires only for a key the user set (on the command line or in the YAML file) to a value that differs from the
 schema default and is not among the rule's `allowed` values.

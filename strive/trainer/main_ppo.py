@@ -43,8 +43,6 @@ def run_ppo(run) -> int:
     from strive.config import to_yaml
     from strive.engines.base import EngineUnavailable, check_engine
     from strive.trainer.checkpoint import log_dir
-    from strive.trainer.ppo import run_training
-    from strive.trainer.setup import build_runtime, load_data
 
     cfg = run.config
     resolve_device(run)
@@ -58,20 +56,85 @@ def run_ppo(run) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     start = time.time()
+    from strive.trainer.setup import load_data
+
     data = load_data(run)
     print(run.report(with_yaml=False), flush=True)
     os.makedirs(log_dir(cfg.trainer), exist_ok=True)
     with open(os.path.join(log_dir(cfg.trainer), "config.yaml"), "w") as fh:
         fh.write(to_yaml(cfg))
-    runtime = build_runtime(run, data)
+    code = train_with_restarts(run, data)
+    if code == 0:
+        print(f"[strive] done in {time.time() - start:.0f}s", flush=True)
+    return code
+
+
+def train_with_restarts(run, data) -> int:
+    """Train; when a worker dies and trainer.max_restarts allows, tear Ray down and train again from the newest
+    checkpoint this run completed (or from where the config says, when it has none yet)."""
+    from strive.controller.group import WorkerDied
+    from strive.trainer.checkpoint import plan_resume
+    from strive.workers.checkpoint import CheckpointError
+
+    trainer, initial = run.config.trainer, data.sampler.state_dict()
+    last_saved: str | None = None
+    for attempt in range(trainer.max_restarts + 1):
+        try:
+            resume_dir = plan_resume(trainer, run.sizes.world_size)
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        data.sampler.load_state_dict(dict(initial))  # the checkpoint, if any, moves it on
+        saved: list[str] = []
+        try:
+            _train_once(run, data, resume_dir, saved)
+            return 0
+        except WorkerDied as exc:
+            last_saved = saved[-1] if saved else last_saved
+            if attempt == trainer.max_restarts:
+                raise
+            print(f"[strive] restart {attempt + 1}/{trainer.max_restarts} (trainer.max_restarts) after: {exc}",
+                  flush=True)
+            _stop_ray(run.config)
+            if last_saved is not None:
+                trainer.resume_mode, trainer.resume_from_path = "resume_path", last_saved
+    return 1
+
+
+def _train_once(run, data, resume_dir: str | None, saved: list[str]) -> None:
+    """One attempt: Ray, the workers, the loop. The last checkpoint it completed goes into `saved`, also when a
+    worker dies, for the restart."""
+    from strive.trainer.ppo import run_training
+    from strive.trainer.setup import build_runtime
+
+    runtime = build_runtime(run, data, resume_dir)
     try:
         run_training(runtime)
     finally:
+        if runtime.last_saved:
+            saved.append(runtime.last_saved)
         runtime.group.shutdown()
         if runtime.critic_group:
             runtime.critic_group.shutdown()
-    print(f"[strive] done in {time.time() - start:.0f}s", flush=True)
-    return 0
+
+
+def _stop_ray(cfg) -> None:
+    """Shut Ray down for a restart. A cluster this run started is started afresh the next time (address=local),
+    rather than joining whatever other cluster this machine runs by then."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    try:
+        from ray._private import worker
+
+        node = getattr(worker, "_global_node", None)
+        started_here = bool(node is not None and node.head)
+    except Exception:
+        started_here = False
+    ray.shutdown()
+    if started_here:
+        cfg.extras["ray_kwargs.ray_init.address"] = "local"
 
 
 def resolve_device(run) -> None:

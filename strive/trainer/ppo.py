@@ -130,18 +130,20 @@ class PPOTrainer:
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self) -> None:
-        path = ckpt.step_dir(self.cfg.trainer, self.step)
-        self.rt.group.call_all(WorkerProcess.save, path, self.rt.data.model_path)
+        """Into `global_step_N.partial`, renamed to `global_step_N` when every rank and the controller are done."""
+        tmp = ckpt.begin_save(self.cfg.trainer, self.step)
+        self.rt.group.call_all(WorkerProcess.save, tmp, self.rt.data.model_path)
         if self.rt.critic_group:
-            self.rt.critic_group.call_all(WorkerProcess.save, path, self.rt.data.model_path)
+            self.rt.critic_group.call_all(WorkerProcess.save, tmp, self.rt.data.model_path)
         state = {"sampler": self.rt.data.sampler.state_dict(), "global_step": self.step,
                  "kl_coef": getattr(self.rt.kl_ctrl, "value", None)}
-        ckpt.save_driver_state(path, state)
-        ckpt.mark_complete(self.cfg.trainer, self.step)
+        ckpt.save_driver_state(tmp, state)
+        path = ckpt.finish_save(self.cfg.trainer, self.step, tmp, self.rt.group.world_size)
+        self.rt.last_saved = path
         print(f"[strive] saved checkpoint {path}")
 
     def resume(self) -> Optional[str]:
-        path = ckpt.find_resume_dir(self.cfg.trainer)
+        path = self.rt.resume_dir  # chosen and checked before Ray started (checkpoint.plan_resume)
         if path is None:
             return None
         self.rt.group.call_all(WorkerProcess.load, path)

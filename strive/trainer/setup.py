@@ -50,6 +50,10 @@ class Runtime:
     critic_group: Optional[WorkerGroup]
     kl_ctrl: Any
     tracker: Any
+    resume_dir: Optional[str] = None
+    """The checkpoint to resume from, chosen before Ray started (checkpoint.plan_resume)."""
+    last_saved: Optional[str] = None
+    """The newest checkpoint this run has completed (where an automatic restart resumes)."""
 
     @property
     def cfg(self):
@@ -181,7 +185,7 @@ def load_data(run: Prepared) -> RunData:
     return RunData(tokenizer, train, val, sampler, total, model_path)
 
 
-def build_runtime(run: Prepared, data: RunData) -> Runtime:
+def build_runtime(run: Prepared, data: RunData, resume_dir: Optional[str] = None) -> Runtime:
     from strive.tracking import Tracker
 
     cfg = run.config
@@ -191,4 +195,4 @@ def build_runtime(run: Prepared, data: RunData) -> Runtime:
     group, critic_group = build_groups(cfg, run.sizes, data.total_steps, data.tokenizer)
     tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir(cfg.trainer),
                       config=to_dict(cfg), total_steps=data.total_steps, verbose=bool(cfg.trainer.console_verbose))
-    return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker)
+    return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker, resume_dir)
