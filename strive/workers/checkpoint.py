@@ -6,7 +6,8 @@
     <dir>/fsdp_config.json                    {"FSDP_version": 2, "world_size": W, "shard_dim": 0}
     <dir>/huggingface/                        config, generation config, tokenizer (rank 0)
 
-Shards are FSDP2's: dim-0 chunks in rank order, so `strive merge` rebuilds a full tensor by concatenation.
+Shards are FSDP2's: dim-0 chunks in rank order, so `strive merge` rebuilds a full tensor by concatenation. Under
+LoRA the model shards hold the adapter only (and <dir>/lora_adapter/ its PEFT config): the frozen base is model.path.
 Resuming needs the same world size; the error says so.
 """
 
@@ -25,6 +26,14 @@ from strive.models.forward import hf_state_name
 
 def _local(t: torch.Tensor) -> torch.Tensor:
     return (t.to_local() if hasattr(t, "to_local") else t).detach().cpu().clone()
+
+
+def saved_parameters(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The parameters a checkpoint holds: all of them, or under LoRA (frozen base weights present) only the
+    trainable adapter, since the frozen base is read again from model.path."""
+    params = list(module.named_parameters())
+    trainable = [(n, p) for n, p in params if p.requires_grad]
+    return trainable if len(trainable) < len(params) else params
 
 
 def _files(path: str, world: int, rank: int) -> dict[str, str]:
@@ -51,7 +60,7 @@ def save_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, w
     os.makedirs(path, exist_ok=True)
     files = _files(path, world, rank)
     if "model" in contents:
-        torch.save({hf_state_name(n): _local(p) for n, p in module.named_parameters()}, files["model"])
+        torch.save({hf_state_name(n): _local(p) for n, p in saved_parameters(module)}, files["model"])
     if "optimizer" in contents and optimizer is not None:
         sd = optimizer.state_dict()
         state = {i: {k: _local(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
@@ -79,7 +88,10 @@ def load_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, w
     if "model" in contents:
         saved = torch.load(files["model"], map_location="cpu", weights_only=True)
         with torch.no_grad():
-            for name, param in module.named_parameters():
+            for name, param in saved_parameters(module):
+                if hf_state_name(name) not in saved:
+                    raise RuntimeError(f"{files['model']} lacks {hf_state_name(name)}: was it written with "
+                                       "another actor_rollout_ref.model.lora_rank / target_modules?")
                 local = param.to_local() if hasattr(param, "to_local") else param.data
                 local.copy_(saved[hf_state_name(name)])
     if "optimizer" in contents and optimizer is not None and os.path.exists(files["optim"]):
