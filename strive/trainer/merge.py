@@ -104,8 +104,9 @@ def _merge_lora(path: str, state: dict[str, torch.Tensor], target_dir: str, dtyp
     inner = wrapped.get_base_model()
     adapter_names = {n for n, p in inner.named_parameters() if ".lora_" in n}
     if set(state) != adapter_names:
+        missing, unexpected = sorted(adapter_names - set(state))[:3], sorted(set(state) - adapter_names)[:3]
         raise RuntimeError(f"{path}: the adapter shards do not match lora_adapter/adapter_config.json (missing "
-                           f"{sorted(adapter_names - set(state))[:3]}, unexpected {sorted(set(state) - adapter_names)[:3]})")
+                           f"{missing}, unexpected {unexpected})")
     inner.load_state_dict(state, strict=False)
     os.makedirs(target_dir, exist_ok=True)
     if lora == "adapter":

@@ -74,10 +74,11 @@ class ActorWorker:
         self.device = device
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         actor = cfg.actor
+        compile_layers = (actor.use_torch_compile and actor.fsdp_config.use_torch_compile
+                          and not cfg.model.enable_activation_offload)
         self.module, self.peft = build_policy_module(
             cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing, bool(actor.use_remove_padding),
-            device, actor.use_torch_compile and actor.fsdp_config.use_torch_compile
-            and not cfg.model.enable_activation_offload, lora=cfg.model.lora_rank > 0 or bool(cfg.model.lora_adapter_path))
+            device, compile_layers, lora=cfg.model.lora_rank > 0 or bool(cfg.model.lora_adapter_path))
         # under LoRA only the adapter requires grad, and only it is in the optimizer
         self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], actor.optim)
         self.scheduler = build_scheduler(self.optimizer, actor.optim, total_steps)
