@@ -148,8 +148,8 @@ def main() -> int:
         print(f"[lora bench] {results[-1]['config']}: update {results[-1]['update_s']:.2f} s, "
               f"peak {results[-1]['peak_gb']:.2f} GB", flush=True)
     meta = {k: getattr(args, k) for k in ("device", "steps", "seqs", "micro", "prompt", "response", "packed")}
-    report = {"model": args.model, "card": card(args.device), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "load_average_at_end": os.getloadavg(),
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report = {"model": args.model, "card": card(args.device), "date": date, "load_average_at_end": os.getloadavg(),
               **meta, "results": results}
     out = args.out or os.path.join(ROOT, "bench", "results", f"lora_{args.device}_{name}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
