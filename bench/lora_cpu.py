@@ -49,6 +49,17 @@ def _batch(vocab: int, seqs: int, prompt: int, response: int, seed: int):
     return Batch(prompts, responses, attn, pos, torch.ones(seqs, response), advantages=adv)
 
 
+def _profiled(fn, cuda: bool) -> None:
+    """Run fn under torch.profiler and print the ops with the most device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        fn()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60), flush=True)
+
+
 def run_one(args) -> dict:
     """One configuration in this process."""
     import torch
@@ -87,7 +98,10 @@ def run_one(args) -> dict:
     for step in range(1, args.steps + 1):
         batch = _batch(vocab, args.seqs, args.prompt, args.response, seed=step)
         start = time.perf_counter()
-        actor.update(batch, step, record=True)
+        if args.profile and step == args.steps:
+            _profiled(lambda: actor.update(batch, step, record=True), cuda)
+        else:
+            actor.update(batch, step, record=True)
         if cuda:
             torch.cuda.synchronize()
         updates.append(time.perf_counter() - start)
@@ -126,6 +140,7 @@ def main() -> int:
     parser.add_argument("--response", type=int, default=64)
     parser.add_argument("--packed", default="True", help="actor_rollout_ref.model.use_remove_padding")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of the last update")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -141,6 +156,8 @@ def main() -> int:
         cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--model", args.model, "--one", config]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if args.profile:
+            print(f"--- {config}\n" + out.stdout.split("RESULT ")[0][-9000:], flush=True)
         if line is None:
             print(out.stdout[-2000:], out.stderr[-4000:])
             raise SystemExit(f"{config} failed")
