@@ -148,7 +148,10 @@ def test_checkpoint_merges_both_ways(trained, tiny_model_dir, tmp_path):
     torch.testing.assert_close(_logp(merged, batch), policy, atol=1e-4, rtol=1e-4)
     assert os.path.exists(os.path.join(merged_dir, "tokenizer_config.json"))
 
-    adapter_dir = merge(str(tmp_path / "global_step_1"), str(tmp_path / "adapter"), lora="adapter")
+    from strive.trainer.merge import main as merge_cli
+
+    adapter_dir = str(tmp_path / "adapter")  # the command line's flag: strive merge CKPT --target_dir D --lora adapter
+    assert merge_cli([str(tmp_path / "global_step_1"), "--target_dir", adapter_dir, "--lora", "adapter"]) == 0
     assert os.path.exists(os.path.join(adapter_dir, "adapter_config.json"))
     assert not os.path.exists(os.path.join(adapter_dir, "model.safetensors"))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
