@@ -79,7 +79,21 @@ def apply_lora(hf: nn.Module, model_cfg, base_path: str) -> Any:
     if odd:
         raise ValueError(f"actor_rollout_ref.model.target_modules: strive's LoRA adapts linear layers only; "
                          f"{odd[0]} is a {type(layers[odd[0]].get_base_layer()).__name__}")
+    _refuse_tied(hf, layers)
     return wrapped
+
+
+def _refuse_tied(hf: nn.Module, layers: dict[str, nn.Module]) -> None:
+    """An adapted weight shared with another module (lm_head tied to the input embeddings) cannot be sent merged
+    under both names: the engine would keep one of them unmerged."""
+    seen: dict[int, int] = {}
+    for _, p in hf.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    tied = [n for n, m in layers.items() if seen.get(id(m.get_base_layer().weight), 0) > 1]
+    if tied:
+        raise ValueError(f"actor_rollout_ref.model.target_modules: {tied[0]} shares its weight with another module "
+                         "(tie_word_embeddings); strive's LoRA cannot adapt a tied weight. Leave it out of "
+                         "target_modules (all-linear already does) or add it to exclude_modules")
 
 
 def lora_layers(module: nn.Module) -> dict[str, nn.Module]:

@@ -176,3 +176,16 @@ def test_adapter_path_starts_from_a_saved_adapter(trained, tiny_model_dir, tmp_p
     torch.testing.assert_close(again.compute_log_probs(batch)["old_log_probs"],
                                actor.compute_log_probs(batch)["old_log_probs"], atol=1e-5, rtol=1e-5)
     assert any(p.requires_grad for p in again.module.parameters())
+
+
+def test_a_tied_output_head_is_refused(tiny_model_dir):
+    from strive.models.loading import load_causal_lm
+    from strive.models.lora import apply_lora
+
+    run = prepare(["actor_rollout_ref.model.lora_rank=4", "actor_rollout_ref.model.target_modules=[lm_head,q_proj]"])
+    tied = load_causal_lm(tiny_model_dir)
+    tied.get_output_embeddings().weight = tied.get_input_embeddings().weight  # as tie_word_embeddings=True does
+    with pytest.raises(ValueError, match="lm_head shares its weight"):
+        apply_lora(tied, run.config.actor_rollout_ref.model, tiny_model_dir)
+    untied = load_causal_lm(tiny_model_dir)
+    apply_lora(untied, run.config.actor_rollout_ref.model, tiny_model_dir)  # the same targets on untied weights
