@@ -50,6 +50,7 @@ def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
     _compile_note(cfg, explicit, notes)
     _validate_choices(cfg, explicit, notes)
     _rollout_engine_options(cfg, explicit, notes)
+    _lora_notes(cfg, explicit, notes)
     return notes
 
 
@@ -311,6 +312,37 @@ def _validate_reward_kwargs(cfg: StriveConfig, notes: list[str]) -> None:
         notes.append(f"reward_model.reward_kwargs.max_resp_len={buf.max_resp_len} differs from "
                      f"data.max_response_length={cfg.data.max_response_length}: the overlong penalty is measured "
                      "against the former")
+
+
+LORA_KEYS = ("lora_alpha", "target_modules", "exclude_modules")
+
+
+def _lora_notes(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    """LoRA's own keys do nothing without LoRA; with LoRA the reference is the actor with its adapter off."""
+    model = cfg.actor_rollout_ref.model
+    if model.lora_rank < 0:
+        raise ConfigError(f"actor_rollout_ref.model.lora_rank={model.lora_rank}: must be 0 (off) or a positive rank")
+    prefix = "actor_rollout_ref.model."
+    if not uses_lora(cfg):
+        for key in LORA_KEYS:
+            if prefix + key in explicit:
+                notes.append(f"{prefix}{key}={getattr(model, key)} has no effect in strive: only used with "
+                             "lora_rank > 0 or lora_adapter_path")
+        return
+    if model.lora_adapter_path:
+        set_here = [k for k in ("lora_rank",) + LORA_KEYS if prefix + k in explicit]
+        if set_here:
+            notes.append(f"{prefix}lora_adapter_path is set: the adapter's own adapter_config.json gives its rank, "
+                         f"alpha and target modules ({', '.join(set_here)} not used)")
+    if needs_reference(cfg):
+        notes.append("LoRA: the reference policy is the actor with its adapter disabled (no second copy of the "
+                     "base weights); actor_rollout_ref.ref.fsdp_config and ref.log_prob_* settings have no effect")
+
+
+def uses_lora(cfg: StriveConfig) -> bool:
+    """LoRA on the actor: a positive lora_rank, or an adapter to start from (as verl decides)."""
+    model = cfg.actor_rollout_ref.model
+    return model.lora_rank > 0 or bool(model.lora_adapter_path)
 
 
 def needs_reference(cfg: StriveConfig) -> bool:

@@ -53,7 +53,7 @@ def _note(pattern: str, why: str, allowed: tuple = ()) -> Rule:
 _FSDP = ("fsdp", "fsdp2")
 _TEXT_ONLY = "strive trains text-only models"
 _NO_RM = "only used with reward_model.enable=True (learned reward models are not implemented)"
-_NO_LORA = "only used with lora_rank > 0 (LoRA is not implemented)"
+_NO_LORA = "only used with critic.model.lora_rank > 0, which is refused"
 
 RULES: tuple[Rule, ...] = (
     # --- training backend and parallelism ---------------------------------------------------------------------
@@ -75,14 +75,13 @@ RULES: tuple[Rule, ...] = (
     _note("*entropy_checkpointing", "entropy is computed in chunks and not stored for backward"),
     _note("*.rollout_n", "a copy of actor_rollout_ref.rollout.n; set rollout.n instead"),
     # --- model ------------------------------------------------------------------------------------------------
-    _refuse("*.model.lora_rank", "LoRA is not implemented", (0,)),
-    _note("*.model.lora_alpha", _NO_LORA),
-    _note("*.model.target_modules", _NO_LORA),
-    _note("*.model.exclude_modules", _NO_LORA),
-    _note("*.model.lora_adapter_path", _NO_LORA),
+    _refuse("critic.model.lora_rank", "LoRA on the critic is not implemented (the actor's is: "
+            "actor_rollout_ref.model.lora_rank)", (0,)),
+    _note("critic.model.lora_alpha", _NO_LORA),
+    _note("critic.model.target_modules", _NO_LORA),
     _refuse("actor_rollout_ref.model.hf_config_path", "not supported; put the config.json in the model directory "
             "or use model.override_config"),
-    _note("*use_shm", "files are read in place"),
+    _note("*use_shm", "verl's loading trick (copy the weights to /dev/shm first); strive reads the files in place"),
     _note("critic.model.tokenizer_path", "the critic reads the actor's token ids, so it has no tokenizer of its own"),
     _note("actor_rollout_ref.model.use_liger", "strive's chunked log-prob head is used"),
     _note("*use_fused_kernels", "strive's chunked log-prob head is used"),
@@ -124,7 +123,9 @@ RULES: tuple[Rule, ...] = (
     _note("actor_rollout_ref.rollout.prometheus", "engine metrics are not exported"),
     _note("actor_rollout_ref.rollout.calculate_log_probs", "strive always collects the engine's log-probs"),
     _note("actor_rollout_ref.rollout.skip_tokenizer_init", "strive always sends token ids"),
-    _note("actor_rollout_ref.rollout.layered_summon", "weights are always gathered bucket by bucket"),
+    _note("actor_rollout_ref.rollout.layered_summon", "verl's memory trick for syncing (gather the FSDP weights one "
+          "layer at a time); strive always gathers them bucket by bucket (rollout.update_weights_bucket_megabytes), "
+          "LoRA-merged or not"),
     _note("actor_rollout_ref.rollout.multi_stage_wake_up", "strive always resumes weights before the KV cache"),
     _note("actor_rollout_ref.rollout.enable_rollout_routing_replay", "MoE routing replay is not implemented"),
     # --- data -------------------------------------------------------------------------------------------------

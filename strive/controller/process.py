@@ -101,7 +101,7 @@ class WorkerProcess:
         from strive.models.loading import import_external_libs
         from strive.workers.actor import ActorWorker
         from strive.workers.critic import CriticWorker
-        from strive.workers.ref import RefWorker
+        from strive.workers.ref import AdapterOffReference, RefWorker
         from strive.workers.rollout import RolloutWorker
 
         self.budget = MemoryBudget(cfg.trainer.host_memory_limit_gb, self.spec.rank)
@@ -115,7 +115,9 @@ class WorkerProcess:
                                          template_kwargs=cfg.data.apply_chat_template_kwargs)
         if "actor" in roles:
             self.actor = ActorWorker(arr, sizes.actor, sizes.old_log_prob, self.mesh, self.device, total_steps)
-        if "ref" in roles:
+        if "ref" in roles and self.actor is not None and self.actor.peft is not None:
+            self.ref = AdapterOffReference(self.actor)  # LoRA: the actor with its adapter off; no model loaded
+        elif "ref" in roles:
             self.ref = RefWorker(arr, sizes.ref, self.mesh, self.device)
         if "critic" in roles:
             self.critic = CriticWorker(cfg.critic, sizes.critic, sizes.values, self.mesh, self.device, total_steps)
@@ -178,6 +180,10 @@ class WorkerProcess:
                 save_shards(path, role.module, role.optimizer, role.scheduler, r, w, _contents(role, "save"))
                 if r == 0:
                     _write_hf_meta(role.module, os.path.join(path, "huggingface"), hf_dir_source)
+                if r == 0 and getattr(role, "peft", None) is not None:
+                    from strive.models.lora import ADAPTER_DIR, save_adapter_config
+
+                    save_adapter_config(role.peft, os.path.join(path, ADAPTER_DIR))
 
     def load(self, step_dir: str) -> None:
         from strive.workers.checkpoint import load_shards

@@ -51,8 +51,9 @@ class HFEngine:
     def __init__(self, spec: EngineSpec):
         if spec.tensor_parallel_size != 1:
             raise ValueError(f"the hf engine runs on one device; tensor_parallel_size={spec.tensor_parallel_size}")
-        if spec.load_format not in ("auto", "dummy"):
-            raise ValueError(f"load_format={spec.load_format!r}: the hf engine knows 'auto' and 'dummy'")
+        if spec.load_format not in ("auto", "dummy", "safetensors"):
+            raise ValueError(f"load_format={spec.load_format!r}: the hf engine knows 'auto', 'safetensors' (both read "
+                             "the weights at model.path) and 'dummy'")
         self.spec = spec.with_token_ids()
         self.device = torch.device(spec.device)
         self.model = load_causal_lm(spec.model_path, dtype=spec.dtype, override_config=spec.override_config,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -22,27 +22,34 @@ from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, enable_activation_checkpointing,
                                    hf_state_name)
-from strive.models.loading import load_causal_lm, torch_dtype
+from strive.models.loading import load_causal_lm, resolve_model_path, torch_dtype
 from strive.workers.fsdp import activation_offload, apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import WeightedSums, mini_orders, on_device, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
 
 def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_checkpointing: bool,
-                        remove_padding: bool, device: torch.device, compile_layers: bool = False) -> PolicyForward:
+                        remove_padding: bool, device: torch.device, compile_layers: bool = False,
+                        lora: bool = False) -> tuple[PolicyForward, Any]:
     """Load the HF causal LM named by `model.path`, packed or padded as asked, and shard it with FSDP2 (its
-    layers compiled on CUDA when `compile_layers`)."""
+    layers compiled on CUDA when `compile_layers`). lora: wrap it with PEFT first (strive/models/lora.py); the
+    PeftModel comes back beside the module (else None)."""
     hf = load_causal_lm(model.path, dtype=fsdp.model_dtype, override_config=model.override_config,
                         trust_remote_code=model.trust_remote_code)
     hf.config.use_cache = False
     if gradient_checkpointing:
         enable_activation_checkpointing(hf)
+    peft_model = None
+    if lora:
+        from strive.models.lora import apply_lora
+
+        peft_model = apply_lora(hf, model, resolve_model_path(model.path))
     backend = None
     if remove_padding:
         backend = resolve_backend(model.packed_attention, device, torch_dtype(fsdp.dtype),
                                   key="actor_rollout_ref.model.packed_attention")
     wrapper = PolicyForward(hf, backend, padded_up_to(model.packed_attention, device))
-    return apply_fsdp(wrapper, decoder_layers(hf), mesh, fsdp, compile_layers)
+    return apply_fsdp(wrapper, decoder_layers(hf), mesh, fsdp, compile_layers), peft_model
 
 
 @torch.no_grad()
@@ -67,11 +74,13 @@ class ActorWorker:
         self.device = device
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         actor = cfg.actor
-        self.module = build_policy_module(cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing,
-                                          bool(actor.use_remove_padding), device,
-                                          actor.use_torch_compile and actor.fsdp_config.use_torch_compile
-                                          and not cfg.model.enable_activation_offload)
-        self.optimizer = build_optimizer(self.module.parameters(), actor.optim)
+        compile_layers = (actor.use_torch_compile and actor.fsdp_config.use_torch_compile
+                          and not cfg.model.enable_activation_offload)
+        self.module, self.peft = build_policy_module(
+            cfg.model, actor.fsdp_config, mesh, cfg.model.enable_gradient_checkpointing, bool(actor.use_remove_padding),
+            device, compile_layers, lora=cfg.model.lora_rank > 0 or bool(cfg.model.lora_adapter_path))
+        # under LoRA only the adapter requires grad, and only it is in the optimizer
+        self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], actor.optim)
         self.scheduler = build_scheduler(self.optimizer, actor.optim, total_steps)
         self._offload_if_configured()
 
@@ -82,6 +91,17 @@ class ActorWorker:
                                          with_entropy)
         self._offload_if_configured()
         return {"old_log_probs": logp, "entropy": entropy}
+
+    def compute_ref_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """LoRA: the reference policy's log-probs, i.e. this model's with the adapter disabled
+        (strive/models/lora.py: adapter_disabled), so no second copy of the base weights exists."""
+        from strive.models.lora import adapter_disabled
+
+        self._reload()
+        with adapter_disabled(self.module):
+            logp, _ = policy_log_probs(self.module, batch, self.forward_sizes, self.temperature, self.device, False)
+        self._offload_if_configured()
+        return {"ref_log_probs": logp}
 
     def _forward(self, mb: Batch, index: TokenIndex, with_entropy: bool,
                  entropy_grad: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -184,9 +204,8 @@ class ActorWorker:
         self._reload()
         bucket: list[tuple[str, torch.Tensor]] = []
         size = 0
-        for name, param in self.module.named_parameters():
-            full = param.full_tensor() if hasattr(param, "full_tensor") else param.data
-            bucket.append((hf_state_name(name), full.detach()))
+        for name, full in self._full_parameters():
+            bucket.append((name, full))
             size += full.numel() * full.element_size()
             if size >= bucket_bytes:
                 yield bucket
@@ -194,6 +213,18 @@ class ActorWorker:
         if bucket:
             yield bucket
         self._offload_if_configured()
+
+    def _full_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, full tensor) per weight; under LoRA each adapted weight merged (W + scaling·B·A), the
+        trained model left unmerged."""
+        if self.peft is not None:
+            from strive.models.lora import merged_parameters
+
+            yield from merged_parameters(self.module)
+            return
+        for name, param in self.module.named_parameters():
+            full = param.full_tensor() if hasattr(param, "full_tensor") else param.data
+            yield hf_state_name(name), full.detach()
 
     # -- offload ----------------------------------------------------------------------------------------------
     def _reload(self) -> None:

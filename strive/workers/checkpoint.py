@@ -6,8 +6,9 @@
     <dir>/fsdp_config.json                    {"FSDP_version": 2, "world_size": W, "shard_dim": 0}
     <dir>/huggingface/                        config, generation config, tokenizer (rank 0)
 
-Shards are FSDP2's: dim-0 chunks in rank order, so `strive merge` rebuilds a full tensor by concatenation. A run
-with another world size resumes by re-cutting them: every rank reads all the saved shards of the model and the
+Shards are FSDP2's: dim-0 chunks in rank order, so `strive merge` rebuilds a full tensor by concatenation. Under
+LoRA the model shards hold the adapter only (and <dir>/lora_adapter/ its PEFT config): the frozen base is model.path.
+A run with another world size resumes by re-cutting them: every rank reads all the saved shards of the model and the
 optimizer state, concatenates each tensor and keeps its own dim-0 piece (so each rank holds one full copy on the
 host while loading); the LR scheduler comes from rank 0's file and the RNG state only to ranks that existed.
 
@@ -65,6 +66,14 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return (t.to_local() if hasattr(t, "to_local") else t).detach().cpu().clone()
 
 
+def saved_parameters(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The parameters a checkpoint holds: all of them, or under LoRA (frozen base weights present) only the
+    trainable adapter, since the frozen base is read again from model.path."""
+    params = list(module.named_parameters())
+    trainable = [(n, p) for n, p in params if p.requires_grad]
+    return trainable if len(trainable) < len(params) else params
+
+
 def _files(path: str, world: int, rank: int) -> dict[str, str]:
     tag = f"world_size_{world}_rank_{rank}.pt"
     return {k: os.path.join(path, f"{k}_{tag}") for k in ("model", "optim", "extra_state")}
@@ -99,7 +108,7 @@ def save_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, w
     os.makedirs(path, exist_ok=True)
     files = _files(path, world, rank)
     if "model" in contents:
-        torch.save({hf_state_name(n): _local(p) for n, p in module.named_parameters()}, files["model"])
+        torch.save({hf_state_name(n): _local(p) for n, p in saved_parameters(module)}, files["model"])
     if "optimizer" in contents and optimizer is not None:
         sd = optimizer.state_dict()
         state = {i: {k: _local(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
@@ -130,7 +139,10 @@ def load_shards(path: str, module: nn.Module, optimizer, scheduler, rank: int, w
     if "model" in contents:
         state = _reshard([load_file(f["model"]) for f in saved], rank, world, path)
         with torch.no_grad():
-            for name, param in module.named_parameters():
+            for name, param in saved_parameters(module):
+                if hf_state_name(name) not in state:
+                    raise CheckpointError(f"{path}: the saved model lacks {hf_state_name(name)}: was it written with "
+                                          "another actor_rollout_ref.model.lora_rank / target_modules?")
                 local = param.to_local() if hasattr(param, "to_local") else param.data
                 piece = state[hf_state_name(name)]
                 if piece.shape != local.shape:

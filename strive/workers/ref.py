@@ -1,7 +1,8 @@
 """The reference policy: a frozen copy of the initial actor, used only for KL terms.
 
 Created only when `algorithm.use_kl_in_reward` or `actor.use_kl_loss` is on. Forward-only, no optimizer;
-`ref.fsdp_config.param_offload` keeps its shards on the CPU between uses.
+`ref.fsdp_config.param_offload` keeps its shards on the CPU between uses. Under LoRA the reference is the actor's
+own model with its adapter disabled (AdapterOffReference): no model is loaded for it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class RefWorker:
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         # parameters keep requires_grad: the forward runs under no_grad, and frozen bf16 weights take a memory-hungry
         # oneDNN path on CPU (see strive/engines/hf.py)
-        self.module = build_policy_module(cfg.model, cfg.ref.fsdp_config, mesh, gradient_checkpointing=False,
+        self.module, _ = build_policy_module(cfg.model, cfg.ref.fsdp_config, mesh, gradient_checkpointing=False,
                                           remove_padding=bool(cfg.actor.use_remove_padding), device=device,
                                           compile_layers=bool(cfg.ref.use_torch_compile)
                                           and cfg.ref.fsdp_config.use_torch_compile)
@@ -36,3 +37,14 @@ class RefWorker:
         if offload:
             offload_params(self.module)
         return {"ref_log_probs": logp}
+
+
+class AdapterOffReference:
+    """The reference role under LoRA: the actor's model with the adapter disabled (the initial policy, since
+    training changes only the adapter)."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def compute_log_probs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.actor.compute_ref_log_probs(batch)

@@ -67,6 +67,33 @@ def ids_of(completions) -> list[list[int]]:
 # ---- checks ---------------------------------------------------------------------------------------------------
 
 
+def check_lora_merged_weights_served(make_engine, model_dir):
+    """A LoRA-trained policy reaches the engine as merged weights under the original names (what the actor's sync
+    sends: strive/models/lora.py merged_parameters); the engine's log-probs then equal the PEFT model's own, adapter
+    on and unmerged."""
+    peft = pytest.importorskip("peft")
+    from strive.models.lora import merged_parameters
+
+    model = peft.get_peft_model(reference_model(model_dir), peft.LoraConfig(r=4, lora_alpha=8,
+                                                                           target_modules="all-linear"))
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:  # B starts at zero: give the adapter an effect
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    model.eval()
+    engine, temperature = make_engine(load_format="dummy"), 0.7
+    engine.update_weights(merged_parameters(model.get_base_model()))
+    out = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12, temperature=temperature, seed=4))
+    for prompt, c in zip(PROMPTS, out):
+        assert c.token_ids
+        expected = reference_logprobs(model, prompt, c.token_ids, temperature)
+        torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
+    with model.disable_adapter():  # the adapter changed the policy: this check can tell merged from base weights
+        base = reference_logprobs(model, PROMPTS[2], out[2].token_ids, temperature)
+    assert (base - torch.tensor(out[2].logprobs)).abs().max() > 1e-3
+
+
 def check_shapes_and_n(make_engine, model_dir):
     engine, stops, max_new = make_engine(), set(eos_ids(model_dir)), 8
     out = engine.generate(PROMPTS, SamplingParams(max_new_tokens=max_new, temperature=1.0, n=4, seed=0))

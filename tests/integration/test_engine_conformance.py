@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 import torch
 
-from engine_conformance import CHECKS
+from engine_conformance import CHECKS, check_lora_merged_weights_served
 from strive.engines.base import EngineSpec, load_engine_class
 
 
@@ -35,7 +35,8 @@ def model_dir(request):
 
 
 @pytest.mark.parametrize("engine_name", ENGINES)
-@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))
+@pytest.mark.parametrize("check", [*CHECKS, check_lora_merged_weights_served],
+                         ids=lambda check: check.__name__.removeprefix("check_"))
 def test_engine(check, engine_name, model_dir):
     extra = {}
     if engine_name == "hf-fast":  # fast=on: a model the fast path cannot run fails instead of falling back

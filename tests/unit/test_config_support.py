@@ -81,7 +81,7 @@ def test_every_rule_matches_some_key():
     ("data.sampler.class_path=my.py", "data.sampler.class_path=my.py: curriculum samplers"),
     ("actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size=2", "Ulysses"),
     ("actor_rollout_ref.actor.ulysses_sequence_parallel_size=2", "Ulysses"),
-    ("actor_rollout_ref.model.lora_rank=8", "LoRA is not implemented"),
+    ("critic.model.lora_rank=8", "critic.model.lora_rank=8: LoRA on the critic is not implemented"),
     ("reward_model.enable=True", "reward_model.enable=True: learned reward models are not implemented"),
     ("reward_model.reward_manager=prime", "reward_model.reward_manager=prime: strive has the naive and dapo"),
 ])
