@@ -99,7 +99,7 @@ def _merge_lora(path: str, state: dict[str, torch.Tensor], target_dir: str, dtyp
     if not base_path or not os.path.isdir(os.path.expanduser(base_path)):
         raise FileNotFoundError(f"{path}: the LoRA base model {base_path!r} is not a local directory; name a copy of "
                                 "it with --base_model")
-    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_path), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_path), dtype=torch.float32, trust_remote_code=False)
     wrapped = peft.get_peft_model(base, config)
     inner = wrapped.get_base_model()
     adapter_names = {n for n, p in inner.named_parameters() if ".lora_" in n}

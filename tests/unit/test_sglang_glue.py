@@ -624,7 +624,7 @@ def test_build_creates_the_rollout_engine_before_any_training_weights(monkeypatc
     def recorder(name):
         def make(*args, **kwargs):
             order.append(name)
-            return SimpleNamespace(name=name)
+            return SimpleNamespace(name=name, peft=None)
         return make
 
     monkeypatch.setattr(rollout_mod, "RolloutWorker", recorder("rollout"))
