@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from agent_templates import HERMES_TEMPLATE, tokenizer_with
+from test_agent_trajectory import runs
 from strive.agent.chat_template import MessageEncoder
 from strive.agent.loop import SINGLE_TURN, TOOL_AGENT, AgentRequest, AgentRunner, episode_stats
 from strive.agent.tool_runner import ToolCallLimits
@@ -72,17 +73,6 @@ def request(agent, marker, loop=TOOL_AGENT, ground_truth="4"):
     messages = [{"role": "system", "content": "Use the tool."}, {"role": "user", "content": f"{marker}: 2 + 2?"}]
     return AgentRequest(agent.encoder.prompt_ids(messages), loop,
                         {"calc_gsm8k_reward": {"create_kwargs": {"ground_truth": ground_truth}}})
-
-
-def runs(mask, values, want):
-    out, cur = [], []
-    for m, v in zip(mask, values):
-        if m == want:
-            cur.append(v)
-        elif cur:
-            out.append(cur)
-            cur = []
-    return out + ([cur] if cur else [])
 
 
 def test_tool_agent_calls_the_tool_and_trains_exactly_the_engine_ids(tokenizer):
