@@ -13,7 +13,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK_DIR=${WORK_DIR:-/tmp/strive_dapo_cpu}
 PYTHON=${PYTHON:-python3}
-export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 
 adv_estimator=grpo
 kl_coef=0.0

@@ -24,7 +24,7 @@ def write_reward(tmp_path) -> str:
 
 def env() -> dict:
     e = dict(os.environ)
-    e.update(HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
+    e.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
     if e.get("RAY_ADDRESS") != "local":  # "local" (a cluster of its own) lets GPU runs share a machine
         e.pop("RAY_ADDRESS", None)
     return e
