@@ -10,7 +10,7 @@ with mask 0.
 What it chose, against verl's `ToolAgentLoop` (commit b178a3c):
 - the loop names are verl's (`single_turn_agent`, `tool_agent`), picked per sample by the data column
   `agent_name`, else `rollout.agent.default_agent_loop`;
-- an assistant turn is decoded only to find tool calls (hermes format); the text is never re-encoded;
+- an assistant turn is decoded only to find tool calls (`multi_turn.format`, strive.agent.tool_parser); the text is never re-encoded;
 - a turn without a tool call ends the trajectory (`no_tool_call`); so do the turn and length limits;
 - tool errors (bad JSON, an unknown tool, wrong arguments, a tool that raises or times out) are answered to the
   model as the tool's message and counted; they never end a rollout;
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from strive.agent.chat_template import MessageEncoder
-from strive.agent.tool_parser import parse_hermes
+from strive.agent.tool_parser import parse_tool_calls
 from strive.agent.tool_runner import ToolCallLimits, ToolSession
 from strive.agent.trajectory import Trajectory, TurnLimits
 from strive.engines.base import RolloutEngine, SamplingParams
@@ -73,8 +73,10 @@ class AgentRunner:
     """Rolls out `AgentRequest`s on one engine with the tools of `tool_config_path` (see module docstring)."""
 
     def __init__(self, engine: RolloutEngine, tokenizer: Any, tools: Mapping[str, Any], turn_limits: TurnLimits,
-                 call_limits: ToolCallLimits, template_kwargs: Mapping[str, Any] | None = None):
+                 call_limits: ToolCallLimits, template_kwargs: Mapping[str, Any] | None = None,
+                 call_format: str = "hermes"):
         self.engine, self.tokenizer, self.tools = engine, tokenizer, dict(tools)
+        self.call_format = call_format
         self.turn_limits, self.call_limits = turn_limits, call_limits
         schemas = [tool.tool_schema.to_dict() for tool in self.tools.values()]
         self.encoder = MessageEncoder(tokenizer, tools=schemas, template_kwargs=dict(template_kwargs or {}))
@@ -118,7 +120,8 @@ class AgentRunner:
                 traj.add_assistant(out.token_ids, out.logprobs, out.finish_reason)
                 if traj.done:
                     break
-                calls = parse_hermes(self.tokenizer.decode(out.token_ids, skip_special_tokens=False)).calls
+                text = self.tokenizer.decode(out.token_ids, skip_special_tokens=False)
+                calls = parse_tool_calls(text, self.call_format, self.tools).calls
                 if not calls:
                     traj.finish()
                     break

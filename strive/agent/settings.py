@@ -77,10 +77,11 @@ def check_agent_setup(rollout, tokenizer, template_kwargs: dict) -> str:
     return (f"multi-turn rollouts: default loop {loop}, tools [{', '.join(tools) or 'none'}], "
             f"max_assistant_turns={turns.max_assistant_turns}, max_user_turns={turns.max_user_turns}, "
             f"max_parallel_calls={calls.max_parallel_calls}, "
-            f"max_tool_response_length={calls.max_tool_response_length} ({calls.tool_response_truncate_side})")
+            f"max_tool_response_length={calls.max_tool_response_length} ({calls.tool_response_truncate_side}), "
+            f"format={rollout.multi_turn.format}")
 
 
 def build_agent_runner(rollout, engine, tokenizer, template_kwargs: dict) -> AgentRunner:
     """The rank's agent loop over its engine (each rank loads its own tool instances)."""
     return AgentRunner(engine, tokenizer, load_agent_tools(rollout), turn_limits(rollout), call_limits(rollout),
-                       template_kwargs)
+                       template_kwargs, call_format=rollout.multi_turn.format)

@@ -17,6 +17,12 @@ What it chose, against verl's `HermesToolParser` (which drops a call it cannot d
   with an error naming the field; pass `check_arguments=False` to the runner for verl's behaviour;
 - an unclosed `<tool_call>` (generation cut off) is not a call, as in verl.
 
+`multi_turn.format: hermes_or_json` (strive's own) also takes a call the model wrote without the tags: a JSON
+object `{"name": <a declared tool>, "arguments": {...}}`, bare or in a ``` fence, found only when the text has no
+`<tool_call>` block. Small models do this: Qwen2.5-Coder-0.5B-Instruct, shown the hermes instructions by its own
+chat template, wrote a fenced JSON call in most of 32 sampled GSM8K answers and a `<tool_call>` tag in none
+(bench/agent_tool_call_format.py). Objects naming no declared tool are ordinary text, never calls.
+
     PYTHONPATH=$PWD python -m pytest -q tests/unit/test_agent_tool_parser.py
 """
 
@@ -24,13 +30,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from strive.agent.tools.base import FunctionSchema, ToolSchema
 
 TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+FORMATS = ("hermes", "hermes_or_json")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,33 @@ def parse_hermes(text: str) -> ParsedText:
     """Every `<tool_call>` block of `text` as a call or an error (see the module docstring)."""
     calls = [_parse_block(m.group(1)) for m in TOOL_CALL_RE.finditer(text)]
     return ParsedText(TOOL_CALL_RE.sub("", text), calls)
+
+
+def parse_tool_calls(text: str, fmt: str, tool_names: Collection[str]) -> ParsedText:
+    """The calls of `text` in format `fmt` (one of FORMATS; see the module docstring)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"tool-call format {fmt!r} is not one strive parses; choose one of {', '.join(FORMATS)}")
+    parsed = parse_hermes(text)
+    if parsed.calls or fmt == "hermes":
+        return parsed
+    return parse_bare_json(text, tool_names)
+
+
+def parse_bare_json(text: str, tool_names: Collection[str]) -> ParsedText:
+    """JSON objects in `text` whose "name" is one of `tool_names`, each parsed like a hermes block."""
+    decoder, calls, spans, pos = json.JSONDecoder(), [], [], 0
+    while (start := text.find("{", pos)) >= 0:
+        try:
+            data, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            pos = start + 1
+            continue
+        if isinstance(data, dict) and data.get("name") in tool_names:
+            calls.append(_parse_block(text[start:end]))
+            spans.append((start, end))
+        pos = end
+    content = "".join(text[a:b] for a, b in zip([0] + [e for _, e in spans], [s for s, _ in spans] + [len(text)]))
+    return ParsedText(content, calls)
 
 
 def _parse_block(block: str) -> ToolCall | ToolCallError:

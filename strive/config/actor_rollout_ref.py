@@ -256,7 +256,8 @@ class MultiTurnConfig:
     tokenization_sanity_check_mode: str = "strict"
     """How strictly incremental tokenisation is checked."""
     format: str = "hermes"
-    """Tool-call format."""
+    """Tool-call format: hermes (`<tool_call>` tags, verl's), or strive's hermes_or_json, which also takes a JSON
+    call {"name": <a declared tool>, "arguments": {...}} written without the tags (small models do)."""
     num_repeat_rollouts: Optional[int] = None
     """Repeat count for multi-turn rollouts."""
     router: str = "static"

@@ -106,8 +106,9 @@ RULES: tuple[Rule, ...] = (
     # --- rollout ----------------------------------------------------------------------------------------------
     _refuse("actor_rollout_ref.rollout.multi_turn.interaction_config_path", "interactions (a simulated user "
             "answering between turns) are not implemented; tool_agent rollouts are (docs/multiturn.md)"),
-    _refuse("actor_rollout_ref.rollout.multi_turn.format", "strive parses the hermes tool-call format only",
-            ("hermes",)),
+    _refuse("actor_rollout_ref.rollout.multi_turn.format", "strive parses the hermes tool-call format (and its "
+            "own hermes_or_json, which also takes an untagged JSON call; docs/multiturn.md)",
+            ("hermes", "hermes_or_json")),
     _note("actor_rollout_ref.rollout.multi_turn.use_inference_chat_template", "strive renders every turn with the "
           "model's chat template as is, and refuses at start-up a template that rewrites earlier turns"),
     _note("actor_rollout_ref.rollout.multi_turn.tokenization_sanity_check_mode", "strive never re-tokenizes a "

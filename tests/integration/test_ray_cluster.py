@@ -69,9 +69,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The clusters here come from `ray start` with authentication off, to keep the test free of token files; every
+# client of such a cluster (the driver included) must then say so too, as Ray refuses a mismatch.
+AUTH_OFF = {"RAY_AUTH_MODE": "disabled"}
+
+
 def _ray(*args) -> subprocess.Popen:
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env = dict(os.environ, **AUTH_OFF)
     return subprocess.Popen([ray_bin, "start", "--block", "--disable-usage-stats", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -82,7 +87,7 @@ def _wait_nodes(address: str, n: int, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+                             env=dict(os.environ, **AUTH_OFF))
         if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= n:
             return
         time.sleep(2)
@@ -109,8 +114,8 @@ def test_two_ray_nodes_host_one_rank_each(tiny_model_dir, tmp_path):
                "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=2", "trainer.device=cpu",
                "trainer.nnodes=2", "trainer.n_gpus_per_node=1", "trainer.total_training_steps=1",
                "trainer.logger=console", "trainer.val_before_train=False", f"trainer.default_local_dir={tmp_path}/ck"]
-        result = subprocess.run(cmd, cwd=tmp_path, env=dict(env(), RAY_ADDRESS=address), capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(cmd, cwd=tmp_path, env=dict(env(), RAY_ADDRESS=address, **AUTH_OFF),
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         nodes = re.findall(r"rank (\d) → node (\w+)", result.stdout)
         assert len(nodes) == 2 and nodes[0][1] != nodes[1][1], result.stdout

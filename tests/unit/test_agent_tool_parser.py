@@ -10,6 +10,7 @@ from strive.agent.tool_parser import (
     json_type_name,
     matches_type,
     parse_hermes,
+    parse_tool_calls,
 )
 from strive.agent.tools.base import ToolSchema
 
@@ -102,3 +103,33 @@ def test_json_type_helpers():
     assert [json_type_name(v) for v in (None, True, 1, 1.0, "s", [], {})] == [
         "null", "boolean", "integer", "number", "string", "array", "object"]
     assert matches_type(2.0, "integer") and not matches_type(False, "number") and not matches_type(0, "null")
+
+
+# --- hermes_or_json: untagged JSON calls (what Qwen2.5-Coder-0.5B writes) ---------------------------------------
+
+QWEN_CODER_STYLE = ('The total is 72.\n```json\n{\n  "name": "calc",\n  "arguments": {\n    "answer": "72"\n  }\n}\n'
+                    '```')
+
+
+def test_hermes_format_ignores_an_untagged_json_call():
+    assert parse_tool_calls(QWEN_CODER_STYLE, "hermes", SCHEMAS).calls == []
+
+
+def test_hermes_or_json_takes_a_fenced_or_bare_json_call_naming_a_declared_tool():
+    parsed = parse_tool_calls(QWEN_CODER_STYLE, "hermes_or_json", SCHEMAS)
+    assert parsed.calls == [ToolCall("calc", {"answer": "72"})]
+    assert parsed.content == "The total is 72.\n```json\n\n```"
+    bare = 'so {"name": "calc", "arguments": {"answer": "1"}} and {"name": "calc", "arguments": "bad"}'
+    assert [type(c) for c in parse_tool_calls(bare, "hermes_or_json", SCHEMAS).calls] == [ToolCall, ToolCallError]
+
+
+def test_hermes_or_json_leaves_other_json_and_prefers_tags():
+    other = 'data: {"name": "bob", "arguments": {}} and {"a": {"name": "calc"}} and {broken'
+    assert parse_tool_calls(other, "hermes_or_json", SCHEMAS).calls == []
+    tagged = '<tool_call>{"name": "calc", "arguments": {"answer": "2"}}</tool_call> ' + QWEN_CODER_STYLE
+    assert parse_tool_calls(tagged, "hermes_or_json", SCHEMAS).calls == [ToolCall("calc", {"answer": "2"})]
+
+
+def test_unknown_format_is_refused_by_name():
+    with pytest.raises(ValueError, match="'pythonic'.*hermes, hermes_or_json"):
+        parse_tool_calls("", "pythonic", SCHEMAS)
