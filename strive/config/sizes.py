@@ -140,7 +140,7 @@ def compute_sizes(cfg: StriveConfig) -> Sizes:
     """Check the batch keys against each other and the resources; fail naming the keys and numbers."""
     notes: list[str] = []
     arr = cfg.actor_rollout_ref
-    actor, rollout, ref, critic = arr.actor, arr.rollout, arr.ref, cfg.critic
+    actor, rollout, ref = arr.actor, arr.rollout, arr.ref
     world = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
     if world <= 0:
         raise ConfigError(f"trainer.n_gpus_per_node × trainer.nnodes = {cfg.trainer.n_gpus_per_node} × "

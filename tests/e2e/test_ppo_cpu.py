@@ -1,7 +1,6 @@
 """The seed's command line, and GRPO with a KL loss, run for real on CPU: Ray, two FSDP2 ranks (gloo), the hf
 engine, a tiny model. Each run goes through `python -m strive.trainer.main_ppo` like a user's would."""
 
-import os
 
 import pytest
 

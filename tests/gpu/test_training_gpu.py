@@ -28,7 +28,7 @@ def test_ppo_with_critic_and_ref(qwen05_dir, token_data, tmp_path, n_gpus):
     if torch.cuda.device_count() < n_gpus:
         pytest.skip(f"needs {n_gpus} GPUs")
     ckpt = tmp_path / "ckpt"
-    result = run_training(gpu_command(qwen05_dir, token_data, ckpt, n_gpus, steps=2), cwd=tmp_path, timeout=900)
+    run_training(gpu_command(qwen05_dir, token_data, ckpt, n_gpus, steps=2), cwd=tmp_path, timeout=900)
     rows = read_metrics(ckpt / "logs")
     for step in (1, 2):
         assert rows[step]["critic/vf_loss"] >= 0 and "actor/reward_kl_penalty" in rows[step]

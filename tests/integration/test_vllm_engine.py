@@ -5,7 +5,6 @@ max_model_len, the process's torch threads. Skipped where vllm is not installed 
     pytest tests/integration/test_vllm_engine.py -q
 """
 
-import ctypes
 import dataclasses
 import importlib.util
 import json
