@@ -86,20 +86,20 @@ class WorkerGroup:
     def call(self, method: Callable[Concatenate[Any, S, P], R], shards: Sequence[S], *args: P.args,
              **kwargs: P.kwargs) -> list[R]:
         """Rank r runs `method(shards[r], *args, **kwargs)`."""
-        name = self._remote_name(method)
+        name = self.remote_name(method)
         refs = [getattr(w, name).remote(shard, *args, **kwargs) for w, shard in zip(self.workers, shards)]
         return self.get(refs, name)
 
     def call_all(self, method: Callable[Concatenate[Any, P], R], *args: P.args, **kwargs: P.kwargs) -> list[R]:
         """Every rank runs `method(*args, **kwargs)`."""
-        return self.get(self.submit_all(method, *args, **kwargs), self._remote_name(method))
+        return self.get(self.submit_all(method, *args, **kwargs), self.remote_name(method))
 
     def submit_all(self, method: Callable[Concatenate[Any, P], Any], *args: P.args, **kwargs: P.kwargs) -> list:
         """Start `method(*args, **kwargs)` on every rank; the object refs, to wait on with `get`."""
-        name = self._remote_name(method)
+        name = self.remote_name(method)
         return [getattr(w, name).remote(*args, **kwargs) for w in self.workers]
 
-    def _remote_name(self, method: Callable) -> str:
+    def remote_name(self, method: Callable) -> str:
         """The name Ray calls `method` by; the process class must have a method of that name (a stand-in class
         with the same interface may host the group, so the name, not the function object, is what is checked)."""
         name = getattr(method, "__name__", None)

@@ -43,7 +43,7 @@ def route(group: WorkerGroup, method: Callable, requests: Sequence[Any], params:
 
     import ray
 
-    name = group._remote_name(method)
+    name = group.remote_name(method)
     chunks = [c for c in split_evenly(list(requests), max(1, group.world_size * chunks_per_rank)) if c]
     results: list[Any] = [None] * len(chunks)
     in_flight: dict[Any, tuple[int, int]] = {}  # ref -> (chunk, rank)

@@ -42,7 +42,7 @@ class FakeGroup:
     def world_size(self):
         return len(self.workers)
 
-    def _remote_name(self, method):
+    def remote_name(self, method):
         return method.__name__
 
     phase_timeout_s = 30.0

@@ -83,8 +83,8 @@ def test_a_worker_returning_undeclared_fields_is_an_error():
 def test_group_calls_take_the_method_not_a_string():
     group = WorkerGroup.__new__(WorkerGroup)  # no Ray: only the name check runs
     group.name, group.process_cls = "actor_rollout_ref", WorkerProcess
-    assert group._remote_name(WorkerProcess.sync_weights) == "sync_weights"
+    assert group.remote_name(WorkerProcess.sync_weights) == "sync_weights"
     with pytest.raises(TypeError, match="not a method of WorkerProcess"):
-        group._remote_name("sync_weights")
+        group.remote_name("sync_weights")
     with pytest.raises(TypeError, match="not a method of WorkerProcess"):
-        group._remote_name(Batch.chunk)
+        group.remote_name(Batch.chunk)
