@@ -41,47 +41,42 @@ def engine_spec(cfg: ActorRolloutRefConfig, device: torch.device, eos_token_ids:
 def to_batch(prompts: list[list[int]], completions: list[Completion], n: int, prompt_length: int,
              response_length: int, pad_id: int) -> Batch:
     """Left-pad prompts to P and right-pad responses to T; completions are prompt-major (n per prompt)."""
-    B = len(completions)
-    P, T = prompt_length, response_length
-    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P)
-    responses = torch.full((B, T), pad_id, dtype=torch.long)  # (B, T)
-    attention = torch.zeros(B, P + T, dtype=torch.long)  # (B, L)
-    response_mask = torch.zeros(B, T)  # (B, T)
-    logprobs = torch.zeros(B, T)  # (B, T)
+    rows = []
     for i, comp in enumerate(completions):
-        prompt = prompts[i // n][-P:]
-        resp = comp.token_ids[:T]
-        prompt_ids[i, P - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-        attention[i, P - len(prompt): P + len(resp)] = 1
-        if resp:
-            responses[i, : len(resp)] = torch.tensor(resp, dtype=torch.long)
-            logprobs[i, : len(resp)] = torch.tensor(comp.logprobs[: len(resp)], dtype=torch.float32)
-        response_mask[i, : len(resp)] = 1
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, L)
-    return Batch(prompt_ids, responses, attention, position_ids, response_mask, rollout_log_probs=logprobs)
+        resp = comp.token_ids[:response_length]
+        rows.append((prompts[i // n][-prompt_length:], resp, [1.0] * len(resp), comp.logprobs[:len(resp)]))
+    return padded_batch(rows, prompt_length, response_length, pad_id)
 
 
 def trajectories_to_batch(trajectories, prompt_length: int, response_length: int, pad_id: int) -> Batch:
     """Multi-turn trajectories (strive.agent.trajectory) as a Batch: prompts left-padded to P, responses
     (assistant and tool turns) right-padded to T; `response_mask` is 1 only on the engine's tokens, the
     attention mask covers every real token, `rollout_log_probs` is the engine's log-prob (0 on tool tokens)."""
-    B, P, T = len(trajectories), prompt_length, response_length
+    for traj in trajectories:
+        if len(traj.prompt_ids) > prompt_length:
+            raise ValueError(f"a prompt of {len(traj.prompt_ids)} tokens does not fit rollout.prompt_length="
+                             f"{prompt_length} (with the tool schemas rendered into it); raise data.max_prompt_length")
+    rows = [(t.prompt_ids, t.response_ids, t.response_mask, t.response_logprobs) for t in trajectories]
+    return padded_batch(rows, prompt_length, response_length, pad_id)
+
+
+def padded_batch(rows, P: int, T: int, pad_id: int) -> Batch:
+    """A Batch from (prompt ids, response ids, response mask, response log-probs) rows: each prompt (≤ P tokens)
+    left-padded to P, each response (≤ T) right-padded to T; attention covers every real token."""
+    B = len(rows)
     prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P)
     responses = torch.full((B, T), pad_id, dtype=torch.long)  # (B, T)
     attention = torch.zeros(B, P + T, dtype=torch.long)  # (B, L)
     response_mask = torch.zeros(B, T)  # (B, T)
     logprobs = torch.zeros(B, T)  # (B, T)
-    for i, traj in enumerate(trajectories):
-        if len(traj.prompt_ids) > P:
-            raise ValueError(f"a prompt of {len(traj.prompt_ids)} tokens does not fit rollout.prompt_length={P} "
-                             "(with the tool schemas rendered into it); raise data.max_prompt_length")
-        R = len(traj.response_ids)
-        prompt_ids[i, P - len(traj.prompt_ids):] = torch.tensor(traj.prompt_ids, dtype=torch.long)
-        attention[i, P - len(traj.prompt_ids): P + R] = 1
+    for i, (prompt, resp, mask, lps) in enumerate(rows):
+        R = len(resp)
+        prompt_ids[i, P - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        attention[i, P - len(prompt): P + R] = 1
         if R:
-            responses[i, :R] = torch.tensor(traj.response_ids, dtype=torch.long)
-            response_mask[i, :R] = torch.tensor(traj.response_mask, dtype=torch.float32)
-            logprobs[i, :R] = torch.tensor(traj.response_logprobs, dtype=torch.float32)
+            responses[i, :R] = torch.tensor(resp, dtype=torch.long)
+            response_mask[i, :R] = torch.tensor(mask, dtype=torch.float32)
+            logprobs[i, :R] = torch.tensor(lps, dtype=torch.float32)
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, L)
     return Batch(prompt_ids, responses, attention, position_ids, response_mask, rollout_log_probs=logprobs)
 
