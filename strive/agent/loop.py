@@ -22,6 +22,7 @@ What it chose, against verl's `ToolAgentLoop` (commit b178a3c):
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -69,6 +70,25 @@ def episode_stats(episodes: Sequence[Episode]) -> dict[str, list[float]]:
             "truncated": [float(e.trajectory.truncated) for e in episodes]}
 
 
+class TurnProgress:
+    """A progress line for long rollouts (a CPU multi-turn validation pass can take minutes): after a turn's
+    engine call, at most every `every_s` seconds, how many turns ran and how many episodes are still open."""
+
+    def __init__(self, episodes: int, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 write: Callable[[str], None] = lambda line: print(line, flush=True)):
+        self.episodes, self.every_s, self.clock, self.write = episodes, every_s, clock, write
+        self.began = self.last = clock()
+        self.turns = 0
+
+    def turn(self, served: int, open_episodes: int) -> None:
+        self.turns += 1
+        now = self.clock()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self.write(f"[strive] agent rollout: {self.turns} turn(s) in {now - self.began:.0f} s, last one "
+                       f"{served} request(s); {open_episodes}/{self.episodes} episodes open")
+
+
 class AgentRunner:
     """Rolls out `AgentRequest`s on one engine with the tools of `tool_config_path` (see module docstring)."""
 
@@ -95,7 +115,8 @@ class AgentRunner:
         return asyncio.run(self._run_all(list(requests), params))
 
     async def _run_all(self, requests: list[AgentRequest], params: SamplingParams) -> list[Episode]:
-        batcher = TurnBatcher(self.engine, params, set(range(len(requests))))
+        progress = TurnProgress(len(requests))
+        batcher = TurnBatcher(self.engine, params, set(range(len(requests))), on_turn=progress.turn)
         return list(await asyncio.gather(*(self._one(key, r, batcher) for key, r in enumerate(requests))))
 
     async def _one(self, key: int, request: AgentRequest, batcher: TurnBatcher) -> Episode:

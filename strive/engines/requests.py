@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 from strive.engines.base import Completion, RolloutEngine, SamplingParams
 
@@ -38,8 +38,11 @@ from strive.engines.base import Completion, RolloutEngine, SamplingParams
 class TurnBatcher:
     """Serves `live` concurrent requesters (keys 0..live-1 or any distinct ints) with one engine call per turn."""
 
-    def __init__(self, engine: RolloutEngine, params: SamplingParams, live: set[int]):
+    def __init__(self, engine: RolloutEngine, params: SamplingParams, live: set[int],
+                 on_turn: Optional[Callable[[int, int], None]] = None):
+        """`on_turn(requests served, requesters still live)` is called after each turn's engine calls."""
         self.engine = engine
+        self.on_turn = on_turn
         self.params = replace(params, n=1)
         self.live = set(live)
         self.calls = 0
@@ -95,6 +98,8 @@ class TurnBatcher:
             await self._call(requests)
         for key, _ in batch:
             self._in_flight.pop(key, None)
+        if self.on_turn is not None:
+            self.on_turn(len(batch), len(self.live))
         self._busy = False
         self._maybe_dispatch()
 

@@ -168,3 +168,15 @@ def test_the_encoder_renders_the_tool_schemas_into_the_prompt(tokenizer):
     assert isinstance(agent.encoder, MessageEncoder)
     prompt = tokenizer.decode(request(agent, "Q-direct").prompt_ids)
     assert '"name": "calc_gsm8k_reward"' in prompt
+
+
+def test_turn_progress_prints_at_most_every_interval():
+    from strive.agent.loop import TurnProgress
+
+    now, lines = [0.0], []
+    progress = TurnProgress(8, every_s=30, clock=lambda: now[0], write=lines.append)
+    for t, open_ in ((10, 8), (31, 6), (40, 5), (70, 2)):
+        now[0] = t
+        progress.turn(4, open_)
+    assert lines == ["[strive] agent rollout: 2 turn(s) in 31 s, last one 4 request(s); 6/8 episodes open",
+                     "[strive] agent rollout: 4 turn(s) in 70 s, last one 4 request(s); 2/8 episodes open"]

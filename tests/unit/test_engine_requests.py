@@ -182,3 +182,17 @@ def test_abort_of_a_request_already_in_an_engine_call_drops_its_answer():
         assert tasks[0].cancelled()
 
     run(main())
+
+
+def test_on_turn_hears_each_turn_with_its_size():
+    seen = []
+
+    async def main():
+        batcher = TurnBatcher(RecordingEngine(), SamplingParams(max_new_tokens=2), {0, 1},
+                              on_turn=lambda served, live: seen.append((served, live)))
+        await asyncio.gather(batcher.generate(0, [5], 1), batcher.generate(1, [6], 1))
+        batcher.finish(0)
+        await batcher.generate(1, [6, 7], 1)
+
+    run(main())
+    assert seen == [(2, 2), (1, 1)]
