@@ -4,13 +4,14 @@ Each configuration runs in a fresh process (one FSDP2 rank; gloo on the CPU, NCC
 ActorWorker exactly as a training run does, then takes `--steps` updates of one optimizer step each (GRPO with one
 mini-batch per step: the update's forward gives the old log-probs) on a random batch of `--seqs` sequences of
 `--prompt` + `--response` tokens, and gathers the weights for the engine after each update (the sync's gather;
-merged W + scaling·B·A under LoRA). Times are means over the steps after the first.
+merged W + scaling·B·A under LoRA). Times are medians over the steps after the first (the first compiles).
 
 Memory: on the CPU, the process's peak resident set (VmHWM) over the updates (the peak is reset after the model is
 built; `rss_build_gb` is what the built worker holds); on a GPU, torch's max_memory_allocated over the updates.
 
     python bench/lora_cpu.py --model /root/.cache/strive/models/smollm2-135m-instruct-b179c9523d0e
     python bench/lora_cpu.py --device cuda --shape qwen2.5-0.5b --configs full,lora32   # on a GPU
+    python bench/lora_cpu.py --device cuda --seqs 64 --prompt 256 --response 256 --budget 16384 --ckpt off
 Writes bench/results/lora_<device>_<name>.json (or --out) and prints a table.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,16 @@ def _batch(vocab: int, seqs: int, prompt: int, response: int, seed: int):
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     adv = torch.randn(seqs, response, generator=g)
     return Batch(prompts, responses, attn, pos, torch.ones(seqs, response), advantages=adv)
+
+
+def _budget_keys(budget: int, ckpt: str) -> list[str]:
+    """Token-budget micro-batches (the settings bench/gpu_step.py's *_budget configurations use) or none, and
+    gradient checkpointing on or off."""
+    keys = [f"actor_rollout_ref.model.enable_gradient_checkpointing={ckpt == 'on'}"]
+    if budget:
+        keys += ["actor_rollout_ref.actor.use_dynamic_bsz=True",
+                 f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={budget}"]
+    return keys
 
 
 def _profiled(fn, cuda: bool) -> None:
@@ -79,7 +91,7 @@ def run_one(args) -> dict:
                    f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro}",
                    "algorithm.adv_estimator=grpo", "actor_rollout_ref.actor.optim.lr=1e-5",
                    f"actor_rollout_ref.model.lora_rank={rank}", f"actor_rollout_ref.model.lora_alpha={2 * rank or 16}",
-                   f"actor_rollout_ref.model.use_remove_padding={args.packed}"])
+                   f"actor_rollout_ref.model.use_remove_padding={args.packed}", *_budget_keys(args.budget, args.ckpt)])
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -114,7 +126,7 @@ def run_one(args) -> dict:
     dist.destroy_process_group()
     later = updates[1:] or updates
     return {"config": args.one, "trainable_params": trainable, "params": total, "sent_numel": sent,
-            "update_s": sum(later) / len(later), "sync_gather_s": sum(syncs[1:] or syncs) / len(syncs[1:] or syncs),
+            "update_s": statistics.median(later), "sync_gather_s": sum(syncs[1:] or syncs) / len(syncs[1:] or syncs),
             "updates_s": updates, "peak_gb": peak, "build_gb": build,
             "process_peak_rss_gb": None if cuda else _vm("VmHWM")}
 
@@ -139,6 +151,10 @@ def main() -> int:
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--response", type=int, default=64)
     parser.add_argument("--packed", default="True", help="actor_rollout_ref.model.use_remove_padding")
+    parser.add_argument("--budget", type=int, default=0,
+                        help="use_dynamic_bsz with this ppo_max_token_len_per_gpu (the settings a user should pick "
+                             "on a GPU); 0: micro-batches of --micro")
+    parser.add_argument("--ckpt", default="on", choices=["on", "off"], help="gradient checkpointing")
     parser.add_argument("--out", default=None)
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of the last update")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -164,7 +180,7 @@ def main() -> int:
         results.append(json.loads(line[7:]))
         print(f"[lora bench] {results[-1]['config']}: update {results[-1]['update_s']:.2f} s, "
               f"peak {results[-1]['peak_gb']:.2f} GB", flush=True)
-    meta = {k: getattr(args, k) for k in ("device", "steps", "seqs", "micro", "prompt", "response", "packed")}
+    meta = {k: getattr(args, k) for k in ("device", "steps", "seqs", "micro", "prompt", "response", "packed", "budget", "ckpt")}
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     report = {"model": args.model, "card": card(args.device), "date": date, "load_average_at_end": os.getloadavg(),
               **meta, "results": results}
