@@ -200,9 +200,28 @@ def generation_rows(tokenizer, batch: Batch) -> list[dict]:
     return rows
 
 
+def trained_segments(tokenizer, ids: list[int], mask: list[int]) -> list[dict]:
+    """A response cut into runs of trained (mask 1: the engine's tokens) and context (mask 0: tool and user turns)
+    tokens, each decoded with its special tokens, so a dump shows exactly what the loss sees."""
+    segments: list[dict] = []
+    start = 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or mask[i] != mask[start]:
+            segments.append({"trained": bool(mask[start]), "tokens": i - start,
+                             "text": tokenizer.decode(ids[start:i], skip_special_tokens=False)})
+            start = i
+    return segments
+
+
 def dump_generations(directory: str, step: int, tokenizer, batch: Batch) -> None:
-    """One JSON line per response: prompt and response text, ground truth, summed score (trainer.*_data_dir)."""
+    """One JSON line per response: prompt and response text, ground truth, summed score (trainer.*_data_dir).
+    A multi-turn response (some of its tokens are context, not trained) also gets `segments`
+    (`trained_segments`)."""
     os.makedirs(directory, exist_ok=True)
+    valid, trained = batch.response_valid.bool(), batch.response_mask.bool()
     with open(os.path.join(directory, f"{step}.jsonl"), "w") as fh:
-        for row in generation_rows(tokenizer, batch):
+        for i, row in enumerate(generation_rows(tokenizer, batch)):
+            if not torch.equal(valid[i], trained[i]):
+                row["segments"] = trained_segments(tokenizer, batch.responses[i][valid[i]].tolist(),
+                                                   trained[i][valid[i]].int().tolist())
             fh.write(json.dumps({**row, "step": step}) + "\n")

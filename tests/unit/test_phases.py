@@ -88,3 +88,33 @@ def test_group_calls_take_the_method_not_a_string():
         group.remote_name("sync_weights")
     with pytest.raises(TypeError, match="not a method of WorkerProcess"):
         group.remote_name(Batch.chunk)
+
+
+class CharTokenizer:
+    """ids are character codes; special tokens are ids ≥ 1000 (shown only when not skipped)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join("<s>" if i >= 1000 and not skip_special_tokens else chr(i) for i in ids
+                       if i < 1000 or not skip_special_tokens)
+
+
+def test_dump_marks_trained_and_context_segments_of_a_multi_turn_response(tmp_path):
+    import json
+
+    from strive.batch import Meta
+    from strive.workers.rollout import padded_batch
+
+    ids = [ord(c) for c in "call"] + [1000] + [ord(c) for c in "tool says 4"] + [ord(c) for c in "#### 4"]
+    mask = [1] * 4 + [0] * 12 + [1] * 6  # the engine's turn, the tool turn (context), the engine's answer
+    single = [ord(c) for c in "#### 5"]
+    batch = padded_batch([([65], ids, mask, [0.0] * len(ids)), ([66], single, [1] * len(single), [0.0] * 6)],
+                         P=2, T=30, pad_id=0)
+    batch = dataclasses.replace(batch, token_level_scores=torch.zeros(2, 30),
+                                meta=Meta(["d", "d"], ["4", "5"], [{}, {}]))
+    phases.dump_generations(str(tmp_path), 3, CharTokenizer(), batch)
+    rows = [json.loads(line) for line in (tmp_path / "3.jsonl").read_text().splitlines()]
+    assert rows[0]["output"] == "calltool says 4#### 4"
+    assert rows[0]["segments"] == [{"trained": True, "tokens": 4, "text": "call"},
+                                   {"trained": False, "tokens": 12, "text": "<s>tool says 4"},
+                                   {"trained": True, "tokens": 6, "text": "#### 4"}]
+    assert "segments" not in rows[1]  # single-turn: every valid token is trained
