@@ -32,6 +32,7 @@ from typing import Optional
 import torch
 
 from strive.algos.losses import aggregate_loss, policy_loss
+from strive.algos.names import parse_rejection
 
 SAFETY_BOUND = 20.0
 
@@ -47,6 +48,12 @@ class Correction:
     rollout_is_batch_normalize: bool = False
     rejection: tuple[tuple[str, Optional[float], float], ...] = ()  # names.parse_rejection's (option, lower, upper)
     loss_type: str = "ppo_clip"  # bypass mode only
+
+    @staticmethod
+    def from_settings(rc) -> "Correction":
+        """From an `algorithm.rollout_correction` section (duck-typed: this package imports no config)."""
+        rules = parse_rejection(rc.rollout_rs, rc.rollout_rs_threshold) if rc.rollout_rs is not None else ()
+        return Correction(rc.rollout_is, rc.rollout_is_threshold, rc.rollout_is_batch_normalize, rules, rc.loss_type)
 
 
 def _row_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
