@@ -71,8 +71,9 @@ def sizes_table(sizes: Sizes, cfg: StriveConfig) -> str:
     if sizes.bypass_old_log_probs:
         lines.append("  old log-probs: the actor's own update forward (one optimizer step per batch, no KL in the "
                      "reward), no separate pass")
+    no_old_pass = sizes.bypass_old_log_probs or cfg.algorithm.rollout_correction.bypass_mode
     for name, fwd in (("old log-prob", sizes.old_log_prob), ("ref log-prob", sizes.ref), ("values", sizes.values)):
-        if fwd is not None and not (name == "old log-prob" and sizes.bypass_old_log_probs):
+        if fwd is not None and not (name == "old log-prob" and no_old_pass):
             what = f"{fwd.micro_batch_per_rank} sequences" if fwd.max_token_len is None else f"≤{fwd.max_token_len} tokens"
             lines.append(f"  {name} micro-batch per rank: {what}")
     return "\n".join(lines)
