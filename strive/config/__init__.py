@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from strive.config.loader import ConfigError, build_config, parse_override, parse_value
 from strive.config.report import explain, notes_text, sizes_table, to_dict, to_yaml
-from strive.config.resolve import needs_critic, needs_reference, resolve, rollout_correction_on, uses_lora
+from strive.config.resolve import needs_critic, needs_reference, resolve, uses_lora
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes, compute_sizes
 from strive.config.support import apply_support, support_table
@@ -54,6 +54,6 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_path: str | 
 
 __all__ = [
     "ConfigError", "Prepared", "Sizes", "StriveConfig", "build_config", "compute_sizes", "explain", "load_config",
-    "needs_critic", "needs_reference", "parse_override", "rollout_correction_on", "parse_value", "prepare", "resolve", "support_table", "to_dict", "to_yaml",
+    "needs_critic", "needs_reference", "parse_override", "parse_value", "prepare", "resolve", "support_table", "to_dict", "to_yaml",
     "uses_lora",
 ]

@@ -314,13 +314,6 @@ def _validate_rollout_correction(cfg: StriveConfig, explicit: set[str], notes: l
                      "(the PPO ratio π_θ/π_rollout is the correction), as in verl")
 
 
-def rollout_correction_on(cfg: StriveConfig) -> bool:
-    """Whether the trainer computes rollout correction (its weights, masks and metrics) on the step's batch before
-    the advantages: IS or rejection asked for, outside bypass mode (where the actor's loss computes it)."""
-    rc = cfg.algorithm.rollout_correction
-    return (rc.rollout_is is not None or rc.rollout_rs is not None) and not rc.bypass_mode
-
-
 def _validate_reward_kwargs(cfg: StriveConfig, notes: list[str]) -> None:
     """reward_model.reward_kwargs are the reward manager's constructor arguments in verl; only `dapo` takes any.
     The DAPO recipe's reward_model.overlong_buffer.* (its main_dapo passes it with data.max_response_length)

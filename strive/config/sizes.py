@@ -66,8 +66,9 @@ class Sizes:
     values: Optional[ForwardSizes] = None
     bypass_old_log_probs: bool = False
     """The actor takes one optimizer step per batch and nothing reads the old log-probs before it (no KL in the
-    reward, no algorithm.rollout_correction): they are the update forward's own log-probs, so no separate old log-prob pass runs (the on-policy
-    bypass; the pass still runs in steps where trainer.critic_warmup keeps the actor from updating)."""
+    reward, no algorithm.rollout_correction): they are the update forward's own log-probs, so no separate old
+    log-prob pass runs (the on-policy bypass; the pass still runs in steps where trainer.critic_warmup keeps the
+    actor from updating)."""
     notes: list[str] = field(default_factory=list)
 
 

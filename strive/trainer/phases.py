@@ -164,9 +164,10 @@ def rollout_correction(batch: Batch, rc, metrics: dict[str, float]) -> Batch:
     """algorithm.rollout_correction outside bypass mode: importance weights and rejection between the old log-probs
     and the engine's, once per step on the whole batch (so batch normalisation is over the step). Rejected tokens
     leave `response_mask`, hence the advantages, every loss and its denominator; the weights ride to the actor."""
-    if batch.rollout_log_probs is None or batch.old_log_probs is None:
-        raise RuntimeError("algorithm.rollout_correction needs the engine's log-probs and the old log-probs; this "
-                           "batch lacks " + ("rollout_log_probs" if batch.rollout_log_probs is None else "old_log_probs"))
+    missing = [name for name in ("rollout_log_probs", "old_log_probs") if getattr(batch, name) is None]
+    if missing:
+        raise RuntimeError(f"algorithm.rollout_correction needs the engine's and the old log-probs; the batch lacks "
+                           f"{', '.join(missing)}")
     weights, mask, corr_metrics = correct(batch.old_log_probs, batch.rollout_log_probs, batch.response_mask,
                                           Correction.from_settings(rc))
     if corr_metrics:

@@ -56,14 +56,16 @@ def test_token_is_and_token_rejection(model, data_dir, tmp_path):
     ckpt = tmp_path / "ckpt"
     rc = "algorithm.rollout_correction."
     result = run_training(grpo_command(model, data_dir, ckpt, write_reward(tmp_path)) + [
-        rc + "rollout_is=token", rc + "rollout_is_threshold=2.0", rc + "rollout_rs=token", rc + "rollout_rs_threshold=2.0",
+        rc + "rollout_is=token", rc + "rollout_is_threshold=2.0",
+        rc + "rollout_rs=token", rc + "rollout_rs_threshold=2.0",
     ], cwd=tmp_path)
     assert "rollout correction: token-level IS weights truncated at 2.0; rejection token at 2.0" in result.stdout
     rows = read_metrics(ckpt / "logs")
     assert sorted(rows) == [1, 2]
     for step in (1, 2):
         row = rows[step]
-        for key in ("rollout_corr/rollout_is_mean", "rollout_corr/rollout_is_max", "rollout_corr/rollout_is_eff_sample_size",
+        for key in ("rollout_corr/rollout_is_mean", "rollout_corr/rollout_is_max",
+                    "rollout_corr/rollout_is_eff_sample_size",
                     "rollout_corr/rollout_rs_masked_fraction", "rollout_corr/rollout_rs_token_k1_masked_fraction",
                     "rollout_corr/kl", "rollout_corr/k3_kl", "rollout_corr/ppl_ratio", "rollout_corr/chi2_token",
                     "rollout_corr/training_ppl", "rollout_corr/rollout_ppl", "actor/pg_loss", "timing_s/old_log_prob"):

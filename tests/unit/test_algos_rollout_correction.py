@@ -215,7 +215,8 @@ def test_offpolicy_metrics_match_loop_reference(seed):
     diff = [mean_rp[i] - mean_lp[i] for i in rows]
     want = {
         "kl": sum(rollout[i][t] - old[i][t] for i, t in toks) / len(toks),
-        "k3_kl": sum(math.exp(old[i][t] - rollout[i][t]) - (old[i][t] - rollout[i][t]) - 1 for i, t in toks) / len(toks),
+        "k3_kl": sum(math.exp(old[i][t] - rollout[i][t]) - (old[i][t] - rollout[i][t]) - 1
+                     for i, t in toks) / len(toks),
         "training_ppl": sum(math.exp(-mean_lp[i]) for i in rows) / len(rows),
         "rollout_ppl": sum(math.exp(-mean_rp[i]) for i in rows) / len(rows),
         "log_ppl_diff": sum(diff) / len(diff), "log_ppl_diff_max": max(diff),
@@ -234,7 +235,8 @@ def test_policy_loss_with_weights_matches_loop_and_without_is_unchanged(agg):
     old, rollout, mask = make_inputs(6)
     rng = random.Random(6)
     adv = [[rng.gauss(0, 1) for _ in row] for row in mask]
-    logp = t64(old) + 0.3 * torch.randn(len(mask), len(mask[0]), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(len(mask), len(mask[0]), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    logp = t64(old) + 0.3 * noise
     base, _ = policy_loss(logp, t64(old), t64(adv), t64(mask), agg=agg)
     none, _ = policy_loss(logp, t64(old), t64(adv), t64(mask), agg=agg, weights=None)
     assert torch.equal(base, none)
