@@ -69,6 +69,7 @@ class Batch:
     old_log_probs: Optional[torch.Tensor] = None  # (B, T) actor before the update
     ref_log_probs: Optional[torch.Tensor] = None  # (B, T) reference policy
     entropy: Optional[torch.Tensor] = None  # (B, T) actor entropy before the update
+    rollout_is_weights: Optional[torch.Tensor] = None  # (B, T) rollout-correction importance weights, detached
     values: Optional[torch.Tensor] = None  # (B, T) critic values before the update
     token_level_scores: Optional[torch.Tensor] = None  # (B, T) reward on the last valid token
     token_level_rewards: Optional[torch.Tensor] = None  # (B, T) scores minus in-reward KL

@@ -55,12 +55,14 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 clip_low: float = 0.2, clip_high: float = 0.2, clip_c: float = 3.0,
-                agg: str = "token-mean") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                agg: str = "token-mean",
+                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped PPO surrogate with dual clip (`loss_mode=vanilla`); returns (loss, metrics).
 
     ρ = exp(clamp(logp − old_logp, −20, 20))
     L1 = −A·ρ,  L2 = −A·clip(ρ, 1 − ε_low, 1 + ε_high),  L_clip = max(L1, L2),  L3 = −A·c
-    L = min(L_clip, L3) where A < 0 (caps the loss at c·|A|), else L_clip;  loss = Agg(L, m).
+    L = min(L_clip, L3) where A < 0 (caps the loss at c·|A|), else L_clip;  loss = Agg(L, m),
+    or Agg(w·L, m) with rollout-correction importance weights w (B, T), detached (strive.algos.rollout_correction).
     metrics (masked token means, detached): pg_clipfrac = [L2 > L1],
     pg_clipfrac_lower = [L_clip > L3 and A < 0], ppo_kl = old_logp − logp (after the clamp).
     """
@@ -74,6 +76,8 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     loss_cap = -advantages * clip_c  # (B, T)
     negative = advantages < 0  # (B, T)
     per_token = torch.where(negative, torch.minimum(loss_ppo, loss_cap), loss_ppo)  # (B, T)
+    if weights is not None:
+        per_token = per_token * weights.detach()
     loss = aggregate_loss(per_token, mask, agg)
     with torch.no_grad():
         metrics = {

@@ -67,14 +67,34 @@ def sizes_table(sizes: Sizes, cfg: StriveConfig) -> str:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     for r in [header] + rows:
         lines.append("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    lines.extend(correction_lines(cfg))
     if sizes.bypass_old_log_probs:
         lines.append("  old log-probs: the actor's own update forward (one optimizer step per batch, no KL in the "
                      "reward), no separate pass")
+    no_old_pass = sizes.bypass_old_log_probs or cfg.algorithm.rollout_correction.bypass_mode
     for name, fwd in (("old log-prob", sizes.old_log_prob), ("ref log-prob", sizes.ref), ("values", sizes.values)):
-        if fwd is not None and not (name == "old log-prob" and sizes.bypass_old_log_probs):
+        if fwd is not None and not (name == "old log-prob" and no_old_pass):
             what = f"{fwd.micro_batch_per_rank} sequences" if fwd.max_token_len is None else f"≤{fwd.max_token_len} tokens"
             lines.append(f"  {name} micro-batch per rank: {what}")
     return "\n".join(lines)
+
+
+def correction_lines(cfg: StriveConfig) -> list[str]:
+    """What algorithm.rollout_correction will do, in a line or two (none when it is off)."""
+    rc = cfg.algorithm.rollout_correction
+    if not (rc.bypass_mode or rc.rollout_is or rc.rollout_rs):
+        return []
+    parts = []
+    if rc.rollout_is:
+        parts.append(f"{rc.rollout_is}-level IS weights truncated at {rc.rollout_is_threshold}"
+                     + (", batch-normalised" if rc.rollout_is_batch_normalize else ""))
+    if rc.rollout_rs:
+        parts.append(f"rejection {rc.rollout_rs} at {rc.rollout_rs_threshold}")
+    what = "; ".join(parts) or "no IS weights, no rejection"
+    if rc.bypass_mode:
+        return [f"  rollout correction: bypass mode, no old log-prob pass (π_old = the engine's log-probs), "
+                f"{rc.loss_type} loss; {what}, against the current policy in each micro-batch"]
+    return [f"  rollout correction: {what}, between the old log-probs and the engine's, before the advantages"]
 
 
 def notes_text(notes: list[str]) -> str:

@@ -22,6 +22,9 @@ from strive.algos.names import (
     GROUP_ESTIMATORS,
     KL_KINDS,
     KL_NOT_IMPLEMENTED,
+    ROLLOUT_IS_LEVELS,
+    ROLLOUT_LOSS_TYPES,
+    parse_rejection,
     split_kl_kind,
 )
 from strive.config.loader import ConfigError
@@ -246,6 +249,7 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
     _check(cfg.trainer.max_restarts >= 0, f"trainer.max_restarts={cfg.trainer.max_restarts} must be 0 or more")
     _check(cfg.trainer.device in ("cuda", "cpu"), f"trainer.device={cfg.trainer.device}: cuda or cpu")
     _validate_filter_groups(cfg)
+    _validate_rollout_correction(cfg, explicit, notes)
     _validate_reward_kwargs(cfg, notes)
     unknown = [name for name in cfg.trainer.logger if name not in BACKEND_NAMES]
     _check(not unknown, f"trainer.logger: unknown backend(s) {unknown}; choose from {', '.join(BACKEND_NAMES)}")
@@ -283,6 +287,31 @@ def _validate_filter_groups(cfg: StriveConfig) -> None:
            "the KL penalty exists; use seq_reward")
     _check(fg.max_num_gen_batches >= 0, f"algorithm.filter_groups.max_num_gen_batches={fg.max_num_gen_batches} "
            "must be ≥ 0 (0: no limit)")
+
+
+def _validate_rollout_correction(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    rc, p = cfg.algorithm.rollout_correction, "algorithm.rollout_correction"
+    _check(rc.rollout_is is None or rc.rollout_is in ROLLOUT_IS_LEVELS,
+           f"{p}.rollout_is={rc.rollout_is} is not one of null, {', '.join(ROLLOUT_IS_LEVELS)}")
+    _check(rc.rollout_is is None or rc.rollout_is_threshold > 0,
+           f"{p}.rollout_is_threshold={rc.rollout_is_threshold} must be > 0 (the upper truncation of the weights)")
+    _check(rc.loss_type in ROLLOUT_LOSS_TYPES, f"{p}.loss_type={rc.loss_type} is not one of "
+           f"{', '.join(ROLLOUT_LOSS_TYPES)}")
+    if rc.rollout_rs is not None:
+        try:
+            parse_rejection(rc.rollout_rs, rc.rollout_rs_threshold)
+        except ValueError as err:
+            shown = "null" if rc.rollout_rs_threshold is None else rc.rollout_rs_threshold
+            raise ConfigError(f"{p}.rollout_rs={rc.rollout_rs} with rollout_rs_threshold={shown}: {err}") from None
+    elif rc.rollout_rs_threshold is not None:
+        notes.append(f"{p}.rollout_rs_threshold has no effect without {p}.rollout_rs")
+    if rc.rollout_is is None and rc.rollout_is_batch_normalize:
+        notes.append(f"{p}.rollout_is_batch_normalize has no effect without {p}.rollout_is")
+    if not rc.bypass_mode and f"{p}.loss_type" in explicit:
+        notes.append(f"{p}.loss_type is only read with {p}.bypass_mode=True")
+    if rc.bypass_mode and rc.loss_type == "ppo_clip" and rc.rollout_is is not None:
+        notes.append(f"{p}.rollout_is with bypass_mode and loss_type=ppo_clip: the weights are logged, not applied "
+                     "(the PPO ratio π_θ/π_rollout is the correction), as in verl")
 
 
 def _validate_reward_kwargs(cfg: StriveConfig, notes: list[str]) -> None:

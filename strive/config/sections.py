@@ -344,20 +344,30 @@ class FilterGroups:
 
 @dataclass
 class RolloutCorrection:
+    """verl's rollout correction between the engine's log-probs (π_rollout) and the trainer's (π_old); docs/async.md
+    says how to choose. The math: strive/algos/rollout_correction.py; metrics: rollout_corr/*."""
+
     rollout_is: Optional[str] = None
-    """Importance-sampling correction level between rollout and trainer log-probs (token/sequence)."""
+    """Truncated importance weights on the policy loss: null (off), token (w_t = min(π_old/π_rollout, threshold) per
+    token; biased, low variance) or sequence (one weight Π_t ρ_t per sequence; unbiased, high variance)."""
     rollout_is_threshold: float = 2.0
-    """Truncation of those weights."""
+    """Upper truncation of the importance weights (> 0; typical 1.5-5 for token, 2-10 for sequence)."""
     rollout_rs: Optional[str] = None
-    """Rejection-sampling correction."""
-    rollout_rs_threshold: Optional[float] = None
-    """Rejection threshold."""
+    """Rejection: comma-separated options whose out-of-bounds tokens or sequences leave the response mask (and so
+    every loss and its denominator): token_k1/k2/k3, seq_sum_k1/k2/k3, seq_mean_k1/k2/k3, seq_max_k2/k3, where
+    k1 = log(π_rollout/π_old), k2 = ½(log ρ)², k3 = ρ − 1 − log ρ. verl's older token / sequence / geometric mean
+    token_k1 / seq_sum_k1 / seq_mean_k1."""
+    rollout_rs_threshold: Optional[str] = None
+    """Bounds of rollout_rs, one shared or one per option (comma-separated): k1 options take lower_upper (e.g.
+    0.5_2.0) or an upper bound u (lower 1/u) on the ratio; k2/k3 options one upper bound. Required with rollout_rs."""
     bypass_mode: bool = False
-    """Use rollout log-probs as the old log-probs."""
+    """Skip the old log-prob pass: the engine's log-probs are the old log-probs, and the correction is computed in
+    the actor's loss against the current policy π_θ."""
     loss_type: str = "ppo_clip"
-    """Loss used in bypass mode."""
+    """Policy loss in bypass mode: ppo_clip (PPO with ratio π_θ/π_rollout; IS weights not applied, the ratio is the
+    correction) or reinforce (−A·w·log π_θ with the truncated IS weights w, no clipping)."""
     rollout_is_batch_normalize: bool = False
-    """Normalise IS weights over the batch."""
+    """Divide the IS weights by their mean (over the step's batch; over each micro-batch in bypass mode)."""
 
 
 @dataclass

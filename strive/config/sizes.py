@@ -66,8 +66,9 @@ class Sizes:
     values: Optional[ForwardSizes] = None
     bypass_old_log_probs: bool = False
     """The actor takes one optimizer step per batch and nothing reads the old log-probs before it (no KL in the
-    reward): they are the update forward's own log-probs, so no separate old log-prob pass runs (the on-policy
-    bypass; the pass still runs in steps where trainer.critic_warmup keeps the actor from updating)."""
+    reward, no algorithm.rollout_correction): they are the update forward's own log-probs, so no separate old
+    log-prob pass runs (the on-policy bypass; the pass still runs in steps where trainer.critic_warmup keeps the
+    actor from updating)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -179,7 +180,11 @@ def compute_sizes(cfg: StriveConfig) -> Sizes:
             ref.log_prob_use_dynamic_bsz, ref.log_prob_max_token_len_per_gpu, seq_len, per_rank, notes)
     if needs_critic(cfg):
         _critic_sizes(cfg, sizes, seq_len, notes)
-    sizes.bypass_old_log_probs = sizes.actor.optimizer_steps_per_step == 1 and not cfg.algorithm.use_kl_in_reward
+    # rollout correction reads the old log-probs before the update (outside bypass mode) or has none (bypass mode)
+    rc = cfg.algorithm.rollout_correction
+    correction = rc.bypass_mode or rc.rollout_is is not None or rc.rollout_rs is not None
+    sizes.bypass_old_log_probs = (sizes.actor.optimizer_steps_per_step == 1 and not cfg.algorithm.use_kl_in_reward
+                                  and not correction)
     return sizes
 
 

@@ -161,12 +161,6 @@ RULES: tuple[Rule, ...] = (
     # --- algorithm --------------------------------------------------------------------------------------------
     _refuse("algorithm.use_pf_ppo", "PF-PPO resampling is not implemented; set it to False", (False,)),
     _note("algorithm.pf_ppo.*", "only used with algorithm.use_pf_ppo=True, which is refused"),
-    _refuse("algorithm.rollout_correction.rollout_is", "rollout importance sampling is not implemented: the old "
-            "log-probs are always recomputed by the actor"),
-    _refuse("algorithm.rollout_correction.rollout_rs", "rollout rejection sampling is not implemented"),
-    _refuse("algorithm.rollout_correction.bypass_mode", "not implemented: the old log-probs are always recomputed "
-            "by the actor"),
-    _note("algorithm.rollout_correction.*", "only used by rollout_is / rollout_rs / bypass_mode, which are refused"),
     # --- trainer and Ray --------------------------------------------------------------------------------------
     _refuse("trainer.default_hdfs_dir", "HDFS mirroring is not supported; set it to null"),
     _note("trainer.esi_redundant_time", "elastic-instance expiry is not tracked"),

@@ -114,7 +114,8 @@ class WorkerProcess:
             self.rollout = RolloutWorker(arr, self.device, eos_ids, pad_id, seed=self.spec.seed,
                                          template_kwargs=cfg.data.apply_chat_template_kwargs)
         if "actor" in roles:
-            self.actor = ActorWorker(arr, sizes.actor, sizes.old_log_prob, self.mesh, self.device, total_steps)
+            self.actor = ActorWorker(arr, sizes.actor, sizes.old_log_prob, self.mesh, self.device, total_steps,
+                                     cfg.algorithm.rollout_correction)
         if "ref" in roles and self.actor is not None and self.actor.peft is not None:
             self.ref = AdapterOffReference(self.actor)  # LoRA: the actor with its adapter off; no model loaded
         elif "ref" in roles:

@@ -72,8 +72,8 @@ def reward_extra_metrics(extra: dict[str, list]) -> dict[str, float]:
 
 def rollout_consistency(batch: Batch) -> dict[str, float]:
     """How far the engine's log-probs are from the actor's on the same tokens and weights (a weight-sync check)."""
-    if batch.rollout_log_probs is None or batch.old_log_probs is None:
-        return {}
+    if batch.rollout_log_probs is None or batch.old_log_probs is None or batch.old_log_probs is batch.rollout_log_probs:
+        return {}  # the last: rollout-correction bypass mode, where the old log-probs are the engine's
     mask = batch.response_mask.bool()
     if not mask.any():
         return {}

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from strive.algos import compute_advantages, kl_penalty
+from strive.algos.rollout_correction import Correction, correct
 from strive.batch import Batch, Meta, balance_order, rank_loads, split_evenly
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
@@ -47,7 +48,8 @@ OLD_LOG_PROBS = Phase(WorkerProcess.compute_log_probs, "old_log_prob", returns=(
 REF_LOG_PROBS = Phase(WorkerProcess.compute_ref_log_probs, "ref", returns=("ref_log_probs",))
 VALUES = Phase(WorkerProcess.compute_values, "values", returns=("values",))
 UPDATE_CRITIC = Phase(WorkerProcess.update_critic, "update_critic", sends=("values", "returns"))
-UPDATE_ACTOR = Phase(WorkerProcess.update_actor, "update_actor", sends=("old_log_probs", "advantages", "ref_log_probs"))
+UPDATE_ACTOR = Phase(WorkerProcess.update_actor, "update_actor",
+                     sends=("old_log_probs", "advantages", "ref_log_probs", "rollout_is_weights"))
 UPDATE_ACTOR_ON_POLICY = Phase(WorkerProcess.update_actor_on_policy, "update_actor",
                                sends=("advantages", "ref_log_probs"), returns=("old_log_probs", "entropy"))
 """The on-policy bypass: with one optimizer step per batch the old log-probs are the update forward's own, so
@@ -158,14 +160,33 @@ def apply_kl_in_reward(batch: Batch, kl_ctrl, kind: str) -> tuple[Batch, dict[st
     return batch.with_fields(token_level_rewards=rewards), metrics
 
 
+def rollout_correction(batch: Batch, rc, metrics: dict[str, float]) -> Batch:
+    """algorithm.rollout_correction outside bypass mode: importance weights and rejection between the old log-probs
+    and the engine's, once per step on the whole batch (so batch normalisation is over the step). Rejected tokens
+    leave `response_mask`, hence the advantages, every loss and its denominator; the weights ride to the actor."""
+    missing = [name for name in ("rollout_log_probs", "old_log_probs") if getattr(batch, name) is None]
+    if missing:
+        raise RuntimeError(f"algorithm.rollout_correction needs the engine's and the old log-probs; the batch lacks "
+                           f"{', '.join(missing)}")
+    weights, mask, corr_metrics = correct(batch.old_log_probs, batch.rollout_log_probs, batch.response_mask,
+                                          Correction.from_settings(rc))
+    if corr_metrics:
+        metrics.update(zip(corr_metrics, torch.stack(list(corr_metrics.values())).double().tolist()))
+    return batch.with_fields(response_mask=mask, rollout_is_weights=weights)
+
+
 def rewards_and_advantages(batch: Batch, algo, kl_ctrl, timings: dict[str, float],
                            metrics: dict[str, float]) -> Batch:
-    """Token rewards (the scores, minus β·KL with algorithm.use_kl_in_reward), then the advantage estimator."""
+    """Token rewards (the scores, minus β·KL with algorithm.use_kl_in_reward), rollout correction (if on, outside
+    bypass mode), then the advantage estimator."""
     with timer("adv", timings):
         batch = batch.with_fields(token_level_rewards=batch.token_level_scores)
         if algo.use_kl_in_reward:
             batch, kl_metrics = apply_kl_in_reward(batch, kl_ctrl, algo.kl_penalty)
             metrics.update(kl_metrics)
+        rc = algo.rollout_correction
+        if (rc.rollout_is is not None or rc.rollout_rs is not None) and not rc.bypass_mode:
+            batch = rollout_correction(batch, rc, metrics)
         adv, ret = compute_advantages(algo.adv_estimator, token_rewards=batch.token_level_rewards,
                                       mask=batch.response_mask, group_ids=batch.group_ids, values=batch.values,
                                       gamma=algo.gamma, lam=algo.lam,

@@ -76,11 +76,14 @@ class PPOTrainer:
         rt, step, t = self.rt, self.step, {}
         train_actor = self.cfg.trainer.critic_warmup <= step
         bypass = self.rt.run.sizes.bypass_old_log_probs and train_actor  # see Sizes.bypass_old_log_probs
+        rollout_as_old = self.cfg.algorithm.rollout_correction.bypass_mode  # π_old := π_rollout, no recompute
         with timer("step", t):
             batch, metrics = self.step_sampler.sample(rows, step, t)  # generate + reward (+ dynamic sampling rounds)
             if self.cfg.trainer.balance_batch:
                 batch = phases.balance(batch, rt.group.world_size, metrics)
-            if not bypass:
+            if rollout_as_old:
+                batch = batch.with_fields(old_log_probs=batch.rollout_log_probs)
+            elif not bypass:
                 batch = phases.compute(rt.group, phases.OLD_LOG_PROBS, batch, t)
             if self.use_ref:
                 batch = phases.compute(rt.group, phases.REF_LOG_PROBS, batch, t)
@@ -99,7 +102,9 @@ class PPOTrainer:
     def step_metrics(self, batch: Batch, t: dict[str, float]) -> dict[str, float]:
         """verl's per-step data, timing, throughput and memory metrics; dumps the generations if asked."""
         cfg, rt = self.cfg, self.rt
-        metrics = {"actor/entropy": phases.masked_mean(batch.entropy, batch.response_mask)}
+        metrics = {}
+        if batch.entropy is not None:  # none in rollout-correction bypass mode: the update logs its own
+            metrics["actor/entropy"] = phases.masked_mean(batch.entropy, batch.response_mask)
         metrics.update(data_metrics(batch, cfg.actor_rollout_ref.rollout.response_length, self.use_critic))
         metrics.update(agent_metrics(batch.meta.agent if batch.meta is not None else None))
         metrics.update(throughput_metrics(batch, t, rt.group.world_size))

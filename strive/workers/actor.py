@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from strive.algos import aggregate_loss, kl_penalty, policy_loss
+from strive.algos.rollout_correction import Correction, bypass_policy_loss
 from strive.batch import Batch
 from strive.config.actor_rollout_ref import ActorRolloutRefConfig, ModelConfig
 from strive.config.common import FsdpConfig
@@ -69,8 +70,13 @@ def policy_log_probs(module: PolicyForward, batch: Batch, sizes: ForwardSizes, t
 
 class ActorWorker:
     def __init__(self, cfg: ActorRolloutRefConfig, train: TrainSizes, forward: ForwardSizes, mesh,
-                 device: torch.device, total_steps: int):
+                 device: torch.device, total_steps: int, rollout_correction=None):
         self.cfg, self.train_sizes, self.forward_sizes = cfg, train, forward
+        # algorithm.rollout_correction.bypass_mode: the batch's old log-probs are the engine's, and the loss computes
+        # the correction against the current policy (strive.algos.rollout_correction.bypass_policy_loss)
+        self.bypass: Optional[Correction] = None
+        if rollout_correction is not None and rollout_correction.bypass_mode:
+            self.bypass = Correction.from_settings(rollout_correction)
         self.device = device
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         actor = cfg.actor
@@ -140,7 +146,7 @@ class ActorWorker:
         self._offload_if_configured()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        out = {f"actor/{k}": v / max(count, 1) for k, v in sums.items()}
+        out = {(k if "/" in k else f"actor/{k}"): v / max(count, 1) for k, v in sums.items()}  # rollout_corr/*
         out["actor/lr"] = lr
         flops = 3.0 * actor.ppo_epochs * forward_flops(self.module.hf.config, batch.attention_mask.sum(-1),
                                                        int(batch.response_mask.sum()))  # forward + backward
@@ -166,10 +172,13 @@ class ActorWorker:
             if seen is not None:
                 seen.append((logp.detach(), entropy.detach()))
             mask = mb.response_mask
-            old = logp.detach() if on_policy else mb.old_log_probs
-            pg, pg_metrics = policy_loss(logp, old, mb.advantages, mask, clip_low=actor.clip_ratio_low,
-                                         clip_high=actor.clip_ratio_high, clip_c=actor.clip_ratio_c,
-                                         agg=actor.loss_agg_mode)
+            clips = dict(clip_low=actor.clip_ratio_low, clip_high=actor.clip_ratio_high, clip_c=actor.clip_ratio_c,
+                         agg=actor.loss_agg_mode)
+            if self.bypass is not None:  # never the detached current log-probs: the ratio is against the engine's
+                pg, pg_metrics = bypass_policy_loss(logp, mb.old_log_probs, mb.advantages, mask, self.bypass, **clips)
+            else:
+                old = logp.detach() if on_policy else mb.old_log_probs
+                pg, pg_metrics = policy_loss(logp, old, mb.advantages, mask, weights=mb.rollout_is_weights, **clips)
             loss = pg
             parts = {"pg_loss": pg, **pg_metrics}
             if need_entropy:

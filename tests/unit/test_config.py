@@ -265,10 +265,33 @@ def test_filter_groups_keys_are_checked_and_reported():
     assert "rounds of data.gen_batch_size 24 prompts × rollout.n until 8 prompts have differing acc (at most 5 " in table
 
 
-def test_unimplemented_rollout_correction_is_refused_not_ignored():
-    for key in ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.bypass_mode=True"):
-        with pytest.raises(ConfigError, match=r"algorithm\.rollout_correction\.\w+=.* not implemented"):
-            prepare(["data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=16", key])
+def test_rollout_correction_is_checked_at_start_and_summarised():
+    base = ["data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=16"]
+    rc = "algorithm.rollout_correction."
+    bad = {
+        "rollout_is=geometric": r"rollout_is=geometric is not one of null, token, sequence",
+        "rollout_is=token rollout_is_threshold=0": r"rollout_is_threshold=0.0 must be > 0",
+        "rollout_rs=token_k1": r"rollout_rs=token_k1 with rollout_rs_threshold=null: needs rollout_rs_threshold",
+        "rollout_rs=token_k9 rollout_rs_threshold=2": r"unknown rejection option 'token_k9'",
+        "rollout_rs=token_k1 rollout_rs_threshold=-1": r"bounds must be > 0",
+        "rollout_rs=seq_max_k3 rollout_rs_threshold=0.5_2.0": r"only k1 options take lower_upper",
+        "rollout_rs=token_k1,token_k2 rollout_rs_threshold=1,2,3": r"3 thresholds for 2 options",
+        "bypass_mode=True loss_type=pg": r"loss_type=pg is not one of ppo_clip, reinforce",
+    }
+    for keys, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            prepare(base + [rc + kv for kv in keys.split()])
+    run = prepare(base + [rc + "rollout_is=token", rc + "rollout_rs=token_k1,seq_mean_k3",
+                          rc + "rollout_rs_threshold=0.5_2.0,0.01"])
+    assert run.config.algorithm.rollout_correction.rollout_rs_threshold == "0.5_2.0,0.01"
+    assert not run.sizes.bypass_old_log_probs  # the weights need the old log-probs before the update
+    assert "rollout correction: token-level IS weights truncated at 2.0; rejection token_k1,seq_mean_k3" in \
+        sizes_table(run.sizes, run.config)
+    bypass = prepare(base + [rc + "bypass_mode=True", rc + "loss_type=reinforce", rc + "rollout_is=sequence"])
+    assert "bypass mode, no old log-prob pass" in sizes_table(bypass.sizes, bypass.config)
+    off = prepare(base)
+    assert off.sizes.bypass_old_log_probs and "rollout correction" not in sizes_table(off.sizes, off.config)
+    assert "(the ratio is" in explain(rc + "loss_type") or "ppo_clip" in explain(rc + "loss_type")
 
 
 def test_one_worker_does_not_reshard_after_forward_unless_asked():

@@ -90,6 +90,51 @@ def test_group_calls_take_the_method_not_a_string():
         group.remote_name(Batch.chunk)
 
 
+def _scored_batch(seed=0, B=4, T=5):
+    g = torch.Generator().manual_seed(seed)
+    batch = tiny_batch(B=B, T=T)
+    rollout = -torch.rand(B, T, generator=g) * 2
+    old = rollout + 0.3 * torch.randn(B, T, generator=g)
+    scores = torch.zeros(B, T)
+    scores[:, -1] = torch.tensor([1.0, 0.0, 1.0, 0.5])
+    return batch.with_fields(rollout_log_probs=rollout, old_log_probs=old, token_level_scores=scores,
+                             group_ids=torch.tensor([0, 0, 1, 1]), advantages=None)
+
+
+def test_rollout_correction_off_by_default_changes_nothing():
+    from strive.config import StriveConfig
+
+    algo = StriveConfig().algorithm
+    algo.adv_estimator = "grpo"
+    batch = _scored_batch()
+    out = phases.rewards_and_advantages(batch, algo, None, {}, metrics := {})
+    assert out.response_mask is batch.response_mask and out.rollout_is_weights is None
+    assert not any(k.startswith("rollout_corr/") for k in metrics)
+
+
+def test_rollout_correction_weights_and_rejects_before_the_advantages():
+    from strive.config import StriveConfig
+
+    algo = StriveConfig().algorithm
+    algo.adv_estimator = "grpo"
+    rc = algo.rollout_correction
+    rc.rollout_is, rc.rollout_rs, rc.rollout_rs_threshold = "token", "token_k1", "1.2"
+    batch = _scored_batch()
+    out = phases.rewards_and_advantages(batch, algo, None, {}, metrics := {})
+    ratio = (batch.old_log_probs - batch.rollout_log_probs).exp()
+    kept = ((1 / ratio >= 1 / 1.2 - 1e-6) & (1 / ratio <= 1.2 + 1e-6)).float()
+    assert 0 < kept.sum() < kept.numel()  # the fixture rejects some tokens, not all
+    assert torch.equal(out.response_mask, kept)
+    torch.testing.assert_close(out.rollout_is_weights, ratio.clamp(max=2.0))
+    assert (out.advantages[kept == 0] == 0).all()  # rejected tokens are outside the advantages' mask too
+    assert metrics["rollout_corr/rollout_rs_masked_fraction"] == pytest.approx(1 - kept.mean().item(), abs=1e-6)
+    for key in ("rollout_corr/rollout_is_mean", "rollout_corr/kl", "rollout_corr/ppl_ratio", "rollout_corr/chi2_token"):
+        assert isinstance(metrics[key], float), key
+    group = RecordingGroup(lambda shard: ({"actor/pg_loss": 0.0}, {}))
+    phases.update(group, phases.UPDATE_ACTOR, out, 1, {}, {})
+    assert all(s.rollout_is_weights is not None for s in group.sent[0][1])  # the weights reach the actor
+
+
 class CharTokenizer:
     """ids are character codes; special tokens are ids ≥ 1000 (shown only when not skipped)."""
 
