@@ -32,6 +32,10 @@ UNBOUNDED = ("rendezvous", "init_distributed", "build")
 takes as long as the cluster and the model size make it (a download, a 70B checkpoint from a slow disk)."""
 
 
+PEER_GRACE_S = 10.0
+"""How long a rank's failed call waits for the other ranks to report a death that would explain it (`dead_peer`)."""
+
+
 class WorkerDied(RuntimeError):
     pass
 
@@ -119,16 +123,17 @@ class WorkerGroup:
             done, pending = ray.wait(pending, num_returns=1, timeout=time_left(limit, start))
             if not done:
                 self.timed_out([refs.index(p) for p in pending], what, limit, start)
-            self.result(done[0], refs.index(done[0]), what)
+            self.result(done[0], refs.index(done[0]), what, peers=[(refs.index(p), p) for p in pending])
         return ray.get(refs)
 
     def time_limit(self, what: str) -> Optional[float]:
         """Seconds phase `what` may take (trainer.phase_timeout_s), None for no limit."""
         return None if what in UNBOUNDED or not self.phase_timeout_s else self.phase_timeout_s
 
-    def result(self, ref: Any, rank: int, what: str) -> Any:
+    def result(self, ref: Any, rank: int, what: str, peers: Sequence[tuple[int, Any]] = ()) -> Any:
         """The value of rank `rank`'s finished call `what`; a failure stops the group's workers and raises
-        naming the rank (WorkerDied, HostMemoryExceeded) or the worker's own exception."""
+        naming the rank (WorkerDied, HostMemoryExceeded) or the worker's own exception. `peers`: (rank, call) of the
+        other ranks' calls still running, checked for a death before a plain error is raised (`dead_peer`)."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -140,9 +145,34 @@ class WorkerGroup:
         except HostMemoryExceeded as exc:  # Ray's error for the task is also an instance of the worker's
             self.kill()
             raise HostMemoryExceeded(f"{self.name} worker {getattr(exc, 'cause', exc)}") from None
-        except Exception:
+        except Exception as exc:
+            death = self.dead_peer(peers, what)
             self.kill()
+            if death is not None:
+                raise death from exc
             raise
+
+    def dead_peer(self, peers: Sequence[tuple[int, Any]], what: str,
+                  grace_s: float = PEER_GRACE_S) -> Optional[WorkerDied]:
+        """A collective that fails on one rank is often the echo of another rank's death ("Connection reset by
+        peer" reaches the survivor before Ray reports the dead process): give the other ranks' calls `grace_s`
+        to finish, and return the death of one as the error to show, if one died."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        ranks = {ref: rank for rank, ref in peers}
+        pending, deadline = list(ranks), time.monotonic() + grace_s
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                return None
+            try:
+                ray.get(done[0])
+            except RayActorError as exc:
+                return WorkerDied(died_message(self.name, ranks[done[0]], what, str(exc)))
+            except Exception:
+                continue
+        return None
 
     def timed_out(self, ranks: list[int], what: str, limit: Optional[float], start: float) -> NoReturn:
         self.kill()
