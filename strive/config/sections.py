@@ -297,6 +297,9 @@ class RewardManagerConfig:
     timeout: Optional[float] = 300.0
     """strive: seconds one reward call may take before it counts as failed (handled as on_error says); null or 0:
     no limit."""
+    max_concurrency: int = 64
+    """strive: an `async def` custom reward function has at most this many calls in flight at once (the batch's
+    calls run concurrently on one event loop); 0: no bound. A plain function is called one sample at a time."""
 
 
 @dataclass

@@ -89,7 +89,8 @@ def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
     key = cfg.data.reward_fn_key
     # verl's `dapo` manager: the naive one plus the overlong penalty, in training and validation alike
     overlong = overlong_from_kwargs(cfg.reward_model.reward_kwargs) if cfg.reward_manager.name == "dapo" else None
-    guard = dict(on_error=cfg.reward_manager.on_error, timeout=cfg.reward_manager.timeout)
+    guard = dict(on_error=cfg.reward_manager.on_error, timeout=cfg.reward_manager.timeout,
+                 max_concurrency=cfg.reward_manager.max_concurrency)
     return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0, overlong=overlong, **guard),
             RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1, overlong=overlong, **guard))
 
