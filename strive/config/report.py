@@ -70,7 +70,8 @@ def sizes_table(sizes: Sizes, cfg: StriveConfig) -> str:
     if sizes.bypass_old_log_probs:
         lines.append("  old log-probs: the actor's own update forward (one optimizer step per batch, no KL in the "
                      "reward), no separate pass")
-    for name, fwd in (("old log-prob", sizes.old_log_prob), ("ref log-prob", sizes.ref), ("values", sizes.values)):
+    for name, fwd in (("old log-prob", sizes.old_log_prob), ("ref log-prob", sizes.ref), ("values", sizes.values),
+                      ("reward model", sizes.reward_model)):
         if fwd is not None and not (name == "old log-prob" and sizes.bypass_old_log_probs):
             what = f"{fwd.micro_batch_per_rank} sequences" if fwd.max_token_len is None else f"≤{fwd.max_token_len} tokens"
             lines.append(f"  {name} micro-batch per rank: {what}")
