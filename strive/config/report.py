@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from strive.config.reward_model import describe as describe_rewards
+from strive.config.reward_model import model_scored
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes, TrainSizes
 
@@ -75,6 +77,8 @@ def sizes_table(sizes: Sizes, cfg: StriveConfig) -> str:
         if fwd is not None and not (name == "old log-prob" and sizes.bypass_old_log_probs):
             what = f"{fwd.micro_batch_per_rank} sequences" if fwd.max_token_len is None else f"≤{fwd.max_token_len} tokens"
             lines.append(f"  {name} micro-batch per rank: {what}")
+    if model_scored(cfg):
+        lines.append("  " + describe_rewards(cfg))
     return "\n".join(lines)
 
 

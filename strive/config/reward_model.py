@@ -89,7 +89,7 @@ def _unused_notes(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> No
 
 
 def check_reward_models(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
-    """Validate reward_model.* as a whole; add a start-up note saying what scores the responses."""
+    """Validate reward_model.* as a whole (the start-up summary's line on it is `describe`)."""
     rm = cfg.reward_model
     if rm.combine not in COMBINE:
         raise ConfigError(f"reward_model.combine={rm.combine}: choose one of {', '.join(COMBINE)}")
@@ -112,7 +112,6 @@ def check_reward_models(cfg: StriveConfig, explicit: set[str], notes: list[str])
     if not cfg.data.return_raw_chat:  # the prompt's messages, re-rendered for the reward model or quoted to the judge
         cfg.data.return_raw_chat = True
         notes.append("data.return_raw_chat=True: the reward model / judge reads each prompt's chat messages")
-    notes.append(describe(cfg))
 
 
 def _check_reward_model(cfg: StriveConfig) -> None:

@@ -109,9 +109,10 @@ class StepSampler:
 
 def filter_values(batch: Batch, extra: dict[str, list[Any]], metric: str) -> torch.Tensor:
     """(B,) the value algorithm.filter_groups compares: a named entry of the reward function's dict result,
-    else the response's summed score. A response without the entry (scored 0 after a reward error, with
+    else the response's summed score (also for `score` when a reward model or judge scored: the combined
+    reward, not the rule function's own entry). A response without the entry (scored 0 after a reward error, with
     reward_manager.on_error=zero) counts as 0."""
-    if metric in ("acc", "score") and metric in extra:
+    if metric in ("acc", "score") and metric in extra and not (metric == "score" and "combined_score" in extra):
         return torch.tensor([float(v) if v is not None else 0.0 for v in extra[metric]], dtype=torch.float64)
     return batch.token_level_scores.sum(-1).double()
 

@@ -90,7 +90,8 @@ def test_settings_are_checked_and_summarised(tiny_model_dir, tiny_rm_dir):
         prepare([*base, "reward_model.micro_batch_size_per_gpu=2", "reward_model.micro_batch_size=2"])
     run = prepare([*base, "reward_model.combine=sum", "reward_model.micro_batch_size=4"])
     assert run.sizes.reward_model.micro_batch_per_rank == 4
-    assert any(n.startswith("rewards: reward model") and "model score + rule score" in n for n in run.notes)
+    assert "  rewards: reward model" in run.report(with_yaml=False) and "reward = model score + rule score" in run.report(with_yaml=False)
+    assert "reward model micro-batch per rank: 4 sequences" in run.report(with_yaml=False)
     assert run.config.data.return_raw_chat
 
 
@@ -103,9 +104,20 @@ def test_judge_settings_are_checked(tiny_model_dir):
         prepare([*ok, "reward_model.judge.prompt_template=no fields"])
     with pytest.raises(ConfigError, match="reward_model.judge.engine=tgi"):
         prepare([*ok, "reward_model.judge.engine=tgi"])
-    assert any("LLM judge" in n for n in prepare(ok).notes)
+    assert "LLM judge" in prepare(ok).report(with_yaml=False)
 
 
 def test_rm_keys_without_enable_are_noted(tiny_model_dir):
     notes = prepare([*_base(tiny_model_dir), "reward_model.max_length=64"]).notes
     assert any(n.startswith("reward_model.max_length=64 has no effect in strive") for n in notes), notes
+
+
+def test_micro_batches_by_count_and_by_token_budget():
+    from strive.config.sizes import ForwardSizes
+    from strive.workers.reward_model import micro_batches, right_pad
+
+    rows = [[1] * 5, [2] * 3, [3] * 9, [4] * 2]
+    assert [len(c) for c in micro_batches(rows, ForwardSizes(3, None))] == [3, 1]
+    assert [[len(r) for r in c] for c in micro_batches(rows, ForwardSizes(None, 8))] == [[5, 3], [9], [2]]
+    ids, mask = right_pad([[7, 8, 9], [5]], pad_id=0)
+    assert ids.tolist() == [[7, 8, 9], [5, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
