@@ -42,24 +42,25 @@ class RewardModelWorker:
         parts = []
         chunks = micro_batches(inputs, self.sizes)
         with torch.no_grad():
-            for chunk in chunks:
-                ids, mask = right_pad(chunk, self.pad_id)  # (b, L) each
-                parts.append(self.module(ids.to(self.device), mask.to(self.device)))
-            for _ in range(self._missing_forwards(len(chunks))):  # FSDP2 forwards are collective: keep step
-                self.module(torch.full((1, 1), self.pad_id, device=self.device), torch.ones(1, 1, dtype=torch.long,
-                                                                                           device=self.device))
+            for k in range(self._forwards(len(chunks))):
+                if k < len(chunks):
+                    ids, mask = right_pad(chunks[k], self.pad_id)  # (b, L) each
+                    parts.append(self.module(ids.to(self.device), mask.to(self.device)))
+                else:  # FSDP2 forwards are collective: a rank with fewer micro-batches keeps step with one token
+                    one = torch.ones(1, 1, dtype=torch.long, device=self.device)  # (1, 1)
+                    self.module(one * self.pad_id, one)
         if offload:
             offload_params(self.module)
         return torch.cat(parts).cpu() if parts else torch.zeros(0)
 
-    def _missing_forwards(self, mine: int) -> int:
-        """How many more forwards the rank with the most micro-batches runs than this one (uneven shares, token
-        budgets); this rank runs that many one-token forwards so every all-gather has all ranks."""
+    def _forwards(self, mine: int) -> int:
+        """The most micro-batches any rank has (uneven shares, token budgets), agreed before the first forward: every
+        rank runs that many forwards, so every all-gather has all ranks."""
         if not dist.is_initialized() or dist.get_world_size() == 1:
-            return 0
+            return mine
         count = torch.tensor([mine], device=self.device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
-        return int(count.item()) - mine
+        return int(count.item())
 
 
 def micro_batches(inputs: list[list[int]], sizes: ForwardSizes) -> list[list[list[int]]]:

@@ -121,3 +121,38 @@ def test_micro_batches_by_count_and_by_token_budget():
     assert [[len(r) for r in c] for c in micro_batches(rows, ForwardSizes(None, 8))] == [[5, 3], [9], [2]]
     ids, mask = right_pad([[7, 8, 9], [5]], pad_id=0)
     assert ids.tolist() == [[7, 8, 9], [5, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def _two_rank_worker(rank, rm_dir, policy_dir, pg_file, inputs, out_file):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from strive.workers.reward_model import RewardModelWorker
+
+    dist.init_process_group("gloo", init_method=f"file://{pg_file}", rank=rank, world_size=2)
+    run = prepare([f"actor_rollout_ref.model.path={policy_dir}", "trainer.n_gpus_per_node=2", "trainer.device=cpu",
+                   "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+                   "reward_model.enable=True", f"reward_model.model.path={rm_dir}",
+                   "reward_model.model.fsdp_config.dtype=float32", "reward_model.micro_batch_size_per_gpu=1"])
+    worker = RewardModelWorker(run.config.reward_model, run.sizes.reward_model, init_device_mesh("cpu", (2,)),
+                               torch.device("cpu"))
+    scores = worker.score(inputs[rank])
+    torch.save(scores, f"{out_file}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_uneven_shares_over_two_ranks_do_not_hang(tiny_rm_dir, tiny_model_dir, tmp_path):
+    """Rank 0 has three inputs (three forwards), rank 1 none: FSDP2's all-gathers need both ranks in every forward,
+    so rank 1 runs three one-token forwards; the scores still equal the plain forward's."""
+    import torch.multiprocessing as mp
+    from transformers import AutoModelForSequenceClassification
+
+    inputs = [[[5, 6, 7, 8], [9, 10], [11, 12, 13]], []]
+    mp.start_processes(_two_rank_worker, args=(tiny_rm_dir, tiny_model_dir, str(tmp_path / "pg"), inputs,
+                                               str(tmp_path / "scores")), nprocs=2, start_method="spawn", join=True)
+    scores = torch.load(tmp_path / "scores.0")
+    assert torch.load(tmp_path / "scores.1").shape == (0,)
+    plain = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = torch.cat([plain(input_ids=torch.tensor([ids])).logits[:, 0] for ids in inputs[0]])
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
