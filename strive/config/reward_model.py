@@ -81,7 +81,11 @@ def _unused_notes(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> No
     if not model_scored(cfg):
         unused += [(k, "reward_model.enable or reward_model.judge.enable") for k in sorted(explicit)
                    if k in ("reward_model.combine", "reward_model.data_sources")]
+    from strive.config.support import rule_for  # a key with its own support rule gets that rule's note instead
+
     for key, needs in unused:
+        if rule_for(key) is not None:
+            continue
         value = cfg
         for name in key.split("."):
             value = getattr(value, name, None) if not isinstance(value, dict) else value.get(name)

@@ -151,6 +151,8 @@ RULES: tuple[Rule, ...] = (
     _note("reward_model.n_gpus_per_node", "only used with reward_model.enable_resource_pool, which is refused"),
     _note("reward_model.nnodes", "only used with reward_model.enable_resource_pool, which is refused"),
     _note("reward_model.model.use_remove_padding", "the reward model runs a padded forward"),
+    _note("reward_model.model.fsdp_config.optimizer_offload", "the reward model has no optimizer"),
+    _note("reward_model.model.fsdp_config.seed", "the reward model's weights are read, never initialised"),
     _note("reward_model.num_workers", "the reward model runs on every worker process, one share of the batch each"),
     _refuse("reward_model.rollout", "verl's generative reward model settings; strive's LLM judge is configured "
             "with reward_model.judge.* (docs/reward.md)"),

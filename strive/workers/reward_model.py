@@ -29,7 +29,8 @@ class RewardModelWorker:
         hf = load_reward_model(model.path, dtype=model.fsdp_config.model_dtype, override_config=model.override_config,
                                trust_remote_code=bool(model.trust_remote_code))
         hf.config.use_cache = False
-        self.module = apply_fsdp(ScoreForward(hf), decoder_layers(hf), mesh, model.fsdp_config)
+        self.module = apply_fsdp(ScoreForward(hf), decoder_layers(hf), mesh, model.fsdp_config,
+                                 compile_layers=model.fsdp_config.use_torch_compile)
         self.module.eval()
         if model.fsdp_config.param_offload:
             offload_params(self.module)
