@@ -21,7 +21,8 @@ class JudgeWorker:
         self.cfg = cfg
         spec = EngineSpec(model_path=resolve_model_path(cfg.path), device=str(device), dtype=cfg.dtype,
                           load_format="auto", gpu_memory_utilization=cfg.gpu_memory_utilization,
-                          tensor_parallel_size=1, engine_kwargs=dict(cfg.engine_kwargs), seed=seed)
+                          tensor_parallel_size=1, engine_kwargs=dict(cfg.engine_kwargs), seed=seed,
+                          free_cache_engine=False)  # never released: no sleep mode needed
         self.engine = start_engine(cfg.engine, spec, announce=False)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
