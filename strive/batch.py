@@ -43,19 +43,24 @@ class Meta:
     extra_infos: list[Any]
     agent: Optional[dict[str, list[float]]] = None
     """Multi-turn rollouts: per-sequence agent-loop counts (num_turns, tool_calls, ...), else None."""
+    raw_prompts: Optional[list[Any]] = None
+    """Each prompt's chat messages (data.return_raw_chat), read by a reward model or judge; else None."""
 
     def select(self, rows: Sequence[int]) -> "Meta":
         agent = None if self.agent is None else {k: [v[i] for i in rows] for k, v in self.agent.items()}
+        raw = None if self.raw_prompts is None else [self.raw_prompts[i] for i in rows]
         return Meta([self.data_sources[i] for i in rows], [self.ground_truths[i] for i in rows],
-                    [self.extra_infos[i] for i in rows], agent)
+                    [self.extra_infos[i] for i in rows], agent, raw)
 
     @staticmethod
     def cat(metas: Sequence["Meta"]) -> "Meta":
-        agent = None
+        agent = raw = None
         if metas and all(m.agent is not None for m in metas):
             agent = {k: [x for m in metas for x in m.agent[k]] for k in metas[0].agent}
+        if metas and all(m.raw_prompts is not None for m in metas):
+            raw = [x for m in metas for x in m.raw_prompts]
         return Meta([x for m in metas for x in m.data_sources], [x for m in metas for x in m.ground_truths],
-                    [x for m in metas for x in m.extra_infos], agent)
+                    [x for m in metas for x in m.extra_infos], agent, raw)
 
 
 @dataclass

@@ -26,3 +26,21 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    from strive.models.fetch import ensure_model
+
+    try:
+        return ensure_model("smollm2-135m-instruct")
+    except Exception as exc:  # noqa: BLE001 - not cached and no network
+        pytest.skip(f"SmolLM2-135M-Instruct is not available offline: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tmp_path_factory, smollm2_dir):
+    """A tiny random reward model (LlamaForSequenceClassification, num_labels=1) with SmolLM2's tokenizer."""
+    from strive.models.tiny import make_tiny_reward_model
+
+    return make_tiny_reward_model(str(tmp_path_factory.mktemp("tiny-rm")), smollm2_dir)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from strive.config.reward_model import describe as describe_rewards
+from strive.config.reward_model import model_scored
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes, TrainSizes
 
@@ -72,10 +74,13 @@ def sizes_table(sizes: Sizes, cfg: StriveConfig) -> str:
         lines.append("  old log-probs: the actor's own update forward (one optimizer step per batch, no KL in the "
                      "reward), no separate pass")
     no_old_pass = sizes.bypass_old_log_probs or cfg.algorithm.rollout_correction.bypass_mode
-    for name, fwd in (("old log-prob", sizes.old_log_prob), ("ref log-prob", sizes.ref), ("values", sizes.values)):
+    for name, fwd in (("old log-prob", sizes.old_log_prob), ("ref log-prob", sizes.ref), ("values", sizes.values),
+                      ("reward model", sizes.reward_model)):
         if fwd is not None and not (name == "old log-prob" and no_old_pass):
             what = f"{fwd.micro_batch_per_rank} sequences" if fwd.max_token_len is None else f"≤{fwd.max_token_len} tokens"
             lines.append(f"  {name} micro-batch per rank: {what}")
+    if model_scored(cfg):
+        lines.append("  " + describe_rewards(cfg))
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from strive.algos.names import (
     split_kl_kind,
 )
 from strive.config.loader import ConfigError
+from strive.config.reward_model import check_reward_models
 from strive.config.schema import StriveConfig
 from strive.engines.base import ENGINES
 from strive.models.attention_names import BACKENDS as PACKED_ATTENTION
@@ -52,6 +53,7 @@ def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
     _single_rank_defaults(cfg, explicit, notes)
     _compile_note(cfg, explicit, notes)
     _validate_choices(cfg, explicit, notes)
+    check_reward_models(cfg, explicit, notes)
     _rollout_engine_options(cfg, explicit, notes)
     _lora_notes(cfg, explicit, notes)
     return notes

@@ -231,9 +231,43 @@ class OverlongBufferConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """strive: a generative reward model (LLM judge) run on a second inference engine in the worker processes; see
+    docs/reward.md. verl configures its generative reward model under reward_model.rollout.* inside its reward
+    loop; strive names what it needs here instead."""
+
+    enable: bool = False
+    """strive: score responses with an LLM judge (its score joins the rule score as reward_model.combine says)."""
+    path: Optional[str] = None
+    """strive: the judge model (a local directory or a name `strive models` knows); required when enabled."""
+    engine: str = "hf"
+    """strive: the judge's inference engine (hf, vllm, sglang), independent of the rollout's."""
+    prompt_template: str = ("Rate the answer to the question on a scale of 0 to 10.\n\nQuestion: {prompt}\n\n"
+                            "Answer: {response}\n\nReference answer: {ground_truth}\n\nReply with the number only.")
+    """strive: the judge's user message; {prompt}, {response} and {ground_truth} are filled per sample (the prompt
+    as text, the response decoded without special tokens); rendered with the judge's chat template."""
+    score_regex: str = r"(-?\d+(?:\.\d+)?)"
+    """strive: the first match's group 1 (or the whole match) in the judge's reply is the score; no match scores 0
+    and counts in reward/judge_parse_failures."""
+    max_score: float = 10.0
+    """strive: the parsed score is divided by this and clipped to [0, 1]."""
+    max_new_tokens: int = 16
+    """strive: tokens the judge may generate per reply."""
+    temperature: float = 0.0
+    """strive: the judge's sampling temperature (0: greedy)."""
+    dtype: str = "bfloat16"
+    """strive: the judge engine's dtype."""
+    gpu_memory_utilization: float = 0.2
+    """strive: share of the device memory the judge engine may take (vllm, sglang)."""
+    engine_kwargs: dict = field(default_factory=dict)
+    """strive: passed through to the judge engine's constructor."""
+
+
+@dataclass
 class RewardModelConfig:
     enable: bool = False
-    """Use a learned reward model (not implemented in strive; rule rewards are)."""
+    """Score responses with a learned (discriminative) reward model: a sequence-classification model with one
+    output, run forward-only on its own FSDP2 role in the worker processes."""
     enable_resource_pool: bool = False
     """Separate GPUs for the reward model."""
     n_gpus_per_node: int = 8
@@ -251,7 +285,8 @@ class RewardModelConfig:
     micro_batch_size_per_gpu: Optional[int] = None
     """Sequences per reward-model forward on one GPU."""
     max_length: Optional[int] = None
-    """Maximum input length."""
+    """Reward-model input tokens at most (prompt + response as the reward model sees them); longer inputs keep their
+    first max_length tokens, as verl truncates, with one warning per run. null: no limit."""
     use_dynamic_bsz: Optional[bool] = None
     """null: same as critic.use_dynamic_bsz."""
     forward_max_token_len_per_gpu: Optional[int] = None
@@ -280,6 +315,15 @@ class RewardModelConfig:
     """Profiler settings."""
     overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
     """DAPO recipe spelling of reward_kwargs.overlong_buffer_cfg (with max_resp_len = data.max_response_length)."""
+    combine: str = "rm"
+    """strive: how a model score (reward model or judge) and the rule score make the reward. rm: the model score
+    alone, no rule score is computed (verl: with a reward model the rule function is not called); sum: model score
+    + rule score; by_data_source: the model scores the rows whose data_source is in reward_model.data_sources, the
+    rule function the others."""
+    data_sources: list = field(default_factory=list)
+    """strive: with combine=by_data_source, the data sources the model scores (non-empty)."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """strive: a generative reward model (LLM judge)."""
 
 
 @dataclass
@@ -297,6 +341,9 @@ class RewardManagerConfig:
     timeout: Optional[float] = 300.0
     """strive: seconds one reward call may take before it counts as failed (handled as on_error says); null or 0:
     no limit."""
+    max_concurrency: int = 64
+    """strive: an `async def` custom reward function has at most this many calls in flight at once (the batch's
+    calls run concurrently on one event loop); 0: no bound. A plain function is called one sample at a time."""
 
 
 @dataclass

@@ -64,6 +64,8 @@ class Sizes:
     ref: Optional[ForwardSizes] = None
     critic: Optional[TrainSizes] = None
     values: Optional[ForwardSizes] = None
+    reward_model: Optional[ForwardSizes] = None
+    """Micro-batching of the reward model's forward (reward_model.enable)."""
     bypass_old_log_probs: bool = False
     """The actor takes one optimizer step per batch and nothing reads the old log-probs before it (no KL in the
     reward, no algorithm.rollout_correction): they are the update forward's own log-probs, so no separate old
@@ -180,6 +182,12 @@ def compute_sizes(cfg: StriveConfig) -> Sizes:
             ref.log_prob_use_dynamic_bsz, ref.log_prob_max_token_len_per_gpu, seq_len, per_rank, notes)
     if needs_critic(cfg):
         _critic_sizes(cfg, sizes, seq_len, notes)
+    if cfg.reward_model.enable:
+        rm = cfg.reward_model
+        sizes.reward_model = _forward_sizes(
+            "reward_model.micro_batch_size_per_gpu", rm.micro_batch_size_per_gpu, "reward_model.micro_batch_size",
+            rm.micro_batch_size, dp, bool(rm.use_dynamic_bsz), rm.forward_max_token_len_per_gpu,
+            rm.max_length or seq_len, per_rank, notes)
     # rollout correction reads the old log-probs before the update (outside bypass mode) or has none (bypass mode)
     rc = cfg.algorithm.rollout_correction
     correction = rc.bypass_mode or rc.rollout_is is not None or rc.rollout_rs is not None

@@ -52,7 +52,6 @@ def _note(pattern: str, why: str, allowed: tuple = ()) -> Rule:
 
 _FSDP = ("fsdp", "fsdp2")
 _TEXT_ONLY = "strive trains text-only models"
-_NO_RM = "only used with reward_model.enable=True (learned reward models are not implemented)"
 _NO_LORA = "only used with critic.model.lora_rank > 0, which is refused"
 
 RULES: tuple[Rule, ...] = (
@@ -147,14 +146,16 @@ RULES: tuple[Rule, ...] = (
     _refuse("reward_model.sandbox_fusion.url", "code-execution rewards through Sandbox Fusion are not implemented; "
             "score code with custom_reward_function.path"),
     _note("reward_model.sandbox_fusion.*", "only used with sandbox_fusion.url, which is refused"),
-    _refuse("reward_model.enable", "learned reward models are not implemented yet; use rule rewards or "
-            "custom_reward_function.path", (False,)),
-    _note("reward_model.enable_resource_pool", _NO_RM),
-    _note("reward_model.model.*", _NO_RM),
-    _note("reward_model.micro_batch_size*", _NO_RM),
-    _note("reward_model.max_length", _NO_RM),
-    _note("reward_model.num_workers", _NO_RM),
-    _note("reward_model.rollout", _NO_RM),
+    _refuse("reward_model.enable_resource_pool", "the reward model is colocated with the actor on the same slots "
+            "(one process per slot); a pool of its own is not implemented", (False,)),
+    _note("reward_model.n_gpus_per_node", "only used with reward_model.enable_resource_pool, which is refused"),
+    _note("reward_model.nnodes", "only used with reward_model.enable_resource_pool, which is refused"),
+    _note("reward_model.model.use_remove_padding", "the reward model runs a padded forward"),
+    _note("reward_model.model.fsdp_config.optimizer_offload", "the reward model has no optimizer"),
+    _note("reward_model.model.fsdp_config.seed", "the reward model's weights are read, never initialised"),
+    _note("reward_model.num_workers", "the reward model runs on every worker process, one share of the batch each"),
+    _refuse("reward_model.rollout", "verl's generative reward model settings; strive's LLM judge is configured "
+            "with reward_model.judge.* (docs/reward.md)"),
     _note("reward_model.reward_loop_*", "strive scores rewards on the controller"),
     _note("reward_model.use_reward_loop", "strive scores rewards on the controller"),
     _note("reward_model.launch_reward_fn_async", "rewards are scored on the controller, in step"),
@@ -187,7 +188,6 @@ RULES: tuple[Rule, ...] = (
     _refuse("reward_manager.source", "a user reward-manager class (importlib) is not supported; score with "
             "custom_reward_function.path instead", ("register",)),
     _note("reward_manager.module.*", "only read with reward_manager.source=importlib, which is refused"),
-    _note("reward_model.*", _NO_RM),  # last: the reward_model keys not listed above
 )
 
 # Keys read only inside strive/config (aliases and interpolation sources): used, but not by a scan of the rest.

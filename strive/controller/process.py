@@ -45,7 +45,7 @@ class ProcessSpec:
     rank: int
     world_size: int
     roles: tuple[str, ...]
-    """Subset of ("actor", "rollout", "ref", "critic")."""
+    """Subset of ("actor", "rollout", "ref", "critic", "reward_model", "judge")."""
     device: str
     """cuda or cpu."""
     seed: int = 0
@@ -60,7 +60,7 @@ class WorkerProcess:
         self.device = torch.device("cuda", 0) if spec.device == "cuda" else torch.device("cpu")
         if spec.device == "cuda":
             torch.cuda.set_device(self.device)
-        self.actor = self.rollout = self.ref = self.critic = None
+        self.actor = self.rollout = self.ref = self.critic = self.reward_model = self.judge = None
         self.budget = MemoryBudget(None, spec.rank)
 
     # -- set-up -----------------------------------------------------------------------------------------------
@@ -122,6 +122,15 @@ class WorkerProcess:
             self.ref = RefWorker(arr, sizes.ref, self.mesh, self.device)
         if "critic" in roles:
             self.critic = CriticWorker(cfg.critic, sizes.critic, sizes.values, self.mesh, self.device, total_steps)
+        if "reward_model" in roles:
+            from strive.workers.reward_model import RewardModelWorker
+
+            import_external_libs(cfg.reward_model.model.external_lib)
+            self.reward_model = RewardModelWorker(cfg.reward_model, sizes.reward_model, self.mesh, self.device)
+        if "judge" in roles:
+            from strive.workers.judge import JudgeWorker
+
+            self.judge = JudgeWorker(cfg.reward_model.judge, self.device, seed=self.spec.seed)
         return self.memory()
 
     # -- phases (each can be broken on purpose by faults.py, runs under the host-memory budget and ends by
@@ -149,6 +158,16 @@ class WorkerProcess:
     @phase
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.critic.compute_values(batch)
+
+    @phase
+    def compute_rm_scores(self, inputs: list[list[int]]) -> torch.Tensor:
+        """(b,) the reward model's score of each input (ids in the reward model's vocabulary)."""
+        return self.reward_model.score(inputs)
+
+    @phase
+    def judge_replies(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
+        """The LLM judge's reply (token ids) to each prompt."""
+        return self.judge.generate(prompts, params)
 
     # update phases return (metrics, batch fields they computed)
     @phase

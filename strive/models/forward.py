@@ -175,6 +175,24 @@ class ValueForward(nn.Module):
         return values * response_mask
 
 
+class ScoreForward(nn.Module):
+    """A sequence-classification model with one output: the score read at each sequence's last real token (verl's
+    reward model reads the same position). Right-padded input; no packing."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
+        hidden = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                    use_cache=False).last_hidden_state  # (B, L, H)
+        last = attention_mask.sum(-1) - 1  # (B,) right padding: the last real token
+        head = getattr(self.hf, "score", None) or self.hf.classifier
+        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+        return head(picked).squeeze(-1).float()  # (B,)
+
+
 def _packing(wrapper: nn.Module, input_ids: torch.Tensor) -> Optional[str]:
     """The packed backend for this micro-batch, or None to run it padded (too small to gain from packing)."""
     if wrapper.packed_backend is None or input_ids.numel() <= wrapper.padded_up_to:

@@ -144,3 +144,19 @@ def load_value_model(path: str, dtype: str = "float32", override_config: Optiona
             if getattr(head, "bias", None) is not None:
                 head.bias.zero_()
     return model.to(device)
+
+
+def load_reward_model(path: str, dtype: str = "float32", override_config: Optional[dict] = None,
+                      trust_remote_code: bool = False, device: Any = "cpu"):
+    """A sequence-classification model with one output (a reward model), weights as saved. A checkpoint with another
+    head fails naming reward_model.model.path (the start-up check reads config.json; this is the load-time one)."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = load_hf_config(path, override_config, trust_remote_code)
+    if config.num_labels != 1:
+        raise ValueError(f"reward_model.model.path={path}: num_labels={config.num_labels}; a reward model has one "
+                         "output (num_labels=1)")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path(path), config=config, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
+        attn_implementation="sdpa")
+    return model.to(device)

@@ -87,6 +87,30 @@ def make_tiny_model(out_dir: str, arch: str = "llama", seed: int = 0, layers: in
     return out_dir
 
 
+def make_tiny_reward_model(out_dir: str, tokenizer_dir: str, seed: int = 0, layers: int = 2, hidden: int = 64) -> str:
+    """A tiny random LlamaForSequenceClassification (num_labels=1, a reward model) with the tokenizer of
+    `tokenizer_dir` (e.g. SmolLM2's, so it differs from the tiny policy's byte tokenizer), written to out_dir."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    spec = {"arch": "llama-rm", "seed": seed, "layers": layers, "hidden": hidden, "tokenizer": tokenizer_dir}
+    if _is_built(out_dir, spec):
+        return out_dir
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    config = build_config("llama", vocab_size=len(tok), layers=layers, hidden=hidden)
+    config.num_labels = 1
+    config.eos_token_id, config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # a visible spread of scores (the default init makes them all about 0)
+        model.score.weight.normal_(0.0, 1.0)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    _mark_built(out_dir, spec)
+    return out_dir
+
+
 # Real shapes for GPU runs without real weights (GPU.md): random weights, the published architecture.
 SHAPES = {
     "qwen2.5-0.5b": dict(arch="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,

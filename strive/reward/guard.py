@@ -11,7 +11,9 @@ What it chose:
   raises inside the hung call; a scorer that sets its own alarm replaces ours for the rest of that call (it then
   times itself). Off the main thread (e.g. inside a Ray actor) the calls run in a daemon helper thread and a call
   past its deadline is abandoned there; the remaining samples continue in a fresh helper thread;
-- an `async def` scorer: each coroutine is wrapped in `asyncio.wait_for`, so a hang that awaits is cancelled; one
+- an `async def` scorer: the batch's calls run concurrently on one event loop, at most
+  `reward_manager.max_concurrency` at a time (a semaphore; e.g. a remote judge or sandbox that must not get the
+  whole batch at once); each coroutine is wrapped in `asyncio.wait_for`, so a hang that awaits is cancelled; one
   that blocks the event loop without awaiting cannot be interrupted;
 - `timeout` <= 0 or None: no deadline.
 
@@ -42,13 +44,15 @@ class Outcome:
     """The call's exception, or a RewardTimeout."""
 
 
-def call_all(fn: Callable[..., Any], calls: list[dict[str, Any]], timeout: float | None) -> list[Outcome]:
-    """`fn(**kwargs)` for each entry of `calls`, in order, each within `timeout` seconds (module doc)."""
+def call_all(fn: Callable[..., Any], calls: list[dict[str, Any]], timeout: float | None,
+             max_concurrency: int | None = None) -> list[Outcome]:
+    """`fn(**kwargs)` for each entry of `calls`, in order, each within `timeout` seconds (module doc). An async `fn`
+    has at most `max_concurrency` calls in flight at once (None or <= 0: all of them)."""
     acall = getattr(fn, "acall", None)
     if acall is None and asyncio.iscoroutinefunction(fn):
         acall = fn
     if acall is not None:
-        return run_coroutine(_gather(acall, calls, timeout))
+        return run_coroutine(_gather(acall, calls, timeout, max_concurrency))
     if not timeout or timeout <= 0:
         return [_call(fn, kwargs) for kwargs in calls]
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
@@ -113,8 +117,17 @@ def _call_in_threads(fn: Callable[..., Any], calls: list[dict[str, Any]], timeou
     return [o if o is not None else Outcome(error=_timed_out(timeout)) for o in outcomes]
 
 
-async def _gather(acall: Callable[..., Any], calls: list[dict[str, Any]], timeout: float | None) -> list[Outcome]:
+async def _gather(acall: Callable[..., Any], calls: list[dict[str, Any]], timeout: float | None,
+                  max_concurrency: int | None = None) -> list[Outcome]:
+    bound = asyncio.Semaphore(max_concurrency) if max_concurrency and max_concurrency > 0 else None
+
     async def one(kwargs: dict[str, Any]) -> Outcome:
+        if bound is None:
+            return await call(kwargs)
+        async with bound:  # the timeout starts when the call does, not while it waits for a slot
+            return await call(kwargs)
+
+    async def call(kwargs: dict[str, Any]) -> Outcome:
         try:
             if timeout and timeout > 0:
                 return Outcome(value=await asyncio.wait_for(acall(**kwargs), timeout))

@@ -12,7 +12,8 @@ What it chose:
   index -1, the last padding slot);
 - every key of a dict result (including `score`) becomes a list in `extra`, aligned with the
   batch; samples whose result lacked that key hold None;
-- scoring is sequential; async scorers (see `strive.reward.custom`) are gathered concurrently; every call goes
+- scoring is sequential; async scorers (see `strive.reward.custom`) are gathered concurrently, at most
+  `max_concurrency` in flight (reward_manager.max_concurrency); every call goes
   through `strive.reward.guard`, so a call that raises or runs past `timeout` seconds is caught per sample. With
   `on_error="raise"` (reward_manager.on_error, default) the first such sample stops the run with a RewardError
   naming its position in the batch, its row index, data_source and the exception; with `"zero"` it scores 0, its
@@ -68,10 +69,13 @@ class RewardManager:
         overlong: OverlongBuffer | None = None,
         on_error: str = "raise",
         timeout: float | None = 300.0,
+        max_concurrency: int | None = 64,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"reward_manager.on_error={on_error!r}; expected one of {', '.join(ON_ERROR)}")
         self.on_error, self.timeout = on_error, timeout
+        self.max_concurrency = max_concurrency
+        """Async reward functions: calls in flight at once (reward_manager.max_concurrency)."""
         self.failures = 0
         """Running count of samples scored 0 because the reward function raised or timed out (on_error=zero)."""
         self.timeouts = 0
@@ -106,7 +110,7 @@ class RewardManager:
             dict(data_source=data_sources[i], solution_str=texts[i], ground_truth=ground_truths[i], extra_info=extra_infos[i])
             for i in range(batch)
         ]
-        outcomes = call_all(self.compute_score, calls, self.timeout)
+        outcomes = call_all(self.compute_score, calls, self.timeout, self.max_concurrency)
         results = [normalize_score(o.value, calls[i]["data_source"]) if o.error is None else 0.0
                    for i, o in enumerate(outcomes)]
         self._handle_failures(outcomes, calls)

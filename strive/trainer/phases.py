@@ -113,7 +113,7 @@ def generate(group: WorkerGroup, rows: list[PromptRow], params: SamplingParams, 
         parts = [batch for batch, _ in results]
         agent = {k: [x for _, stats in results for x in stats[k]] for k in results[0][1]}
     meta = Meta([rows[u].data_source for u in uids], [rows[u].ground_truth for u in uids],
-                [rows[u].extra_info for u in uids], agent)
+                [rows[u].extra_info for u in uids], agent, [rows[u].raw_prompt for u in uids])
     return Batch.cat(parts).with_fields(group_ids=torch.tensor(uids, dtype=torch.long), meta=meta)
 
 
@@ -126,8 +126,14 @@ def agent_request(row: PromptRow, default_loop: str):
     return AgentRequest(list(row.prompt_ids), row.columns.get("agent_name") or default_loop, dict(tools_kwargs))
 
 
-def score(reward_fn, batch: Batch) -> tuple[Batch, dict[str, list[Any]]]:
-    """Rule/custom reward of every response; the reward function's extra dict entries come back beside it."""
+def score(reward_fn, batch: Batch, model=None) -> tuple[Batch, dict[str, list[Any]]]:
+    """The reward of every response; the reward function's extra dict entries come back beside it. `model`: the
+    run's reward model or LLM judge (strive/trainer/model_reward.py), whose score meets the rule score as
+    reward_model.combine says; None: the rule/custom reward alone."""
+    if model is not None:
+        from strive.trainer.model_reward import score_with_model
+
+        return score_with_model(reward_fn, model, batch, score)
     meta = batch.meta
     result = reward_fn.score(batch.responses, batch.response_valid, meta.data_sources, meta.ground_truths,
                              meta.extra_infos, prompts=batch.prompts,

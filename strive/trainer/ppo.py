@@ -6,7 +6,8 @@
 GRPO, RLOO, REINFORCE++ and ReMax are this same loop with another advantage estimator and no critic; the KL
 to the reference enters either the reward (algorithm.use_kl_in_reward) or the actor loss (actor.use_kl_loss).
 Multi-turn tool rollouts are the same step: `generate` runs the agent loops (strive.agent) when
-rollout.multi_turn.enable is set. What is left out, on purpose: learned reward models, LoRA, sequence parallelism.
+rollout.multi_turn.enable is set. A reward model or LLM judge, when configured, scores inside the reward phase (strive.trainer.model_reward).
+What is left out, on purpose: sequence parallelism.
 Math lives in strive.algos, placement in strive.controller, the phases (what each ships, which worker method
 runs it) in strive.trainer.phases, and how a step's batch is sampled (dynamic sampling, ReMax) in
 strive.trainer.sampling.
@@ -38,7 +39,8 @@ class PPOTrainer:
         self.step = 0
         self.use_ref, self.use_critic = needs_reference(self.cfg), needs_critic(self.cfg)
         self.critic_group = rt.critic_group or rt.group
-        self.step_sampler = StepSampler(self.cfg, rt.group, rt.reward_fn, self.next_rows, rt.data.sampler.seed)
+        self.step_sampler = StepSampler(self.cfg, rt.group, rt.reward_fn, self.next_rows, rt.data.sampler.seed,
+                                        rt.model_scores)
 
     def next_rows(self) -> list[PromptRow]:
         return [self.rt.data.train_data[i] for i in self.rt.data.sampler.next_batch()]
@@ -121,7 +123,7 @@ class PPOTrainer:
         rows = [rt.data.val_data[i] for i in range(len(rt.data.val_data))]
         batch = phases.generate(rt.group, rows, params, release_after=False,
                                 agent_loop=self.step_sampler.agent_loop, router=self.step_sampler.router)
-        batch, extra = phases.score(rt.val_reward_fn, batch)
+        batch, extra = phases.score(rt.val_reward_fn, batch, rt.model_scores)
         variables = {"reward": batch.token_level_scores.sum(-1).tolist()}
         variables.update({k: v for k, v in extra.items() if k != "score"})
         if cfg.trainer.validation_data_dir:

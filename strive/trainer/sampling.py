@@ -28,8 +28,11 @@ from strive.workers.rollout import sampling_params
 
 
 class StepSampler:
-    def __init__(self, cfg, group: WorkerGroup, reward_fn, next_rows: Callable[[], list[PromptRow]], seed: int):
+    def __init__(self, cfg, group: WorkerGroup, reward_fn, next_rows: Callable[[], list[PromptRow]], seed: int,
+                 model_scores=None):
         self.cfg, self.group, self.reward_fn = cfg, group, reward_fn
+        self.model_scores = model_scores
+        """The reward model or LLM judge (strive/trainer/model_reward.py), or None."""
         self.next_rows = next_rows
         """The next data.gen_batch_size rows of the data sampler (dynamic sampling's further rounds)."""
         self.seed = seed
@@ -54,7 +57,7 @@ class StepSampler:
             batch = phases.generate(self.group, rows, params, release_after=True, agent_loop=self.agent_loop,
                                     router=self.router)
         with timer("reward", timings):
-            batch, extra = phases.score(self.reward_fn, batch)
+            batch, extra = phases.score(self.reward_fn, batch, self.model_scores)
         if baselines is not None:
             batch = batch.with_fields(reward_baselines=baselines[batch.group_ids])
         return batch, reward_extra_metrics(extra)
@@ -65,7 +68,7 @@ class StepSampler:
         greedy.n, greedy.do_sample = 1, False
         batch = phases.generate(self.group, rows, greedy, release_after=False, agent_loop=self.agent_loop,
                                 router=self.router)
-        batch, _ = phases.score(self.reward_fn, batch)
+        batch, _ = phases.score(self.reward_fn, batch, self.model_scores)
         return batch.token_level_scores.sum(-1)
 
     def _dynamic(self, rows: list[PromptRow], step: int, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
@@ -80,7 +83,7 @@ class StepSampler:
                 batch = phases.generate(self.group, rows, params, release_after=False,
                                         agent_loop=self.agent_loop, router=self.router)
             with timer("reward", timings):
-                batch, extra = phases.score(self.reward_fn, batch)
+                batch, extra = phases.score(self.reward_fn, batch, self.model_scores)
             for key, values in extra.items():
                 extras.setdefault(key, [None] * generated).extend(values)
             score_sum += float(batch.token_level_scores.sum())
@@ -106,9 +109,10 @@ class StepSampler:
 
 def filter_values(batch: Batch, extra: dict[str, list[Any]], metric: str) -> torch.Tensor:
     """(B,) the value algorithm.filter_groups compares: a named entry of the reward function's dict result,
-    else the response's summed score. A response without the entry (scored 0 after a reward error, with
+    else the response's summed score (also for `score` when a reward model or judge scored: the combined
+    reward, not the rule function's own entry). A response without the entry (scored 0 after a reward error, with
     reward_manager.on_error=zero) counts as 0."""
-    if metric in ("acc", "score") and metric in extra:
+    if metric in ("acc", "score") and metric in extra and not (metric == "score" and "combined_score" in extra):
         return torch.tensor([float(v) if v is not None else 0.0 for v in extra[metric]], dtype=torch.float64)
     return batch.token_level_scores.sum(-1).double()
 

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from strive.agent.settings import check_agent_setup, multi_turn_enabled, tool_schemas
 from strive.algos import AdaptiveKLController, FixedKLController
 from strive.config import Prepared, needs_critic, needs_reference, to_dict
+from strive.config.reward_model import model_scored
 from strive.controller.cluster import Placement, init_ray, plan_placement
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
@@ -28,6 +29,7 @@ from strive.reward.custom import load_reward_function
 from strive.reward.manager import RewardManager
 from strive.reward.overlong import overlong_from_kwargs
 from strive.trainer.checkpoint import log_dir
+from strive.trainer.model_reward import build_model_scores
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Runtime:
     critic_group: Optional[WorkerGroup]
     kl_ctrl: Any
     tracker: Any
+    model_scores: Any = None
+    """The reward model or LLM judge that scores in the reward phase (strive/trainer/model_reward.py), or None."""
     resume_dir: Optional[str] = None
     """The checkpoint to resume from, chosen before Ray started (checkpoint.plan_resume)."""
     last_saved: Optional[str] = None
@@ -89,7 +93,8 @@ def build_rewards(cfg, tokenizer) -> tuple[RewardManager, RewardManager]:
     key = cfg.data.reward_fn_key
     # verl's `dapo` manager: the naive one plus the overlong penalty, in training and validation alike
     overlong = overlong_from_kwargs(cfg.reward_model.reward_kwargs) if cfg.reward_manager.name == "dapo" else None
-    guard = dict(on_error=cfg.reward_manager.on_error, timeout=cfg.reward_manager.timeout)
+    guard = dict(on_error=cfg.reward_manager.on_error, timeout=cfg.reward_manager.timeout,
+                 max_concurrency=cfg.reward_manager.max_concurrency)
     return (RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=0, overlong=overlong, **guard),
             RewardManager(tokenizer, fn, reward_fn_key=key, num_examine=1, overlong=overlong, **guard))
 
@@ -99,7 +104,9 @@ def build_data(cfg, tokenizer) -> tuple[RLDataset, Optional[RLDataset], Resumabl
     train = _dataset(data.train_files, tokenizer, cfg, data.train_max_samples)
     needs_val = cfg.trainer.val_before_train or cfg.trainer.test_freq > 0 or cfg.trainer.val_only
     val = _dataset(data.val_files, tokenizer, cfg, data.val_max_samples) if needs_val and data.val_files else None
-    if not cfg.custom_reward_function.path:  # the built-in scorers' columns; a custom function gets rows as they are
+    # the built-in scorers' columns, where they score every row; a custom function gets rows as they are
+    rule_scores_all = not model_scored(cfg) or cfg.reward_model.combine == "sum"
+    if not cfg.custom_reward_function.path and rule_scores_all:
         for dataset in (train, val) if val is not None else (train,):
             check_reward_columns(dataset, data.reward_fn_key)
     if len(train) < data.gen_batch_size:
@@ -118,6 +125,7 @@ def total_training_steps(cfg, steps_per_epoch: int) -> int:
 
 def build_groups(cfg, sizes, total_steps: int, tokenizer) -> tuple[WorkerGroup, Optional[WorkerGroup]]:
     roles = ["rollout", "actor"] + (["ref"] if needs_reference(cfg) else [])
+    roles += ["reward_model"] if cfg.reward_model.enable else ["judge"] if cfg.reward_model.judge.enable else []
     separate = needs_critic(cfg) and not cfg.trainer.colocate_critic
     if needs_critic(cfg) and not separate:
         roles.append("critic")
@@ -195,4 +203,6 @@ def build_runtime(run: Prepared, data: RunData, resume_dir: Optional[str] = None
     group, critic_group = build_groups(cfg, run.sizes, data.total_steps, data.tokenizer)
     tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir(cfg.trainer),
                       config=to_dict(cfg), total_steps=data.total_steps, verbose=bool(cfg.trainer.console_verbose))
-    return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker, resume_dir)
+    model_scores = build_model_scores(cfg, group, data.tokenizer)
+    return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker,
+                   model_scores, resume_dir)

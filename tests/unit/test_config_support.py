@@ -82,7 +82,9 @@ def test_every_rule_matches_some_key():
     ("actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size=2", "Ulysses"),
     ("actor_rollout_ref.actor.ulysses_sequence_parallel_size=2", "Ulysses"),
     ("critic.model.lora_rank=8", "critic.model.lora_rank=8: LoRA on the critic is not implemented"),
-    ("reward_model.enable=True", "reward_model.enable=True: learned reward models are not implemented"),
+    ("reward_model.enable_resource_pool=True", "reward_model.enable_resource_pool=True: the reward model is "
+     "colocated"),
+    ("reward_model.rollout={name: vllm}", "reward_model.rollout={'name': 'vllm'}: verl's generative reward model"),
     ("reward_model.reward_manager=prime", "reward_model.reward_manager=prime: strive has the naive and dapo"),
 ])
 def test_refused_keys_stop_the_run_naming_the_key(override, message):
