@@ -60,13 +60,13 @@ def run(router: str, data: str, reward: str, work: str, args) -> dict:
            "trainer.device=cpu", "trainer.n_gpus_per_node=2", f"trainer.total_training_steps={args.steps}",
            "trainer.val_before_train=False", "trainer.test_freq=-1", "trainer.save_freq=-1",
            "trainer.logger=['console','file']", "trainer.plot_curves=False", f"trainer.default_local_dir={ckpt}",
-           f"custom_reward_function.path={reward}", "actor_rollout_ref.rollout.seed=7"]
+           f"custom_reward_function.path={reward}", "data.seed=7"]
     began = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=work, env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - began
     rows = [json.loads(line) for line in open(os.path.join(ckpt, "logs", "metrics.jsonl")) if line.strip()]
     steps = [r for r in rows if r.get("timing_s/gen") is not None and r["step"] > 1]
-    return {"router": router, "wall_s": round(wall, 1), "gen_s": [round(r["timing_s/gen"], 2) for r in steps],
+    return {"router": router, "wall_s": round(wall, 1), "load_average_after": [round(x, 1) for x in os.getloadavg()], "gen_s": [round(r["timing_s/gen"], 2) for r in steps],
             "response_length": [round(r["response_length/mean"], 1) for r in steps],
             "response_length_max": [r.get("response_length/max") for r in steps],
             "peak_rss_gb_per_worker": round(max(r.get("perf/cpu_memory_used_gb", 0.0) for r in steps), 2)}
@@ -98,7 +98,8 @@ def main() -> int:
     summary = {r: round(sum(sum(x["gen_s"]) for x in runs if x["router"] == r)
                         / sum(len(x["gen_s"]) for x in runs if x["router"] == r), 2)
                for r in ("static", "least_loaded")}
-    result = {"mean_gen_s": summary, "runs": runs, "prompts": args.prompts, "n": args.n,
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu_count": os.cpu_count(),
+              "mean_gen_s": summary, "runs": runs, "prompts": args.prompts, "n": args.n,
               "response_length": args.response_length, "model": os.path.basename(args.model.rstrip("/"))}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
