@@ -15,7 +15,7 @@ from strive.config.loader import ConfigError
 from strive.config.schema import StriveConfig
 
 
-def split_placement(cfg: StriveConfig) -> bool:
+def is_split(cfg: StriveConfig) -> bool:
     """Whether the rollout engines have processes of their own (actor_rollout_ref.hybrid_engine=False)."""
     return not cfg.actor_rollout_ref.hybrid_engine
 
@@ -29,7 +29,7 @@ def max_staleness(cfg: StriveConfig) -> int:
     """trainer.max_staleness, its null resolved: 1 with split placement (one-step-off), 0 colocated."""
     if cfg.trainer.max_staleness is not None:
         return int(cfg.trainer.max_staleness)
-    return 1 if split_placement(cfg) else 0
+    return 1 if is_split(cfg) else 0
 
 
 def transfer_timeout_s(cfg: StriveConfig) -> float:
@@ -43,7 +43,7 @@ def check_placement(cfg: StriveConfig) -> list[str]:
     staleness = max_staleness(cfg)
     if staleness < 0:
         raise ConfigError(f"trainer.max_staleness={staleness} must be ≥ 0 (0: synchronous)")
-    if not split_placement(cfg):
+    if not is_split(cfg):
         if staleness > 0:
             raise ConfigError(f"trainer.max_staleness={staleness} needs the rollout engines on slots of their own: "
                               "set actor_rollout_ref.hybrid_engine=False and rollout.n_gpus_per_node / rollout.nnodes "
