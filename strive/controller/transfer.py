@@ -76,12 +76,15 @@ class TransferGroup:
     # -- sender (transfer rank 0) -----------------------------------------------------------------------------
     def send(self, buckets: Iterable[Bucket], version: int) -> dict[str, float]:
         """Broadcast every bucket to the rollout ranks once they are ready for `version`; seconds and bytes."""
+        keys = [f"ready/{version}/{r}" for r in range(1, self.size)]
         try:
-            self.store.wait([f"ready/{version}/{r}" for r in range(1, self.size)], self.join_timeout)
-        except Exception as exc:
+            self.store.wait(keys, self.join_timeout)
+        except Exception:
+            missing = ", ".join(f"rollout rank {r - 1} (transfer rank {r})" for r, key in enumerate(keys, 1)
+                                if not self.store.check([key]))
             raise WeightTransferError(f"weight transfer of version {version}: not every rollout rank joined within "
-                                      f"{self.join_timeout.total_seconds():g} s (trainer.phase_timeout_s; "
-                                      f"{describe_ranks(self.size)}): {exc}") from None
+                                      f"{self.join_timeout.total_seconds():g} s (trainer.phase_timeout_s); missing: "
+                                      f"{missing} ({describe_ranks(self.size)})") from None
         start, nbytes = time.perf_counter(), 0
         if self.pg is None:  # trainer rank > 0: its share of each gather, nothing to send
             for _ in buckets:

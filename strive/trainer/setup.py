@@ -171,7 +171,7 @@ def join_transfer(trainer: WorkerGroup, rollout: WorkerGroup, cfg) -> None:
     ranks join its store only (controller/transfer.py)."""
     master = trainer.get([trainer.workers[0].transfer_address.remote()], "rendezvous")[0]
     size, timeout = 1 + rollout.world_size, transfer_timeout_s(cfg)
-    join = max(timeout, cfg.trainer.phase_timeout_s or 0)  # the sender's wait for engines still generating
+    join = cfg.trainer.phase_timeout_s or 7 * 86400.0  # the sender's wait for engines still generating
     name = trainer.remote_name(WorkerProcess.join_transfer)
     refs = [getattr(w, name).remote(master, 0 if r == 0 else None, size, timeout, join)
             for r, w in enumerate(trainer.workers)]

@@ -73,5 +73,5 @@ def test_receiver_that_never_joins_is_an_error_naming_ranks(hang):
     for p in procs:
         p.kill()
     assert time.monotonic() - start < 60
-    assert "not every rollout rank joined" in results["sender"], results
+    assert "missing: rollout rank 0 (transfer rank 1)" in results["sender"], results
     assert "rollout ranks 0..0 (transfer ranks 1..1)" in results["sender"]
