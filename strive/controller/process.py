@@ -21,7 +21,6 @@ from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes
 from strive.controller.faults import inject
 from strive.controller.host_memory import MemoryBudget, current_rss_gb, trims_heap
-from strive.controller.transfer import listen_socket
 from strive.engines import SamplingParams
 
 M = TypeVar("M", bound=Callable)
@@ -70,6 +69,8 @@ class WorkerProcess:
         init_distributed hands it to the store (torch's own store would listen on every interface)."""
         import ray
 
+        from strive.controller.transfer import listen_socket
+
         host = ray.util.get_node_ip_address()
         self._store_socket = listen_socket(host, self.spec.world_size)
         return host, self._store_socket.getsockname()[1]
@@ -94,6 +95,8 @@ class WorkerProcess:
     def transfer_address(self) -> tuple[str, int]:
         """Trainer rank 0, split placement: the address and a listening port for the weight-transfer store."""
         import ray
+
+        from strive.controller.transfer import listen_socket
 
         host = ray.util.get_node_ip_address()
         self._transfer_socket = listen_socket(host, 8)

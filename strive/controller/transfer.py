@@ -29,11 +29,14 @@ from typing import Iterable, Iterator, Optional
 
 import torch
 
+from strive.controller.group import WorkerDied
+
 Bucket = list[tuple[str, torch.Tensor]]
 
 
-class WeightTransferError(RuntimeError):
-    """A trainer → rollout weight broadcast that failed, timed out, or lost a peer."""
+class WeightTransferError(WorkerDied):
+    """A trainer → rollout weight broadcast that failed, timed out, or lost a peer (a WorkerDied: with
+    trainer.max_restarts the run restarts from its newest checkpoint, as after any dead worker)."""
 
 
 def listen_socket(host: str, backlog: int) -> socket.socket:
