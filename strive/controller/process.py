@@ -2,8 +2,10 @@
 
 Colocation is placement: actor, rollout and reference (verl's "hybrid engine") are separate classes that
 happen to live in this one process, sharing its GPU and its torch.distributed group; the critic lives here
-too unless it has its own group. Each public method is one phase of a training step, called by the controller
-on every rank with that rank's share of the batch.
+too unless it has its own group. With split placement (actor_rollout_ref.hybrid_engine=False) the same class
+hosts only the trainer roles in one group and only the rollout role in another, and weights cross between them
+by `send_weights` / `receive_weights` over a broadcast group of their own (transfer.py). Each public method is one
+phase of a training step, called by the controller on every rank with that rank's share of the batch.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 `load_data`: tokenizer, datasets and sampler, and with them the last config values that depend on the data (the
 optimizers' total step count), so that the config the entry point prints and saves is the one that runs.
 `build_runtime`: rewards, Ray, worker groups, loggers. Order matters for memory: every rank creates its rollout
-engine first (same moment everywhere, before training weights), then the actor, reference, critic.
+engine first (same moment everywhere, before training weights), then the actor, reference, critic. With split
+placement (actor_rollout_ref.hybrid_engine=False) the engines get a group of their own on the rollout pool's slots
+(strive/config/placement.py), joined to trainer rank 0 by the weight-transfer group.
 
 Kept apart from the loop so ppo.py reads like the algorithm.
 """
