@@ -82,6 +82,7 @@ class Batch:
     advantages: Optional[torch.Tensor] = None  # (B, T)
     returns: Optional[torch.Tensor] = None  # (B, T)
     group_ids: Optional[torch.Tensor] = None  # (B,) long, one id per prompt (its n samples share it)
+    policy_versions: Optional[torch.Tensor] = None  # (B,) long, the policy version (weight pushes) that sampled it
     meta: Optional[Meta] = None  # text side, one entry per sequence; never shipped to workers
 
     def __len__(self) -> int:

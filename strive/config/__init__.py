@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from strive.config.loader import ConfigError, build_config, parse_override, parse_value
+from strive.config.placement import check_placement
 from strive.config.report import explain, notes_text, sizes_table, to_dict, to_yaml
 from strive.config.resolve import needs_critic, needs_reference, resolve, uses_lora
 from strive.config.schema import StriveConfig
@@ -43,6 +44,7 @@ def prepare(overrides: list[str] | tuple[str, ...] = (), config_path: str | None
     cfg, explicit = build_config(overrides, config_path, config_name)
     notes = resolve(cfg, explicit)
     notes += apply_support(cfg, explicit)
+    notes += check_placement(cfg)
     sizes = compute_sizes(cfg)
     return Prepared(cfg, sizes, notes + sizes.notes)
 

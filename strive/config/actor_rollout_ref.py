@@ -378,7 +378,10 @@ class RolloutConfig:
 @dataclass
 class ActorRolloutRefConfig:
     hybrid_engine: bool = True
-    """Actor, rollout and reference share one worker process per GPU (the only supported layout, as in verl)."""
+    """True: actor, rollout and reference share one worker process per GPU (colocated; synchronous). False: split
+    placement, the rollout engines on slots of their own (top-level `rollout.nnodes` × `rollout.n_gpus_per_node`)
+    and the trainer on `trainer.nnodes` × `trainer.n_gpus_per_node`, weights broadcast between them, generation
+    overlapping training up to trainer.max_staleness (docs/async.md)."""
     nccl_timeout: int = 600
     """Process-group timeout in seconds."""
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -20,6 +20,7 @@ from strive.config.sections import (
     RayKwargs,
     RewardManagerConfig,
     RewardModelConfig,
+    RolloutPoolConfig,
     TrainerConfig,
 )
 
@@ -42,6 +43,8 @@ class StriveConfig:
     """Advantage estimator and KL settings."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Loop, logging, checkpoints and resources."""
+    rollout: RolloutPoolConfig = field(default_factory=RolloutPoolConfig)
+    """The rollout pool's slots with split placement (actor_rollout_ref.hybrid_engine=False)."""
     ray_kwargs: RayKwargs = field(default_factory=RayKwargs)
     """Ray settings (verl ≥ 0.6 spelling)."""
     ray_init: RayInitConfig = field(default_factory=RayInitConfig)

@@ -62,7 +62,6 @@ RULES: tuple[Rule, ...] = (
     _refuse("critic.strategy", "strive trains the critic with FSDP2 only", _FSDP),
     _refuse("reward_model.strategy", "strive has FSDP2 only", _FSDP),
     _refuse("*.fsdp_config.strategy", "strive has FSDP2 only", _FSDP),
-    _refuse("actor_rollout_ref.hybrid_engine", "False is not supported (as in verl)", (True,)),
     _refuse("*ulysses_sequence_parallel_size", "Ulysses sequence parallelism is not supported yet; set it to 1", (1,)),
     _note("*.fsdp_config.fsdp_size", "strive shards over the whole world (no hybrid sharding groups)"),
     _note("*.fsdp_config.forward_prefetch", "FSDP2 prefetches by its own schedule"),

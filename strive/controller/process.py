@@ -2,8 +2,10 @@
 
 Colocation is placement: actor, rollout and reference (verl's "hybrid engine") are separate classes that
 happen to live in this one process, sharing its GPU and its torch.distributed group; the critic lives here
-too unless it has its own group. Each public method is one phase of a training step, called by the controller
-on every rank with that rank's share of the batch.
+too unless it has its own group. With split placement (actor_rollout_ref.hybrid_engine=False) the same class
+hosts only the trainer roles in one group and only the rollout role in another, and weights cross between them
+by `send_weights` / `receive_weights` over a broadcast group of their own (transfer.py). Each public method is one
+phase of a training step, called by the controller on every rank with that rank's share of the batch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-import socket
 from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
@@ -70,12 +71,11 @@ class WorkerProcess:
         init_distributed hands it to the store (torch's own store would listen on every interface)."""
         import ray
 
+        from strive.controller.transfer import listen_socket
+
         host = ray.util.get_node_ip_address()
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.bind((host, 0))
-        sock.listen(max(128, self.spec.world_size))
-        self._store_socket = sock
-        return host, sock.getsockname()[1]
+        self._store_socket = listen_socket(host, self.spec.world_size)
+        return host, self._store_socket.getsockname()[1]
 
     def init_distributed(self, master: tuple[str, int], timeout_s: int) -> None:
         import torch.distributed as dist
@@ -93,6 +93,26 @@ class WorkerProcess:
         dist.init_process_group(backend, store=store, rank=self.spec.rank, world_size=self.spec.world_size,
                                 timeout=timeout)
         self.mesh = init_device_mesh(self.spec.device, (self.spec.world_size,))
+
+    def transfer_address(self) -> tuple[str, int]:
+        """Trainer rank 0, split placement: the address and a listening port for the weight-transfer store."""
+        import ray
+
+        from strive.controller.transfer import listen_socket
+
+        host = ray.util.get_node_ip_address()
+        self._transfer_socket = listen_socket(host, 8)
+        return host, self._transfer_socket.getsockname()[1]
+
+    def join_transfer(self, master: tuple[str, int], rank: Optional[int], size: int, timeout_s: float,
+                      join_timeout_s: float) -> None:
+        """Join the trainer → rollout broadcast group (controller/transfer.py) as `rank` (None: a trainer rank
+        other than 0, which only waits with rank 0). Not the default group, which each pool keeps for itself."""
+        from strive.controller.transfer import TransferGroup
+
+        listening = getattr(self, "_transfer_socket", None)
+        self._transfer_socket = None
+        self.transfer = TransferGroup(master, rank, size, self.device, timeout_s, join_timeout_s, listening)
 
     def build(self, cfg: StriveConfig, sizes: Sizes, total_steps: int, eos_ids: list[int], pad_id: int) -> dict:
         """Create the roles: the engine first (before any training weights occupy memory), then the trainers."""
@@ -188,6 +208,27 @@ class WorkerProcess:
     def sync_weights(self) -> dict[str, float]:
         bucket_bytes = max(1, self.actor.cfg.rollout.update_weights_bucket_megabytes) * 2**20
         return self.rollout.sync_from(self.actor.full_weight_buckets(bucket_bytes))
+
+    @phase
+    def send_weights(self, version: int) -> dict[str, float]:
+        """Split placement, every trainer rank: gather the actor's full weights bucket by bucket; rank 0
+        broadcasts them to the rollout processes as policy `version`. Seconds and bytes of the broadcast."""
+        bucket_bytes = max(1, self.actor.cfg.rollout.update_weights_bucket_megabytes) * 2**20
+        return self.transfer.send(self.actor.full_weight_buckets(bucket_bytes), version)
+
+    @phase
+    def receive_weights(self, version: int) -> dict[str, float]:
+        """Split placement, every rollout rank: take policy `version` from the broadcast into the engine."""
+        return self.rollout.sync_from(self.transfer.receive(version))
+
+    @phase
+    def generate_ahead(self, prompts: list[list[int]], params: SamplingParams) -> tuple[Batch, float]:
+        """Split placement: a generation the controller does not wait for at once; the batch and its seconds."""
+        import time
+
+        start = time.perf_counter()
+        batch = self.rollout.generate(prompts, params, release_after=False)
+        return batch, time.perf_counter() - start
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self, step_dir: str, hf_dir_source: Optional[str]) -> None:

@@ -112,6 +112,12 @@ def generate(group: WorkerGroup, rows: list[PromptRow], params: SamplingParams, 
                                  release_after)
         parts = [batch for batch, _ in results]
         agent = {k: [x for _, stats in results for x in stats[k]] for k in results[0][1]}
+    return assemble(rows, parts, params.n, agent)
+
+
+def assemble(rows: list[PromptRow], parts: list[Batch], n: int, agent: Optional[dict] = None) -> Batch:
+    """The ranks' generated parts (rank order, prompt-major) as one batch: group id = row, the rows' metadata."""
+    uids = [i // n for i in range(len(rows) * n)]
     meta = Meta([rows[u].data_source for u in uids], [rows[u].ground_truth for u in uids],
                 [rows[u].extra_info for u in uids], agent, [rows[u].raw_prompt for u in uids])
     return Batch.cat(parts).with_fields(group_ids=torch.tensor(uids, dtype=torch.long), meta=meta)

@@ -6,8 +6,11 @@
 GRPO, RLOO, REINFORCE++ and ReMax are this same loop with another advantage estimator and no critic; the KL
 to the reference enters either the reward (algorithm.use_kl_in_reward) or the actor loss (actor.use_kl_loss).
 Multi-turn tool rollouts are the same step: `generate` runs the agent loops (strive.agent) when
-rollout.multi_turn.enable is set. A reward model or LLM judge, when configured, scores inside the reward phase (strive.trainer.model_reward).
-What is left out, on purpose: sequence parallelism.
+rollout.multi_turn.enable is set. A reward model or LLM judge, when configured, scores inside the reward
+phase (strive.trainer.model_reward). With split placement (actor_rollout_ref.hybrid_engine=False) it is the
+same step again: `sample` takes the oldest batch the rollout pool generated ahead (at most
+trainer.max_staleness policy versions old, strive.trainer.async_rollout) and `push_weights` broadcasts the
+new weights to it. What is left out, on purpose: sequence parallelism.
 Math lives in strive.algos, placement in strive.controller, the phases (what each ships, which worker method
 runs it) in strive.trainer.phases, and how a step's batch is sampled (dynamic sampling, ReMax) in
 strive.trainer.sampling.
@@ -22,11 +25,14 @@ from typing import Optional
 
 from strive.batch import Batch
 from strive.config import needs_critic, needs_reference
+from strive.config.placement import is_split, max_staleness, transfer_timeout_s
 from strive.controller.process import WorkerProcess
 from strive.data.rl_dataset import PromptRow
 from strive.trainer import checkpoint as ckpt
 from strive.trainer import phases
-from strive.trainer.metrics import agent_metrics, data_metrics, max_over_ranks, throughput_metrics, timer
+from strive.trainer.async_rollout import RayRollout, RolloutQueue
+from strive.trainer.metrics import (agent_metrics, data_metrics, max_over_ranks, reward_extra_metrics,
+                                   throughput_metrics, timer)
 from strive.trainer.sampling import StepSampler
 from strive.trainer.setup import Runtime
 from strive.trainer.validate import pick_generations, validation_metrics
@@ -39,8 +45,17 @@ class PPOTrainer:
         self.step = 0
         self.use_ref, self.use_critic = needs_reference(self.cfg), needs_critic(self.cfg)
         self.critic_group = rt.critic_group or rt.group
-        self.step_sampler = StepSampler(self.cfg, rt.group, rt.reward_fn, self.next_rows, rt.data.sampler.seed,
-                                        rt.model_scores)
+        self.step_sampler = StepSampler(self.cfg, rt.rollout_group, rt.reward_fn, self.next_rows,
+                                        rt.data.sampler.seed, rt.model_scores)
+        self.queue = self.rollout_queue() if is_split(self.cfg) else None
+
+    def rollout_queue(self) -> RolloutQueue:
+        """Split placement: generations ahead of training, at most trainer.max_staleness versions old."""
+        rt, trainer = self.rt, self.cfg.trainer
+        limit = (trainer.phase_timeout_s or 0) + transfer_timeout_s(self.cfg) if trainer.phase_timeout_s else None
+        base = sampling_params(self.cfg.actor_rollout_ref, validate=False)
+        return RolloutQueue(RayRollout(rt.rollout_group, rt.group, limit), max_staleness(self.cfg), self.next_rows,
+                            lambda step: phases.step_params(base, rt.data.sampler.seed, step), rt.data.total_steps)
 
     def next_rows(self) -> list[PromptRow]:
         return [self.rt.data.train_data[i] for i in self.rt.data.sampler.next_batch()]
@@ -48,7 +63,7 @@ class PPOTrainer:
     def fit(self) -> dict[str, float]:
         trainer = self.cfg.trainer
         self.resume()
-        self.rt.group.call_all(WorkerProcess.sync_weights)  # engines start with dummy weights
+        self.push_weights({})  # engines start with dummy weights
         last: dict[str, float] = {}
         if self.rt.data.val_data is not None and (trainer.val_before_train or trainer.val_only):
             last = self.validate()
@@ -56,9 +71,8 @@ class PPOTrainer:
             if trainer.val_only:
                 return last
         while self.step < self.rt.data.total_steps:
-            rows = self.next_rows()
             self.step += 1
-            metrics = self.train_step(rows)
+            metrics = self.train_step()
             is_last = self.step == self.rt.data.total_steps
             if self.rt.data.val_data is not None and trainer.test_freq > 0 and (is_last or self.step % trainer.test_freq == 0):
                 with timer("testing", timings := {}):
@@ -73,14 +87,14 @@ class PPOTrainer:
             last = metrics
         return last
 
-    def train_step(self, rows: list[PromptRow]) -> dict[str, float]:
+    def train_step(self) -> dict[str, float]:
         """One PPO step: each line is one phase; `phases` says what each ships and which worker method runs it."""
         rt, step, t = self.rt, self.step, {}
         train_actor = self.cfg.trainer.critic_warmup <= step
         bypass = self.rt.run.sizes.bypass_old_log_probs and train_actor  # see Sizes.bypass_old_log_probs
         rollout_as_old = self.cfg.algorithm.rollout_correction.bypass_mode  # π_old := π_rollout, no recompute
         with timer("step", t):
-            batch, metrics = self.step_sampler.sample(rows, step, t)  # generate + reward (+ dynamic sampling rounds)
+            batch, metrics = self.sample(step, t)  # generate (or take the batch generated ahead) + reward
             if self.cfg.trainer.balance_batch:
                 batch = phases.balance(batch, rt.group.world_size, metrics)
             if rollout_as_old:
@@ -97,9 +111,27 @@ class PPOTrainer:
             if train_actor:
                 actor_phase = phases.UPDATE_ACTOR_ON_POLICY if bypass else phases.UPDATE_ACTOR
                 batch = phases.update(rt.group, actor_phase, batch, step, t, metrics)
-            metrics.update(phases.sync_weights(rt.group, t))
+            metrics.update(self.push_weights(t))
         metrics.update(self.step_metrics(batch, t))
         return metrics
+
+    def sample(self, step: int, t: dict[str, float]) -> tuple[Batch, dict[str, float]]:
+        """The step's scored batch: generated now (colocated), or the oldest generated ahead (split placement)."""
+        if self.queue is None:
+            return self.step_sampler.sample(self.next_rows(), step, t)  # (+ dynamic sampling rounds, ReMax)
+        batch, metrics = self.queue.take(step, t)
+        with timer("reward", t):
+            batch, extra = phases.score(self.rt.reward_fn, batch, self.rt.model_scores)
+        metrics.update(reward_extra_metrics(extra))
+        return batch, metrics
+
+    def push_weights(self, t: dict[str, float]) -> dict[str, float]:
+        """The actor's new weights into the engines: in-process (colocated) or broadcast to the rollout pool."""
+        if self.queue is None:
+            return phases.sync_weights(self.rt.group, t)
+        if self.queue.version < 0:  # the first push: version = the step the run starts from (0, or resumed)
+            return self.queue.start(self.step, self.step)
+        return self.queue.push(self.step, t)
 
     def step_metrics(self, batch: Batch, t: dict[str, float]) -> dict[str, float]:
         """verl's per-step data, timing, throughput and memory metrics; dumps the generations if asked."""
@@ -121,7 +153,7 @@ class PPOTrainer:
         params = phases.step_params(sampling_params(cfg.actor_rollout_ref, validate=True), rt.data.sampler.seed + 7,
                                     self.step)
         rows = [rt.data.val_data[i] for i in range(len(rt.data.val_data))]
-        batch = phases.generate(rt.group, rows, params, release_after=False,
+        batch = phases.generate(rt.rollout_group, rows, params, release_after=False,
                                 agent_loop=self.step_sampler.agent_loop, router=self.step_sampler.router)
         batch, extra = phases.score(rt.val_reward_fn, batch, rt.model_scores)
         variables = {"reward": batch.token_level_scores.sum(-1).tolist()}

@@ -3,7 +3,9 @@
 `load_data`: tokenizer, datasets and sampler, and with them the last config values that depend on the data (the
 optimizers' total step count), so that the config the entry point prints and saves is the one that runs.
 `build_runtime`: rewards, Ray, worker groups, loggers. Order matters for memory: every rank creates its rollout
-engine first (same moment everywhere, before training weights), then the actor, reference, critic.
+engine first (same moment everywhere, before training weights), then the actor, reference, critic. With split
+placement (actor_rollout_ref.hybrid_engine=False) the engines get a group of their own on the rollout pool's slots
+(strive/config/placement.py), joined to trainer rank 0 by the weight-transfer group.
 
 Kept apart from the loop so ppo.py reads like the algorithm.
 """
@@ -17,6 +19,7 @@ from strive.agent.settings import check_agent_setup, multi_turn_enabled, tool_sc
 from strive.algos import AdaptiveKLController, FixedKLController
 from strive.config import Prepared, needs_critic, needs_reference, to_dict
 from strive.config.reward_model import model_scored
+from strive.config.placement import is_split, rollout_world, transfer_timeout_s
 from strive.controller.cluster import Placement, init_ray, plan_placement
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
@@ -50,6 +53,8 @@ class Runtime:
     val_reward_fn: RewardManager
     group: WorkerGroup
     critic_group: Optional[WorkerGroup]
+    rollout_group: WorkerGroup
+    """The engines' processes: `group` itself when colocated (actor_rollout_ref.hybrid_engine=True)."""
     kl_ctrl: Any
     tracker: Any
     model_scores: Any = None
@@ -123,34 +128,65 @@ def total_training_steps(cfg, steps_per_epoch: int) -> int:
     return steps_per_epoch * cfg.trainer.total_epochs
 
 
-def build_groups(cfg, sizes, total_steps: int, tokenizer) -> tuple[WorkerGroup, Optional[WorkerGroup]]:
-    roles = ["rollout", "actor"] + (["ref"] if needs_reference(cfg) else [])
+@dataclass
+class Groups:
+    main: WorkerGroup
+    """The trainer's processes (actor, reference, colocated critic; and the engines when colocated)."""
+    critic: Optional[WorkerGroup]
+    """The critic's own processes (trainer.colocate_critic=False)."""
+    rollout: WorkerGroup
+    """The engines' processes: `main` when colocated, a group of their own with split placement."""
+
+
+def build_groups(cfg, sizes, total_steps: int, tokenizer) -> Groups:
+    split = is_split(cfg)
+    roles = ([] if split else ["rollout"]) + ["actor"] + (["ref"] if needs_reference(cfg) else [])
     roles += ["reward_model"] if cfg.reward_model.enable else ["judge"] if cfg.reward_model.judge.enable else []
     separate = needs_critic(cfg) and not cfg.trainer.colocate_critic
     if needs_critic(cfg) and not separate:
         roles.append("critic")
     per_node = cfg.trainer.n_gpus_per_node
-    placement = plan_placement(cfg.trainer.nnodes, per_node * (2 if separate else 1), cfg.trainer.device)
-    main, rest = split_placement(placement, per_node) if separate else (placement, None)
+    widths = [per_node] + ([per_node] if separate else [])
+    same_nodes = split and cfg.rollout.nnodes == cfg.trainer.nnodes
+    widths += [cfg.rollout.n_gpus_per_node] if same_nodes else []
+    pools = split_slots(plan_placement(cfg.trainer.nnodes, sum(widths), cfg.trainer.device), widths)
+    if split and not same_nodes:
+        pools.append(plan_placement(cfg.rollout.nnodes, cfg.rollout.n_gpus_per_node, cfg.trainer.device))
     seed = cfg.data.seed if cfg.data.seed is not None else 1
-    group = WorkerGroup("actor_rollout_ref", main, tuple(roles), cfg, seed=seed)
-    critic_group = WorkerGroup("critic", rest, ("critic",), cfg, seed=seed) if separate else None
-    for g in (group, critic_group):
-        if g is not None:
-            print(f"[strive] placement {g.describe()}", flush=True)
+    group = WorkerGroup("trainer" if split else "actor_rollout_ref", pools[0], tuple(roles), cfg, seed=seed)
+    critic_group = WorkerGroup("critic", pools[1], ("critic",), cfg, seed=seed) if separate else None
+    rollout_group = WorkerGroup("rollout", pools[-1], ("rollout",), cfg, seed=seed) if split else group
+    built = [g for g in dict.fromkeys([group, critic_group, rollout_group]) if g is not None]
+    for g in built:
+        print(f"[strive] placement {g.describe()}", flush=True)
     eos_ids, pad_id = _eos_ids(tokenizer, cfg), tokenizer.pad_token_id
-    refs = [ref for g in (group, critic_group) if g is not None
-            for ref in g.submit_all(WorkerProcess.build, cfg, sizes, total_steps, eos_ids, pad_id)]
+    refs = [ref for g in built for ref in g.submit_all(WorkerProcess.build, cfg, sizes, total_steps, eos_ids, pad_id)]
     group.get(refs, "build")
-    return group, critic_group
+    if split:
+        join_transfer(group, rollout_group, cfg)
+    return Groups(group, critic_group, rollout_group)
 
 
-def split_placement(placement: Placement, per_node: int) -> tuple[Placement, Placement]:
-    """Node-major slots [n0 × 2g, n1 × 2g, ...] → the first g of each node, and the other g."""
-    ids = placement.node_ids
-    first = [ids[i] for i in range(len(ids)) if (i // per_node) % 2 == 0]
-    second = [ids[i] for i in range(len(ids)) if (i // per_node) % 2 == 1]
-    return Placement(first, placement.resource), Placement(second, placement.resource)
+def split_slots(placement: Placement, widths: list[int]) -> list[Placement]:
+    """Node-major slots [n0 × sum(widths), n1 × ...] → one placement per width: pool i takes widths[i] slots of
+    every node (e.g. the trainer's g and the critic's g, or the trainer's g and the engines' r)."""
+    ids, per_node = placement.node_ids, sum(widths)
+    bounds = [sum(widths[:i]) for i in range(len(widths) + 1)]
+    return [Placement([ids[i] for i in range(len(ids)) if bounds[k] <= i % per_node < bounds[k + 1]],
+                      placement.resource) for k in range(len(widths))]
+
+
+def join_transfer(trainer: WorkerGroup, rollout: WorkerGroup, cfg) -> None:
+    """The weight-transfer group: trainer rank 0 (its store's host) and every rollout rank; the other trainer
+    ranks join its store only (controller/transfer.py)."""
+    master = trainer.get([trainer.workers[0].transfer_address.remote()], "rendezvous")[0]
+    size, timeout = 1 + rollout.world_size, transfer_timeout_s(cfg)
+    join = cfg.trainer.phase_timeout_s or 7 * 86400.0  # the sender's wait for engines still generating
+    name = trainer.remote_name(WorkerProcess.join_transfer)
+    refs = [getattr(w, name).remote(master, 0 if r == 0 else None, size, timeout, join)
+            for r, w in enumerate(trainer.workers)]
+    refs += [getattr(w, name).remote(master, r + 1, size, timeout, join) for r, w in enumerate(rollout.workers)]
+    trainer.get(refs, "rendezvous")
 
 
 def _eos_ids(tokenizer, cfg) -> list[int]:
@@ -199,10 +235,10 @@ def build_runtime(run: Prepared, data: RunData, resume_dir: Optional[str] = None
     cfg = run.config
     reward_fn, val_reward_fn = build_rewards(cfg, data.tokenizer)
     processes = run.sizes.world_size * (1 if cfg.trainer.colocate_critic or not needs_critic(cfg) else 2)
-    init_ray(cfg, processes)
-    group, critic_group = build_groups(cfg, run.sizes, data.total_steps, data.tokenizer)
+    init_ray(cfg, processes + (rollout_world(cfg) if is_split(cfg) else 0))
+    groups = build_groups(cfg, run.sizes, data.total_steps, data.tokenizer)
     tracker = Tracker(cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, log_dir(cfg.trainer),
                       config=to_dict(cfg), total_steps=data.total_steps, verbose=bool(cfg.trainer.console_verbose))
-    model_scores = build_model_scores(cfg, group, data.tokenizer)
-    return Runtime(run, data, reward_fn, val_reward_fn, group, critic_group, kl_controller(cfg), tracker,
-                   model_scores, resume_dir)
+    model_scores = build_model_scores(cfg, groups.main, data.tokenizer)
+    return Runtime(run, data, reward_fn, val_reward_fn, groups.main, groups.critic, groups.rollout, kl_controller(cfg),
+                   tracker, model_scores, resume_dir)
