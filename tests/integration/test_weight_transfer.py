@@ -17,7 +17,7 @@ def _weights() -> list[list[tuple[str, torch.Tensor]]]:
             [("c.weight", torch.arange(6, dtype=torch.int64).reshape(2, 3))]]
 
 
-def _run(role: str, port: int, q, join_timeout: float, hang: bool = False) -> None:
+def _run(role: str, port: int, q, join_timeout: float, hang: bool = False, done=None) -> None:
     from strive.controller.transfer import TransferGroup, listen_socket
 
     try:
@@ -37,26 +37,31 @@ def _run(role: str, port: int, q, join_timeout: float, hang: bool = False) -> No
             q.put(("receiver", [[(n, t.tolist(), str(t.dtype)) for n, t in b] for b in got]))
         else:
             q.put((role, group.send(iter(_weights()), version=1)))
+        if done is not None:
+            # the store lives in the sender, as it lives in trainer rank 0 for the whole run: a slow-starting peer
+            # must still find it after the broadcast is over
+            done.wait(180)
     except Exception as exc:
         q.put((role, f"error: {exc}"))
 
 
 def _start(join_timeout: float, hang: bool = False):
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    sender = ctx.Process(target=_run, args=("sender", 0, q, join_timeout))
+    q, done = ctx.Queue(), ctx.Event()
+    sender = ctx.Process(target=_run, args=("sender", 0, q, join_timeout, False, done))
     sender.start()
     kind, port = q.get(timeout=60)
     assert kind == "port"
     others = [ctx.Process(target=_run, args=(role, port, q, join_timeout, hang)) for role in ("other", "receiver")]
     for p in others:
         p.start()
-    return q, [sender, *others]
+    return q, done, [sender, *others]
 
 
 def test_buckets_arrive_intact():
-    q, procs = _start(join_timeout=60)
+    q, done, procs = _start(join_timeout=60)
     results = dict(q.get(timeout=120) for _ in range(3))
+    done.set()
     for p in procs:
         p.join(timeout=30)
     expected = [[(n, t.tolist(), str(t.dtype)) for n, t in b] for b in _weights()]
@@ -68,7 +73,7 @@ def test_buckets_arrive_intact():
 @pytest.mark.parametrize("hang", [True])
 def test_receiver_that_never_joins_is_an_error_naming_ranks(hang):
     start = time.monotonic()
-    q, procs = _start(join_timeout=15, hang=hang)
+    q, _, procs = _start(join_timeout=15, hang=hang)
     results = dict(q.get(timeout=60) for _ in range(2))  # sender and the waiting trainer rank
     for p in procs:
         p.kill()
