@@ -1,8 +1,10 @@
 """Arithmetic word problems in GSM8K's format, generated locally (no dataset hub needed).
 
 Each row has verl's columns (see strive/data/gsm8k.py) and a worked solution ending in `#### N`, so the GSM8K
-scorer grades it. The problems are small on purpose: a 135M model can solve many of them, so an RL run on a
-CPU shows its reward rise within minutes (mostly by learning to state the answer after ####).
+scorer grades it; no test question is also a training question. The problems are small on purpose: SmolLM2-135M
+gets `a + b =` right most of the time when it writes the sum out, but asked for an answer it mostly guesses
+(greedy: 14% right before training). GRPO teaches it to write the calculation and carry its result to `####`, so
+right answers on the held-out problems rise within minutes on a CPU (docs/demo.md).
 
     python -m strive.data.synthetic --out_dir ~/data/arithmetic --train 2000 --test 200
 """
@@ -16,8 +18,7 @@ import random
 from strive.data.gsm8k import write_parquet
 
 DATA_SOURCE = "strive/arithmetic"
-# Asks for GSM8K's answer format in words a 135M model follows about a quarter of the time before training.
-INSTRUCTION = 'End your reply with "#### " followed by the answer as a number.'
+INSTRUCTION = 'Write the calculation, then end your reply with "#### " followed by the answer as a number.'
 NAMES = ["Ann", "Ben", "Carla", "Dev", "Emma", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Lena", "Mia", "Noah"]
 ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stickers", "cookies", "shells", "cards", "stamps"]
 
@@ -38,11 +39,15 @@ def _problem(rng: random.Random) -> tuple[str, str, int]:
     return q, f"There are {a} * {b} = {a * b} {item}.", a * b
 
 
-def make_rows(n: int, split: str, seed: int) -> list[dict]:
+def make_rows(n: int, split: str, seed: int, exclude: frozenset[str] = frozenset()) -> list[dict]:
+    """`n` problems; none whose question is in `exclude` (so a test split holds only unseen problems)."""
     rng = random.Random(f"{seed}-{split}")
-    rows = []
-    for i in range(n):
+    rows: list[dict] = []
+    while len(rows) < n:
         question, work, answer = _problem(rng)
+        if question in exclude:
+            continue
+        i = len(rows)
         rows.append({
             "data_source": DATA_SOURCE,
             "prompt": [{"role": "user", "content": question + " " + INSTRUCTION}],
@@ -58,8 +63,10 @@ def write_dataset(out_dir: str, n_train: int = 2000, n_test: int = 200, seed: in
     os.makedirs(out_dir, exist_ok=True)
     train = os.path.join(out_dir, "train.parquet")
     test = os.path.join(out_dir, "test.parquet")
-    write_parquet(make_rows(n_train, "train", seed), train)
-    write_parquet(make_rows(n_test, "test", seed), test)
+    train_rows = make_rows(n_train, "train", seed)
+    write_parquet(train_rows, train)
+    seen = frozenset(row["extra_info"]["question"] for row in train_rows)
+    write_parquet(make_rows(n_test, "test", seed, exclude=seen), test)
     return train, test
 
 

@@ -219,17 +219,25 @@ def step_params(params: SamplingParams, seed: int, step: int, round_: int = 0) -
     return replace(params, seed=seed * 100_003 + step + round_ * 7_919_993)
 
 
-def generation_rows(tokenizer, batch: Batch) -> list[dict]:
-    """One dict per response: prompt and response text, ground truth and summed score."""
+def generation_rows(tokenizer, batch: Batch, max_response_length: Optional[int] = None) -> list[dict]:
+    """One dict per response: prompt and response text, ground truth, summed score and the response's length in
+    tokens; with `max_response_length`, also why it ended: "length" when it used the whole budget (or a multi-turn
+    episode was cut), else "stop"."""
     P = batch.prompts.shape[1]
     scores = batch.token_level_scores.sum(-1)  # (B,)
+    agent = batch.meta.agent or {}
+    cut = agent.get("truncated")
     rows = []
     for i in range(len(batch)):
         prompt = batch.prompts[i][batch.attention_mask[i, :P].bool()].tolist()
         response = batch.responses[i][batch.response_valid[i].bool()].tolist()
-        rows.append({"input": tokenizer.decode(prompt, skip_special_tokens=True),
-                     "output": tokenizer.decode(response, skip_special_tokens=True),
-                     "gts": str(batch.meta.ground_truths[i]), "score": float(scores[i])})
+        row = {"input": tokenizer.decode(prompt, skip_special_tokens=True),
+               "output": tokenizer.decode(response, skip_special_tokens=True),
+               "gts": str(batch.meta.ground_truths[i]), "score": float(scores[i]), "response_length": len(response)}
+        if max_response_length is not None:
+            full = len(response) >= max_response_length or (cut is not None and bool(cut[i]))
+            row["finish_reason"] = "length" if full else "stop"
+        rows.append(row)
     return rows
 
 
@@ -246,14 +254,14 @@ def trained_segments(tokenizer, ids: list[int], mask: list[int]) -> list[dict]:
     return segments
 
 
-def dump_generations(directory: str, step: int, tokenizer, batch: Batch) -> None:
-    """One JSON line per response: prompt and response text, ground truth, summed score (trainer.*_data_dir).
-    A multi-turn response (some of its tokens are context, not trained) also gets `segments`
-    (`trained_segments`)."""
+def dump_generations(directory: str, step: int, tokenizer, batch: Batch, max_response_length: int) -> None:
+    """One JSON line per response (trainer.*_data_dir): `generation_rows`, so truncation is counted from the dump
+    (`finish_reason`), not guessed. A multi-turn response (some of its tokens are context, not trained) also gets
+    `segments` (`trained_segments`)."""
     os.makedirs(directory, exist_ok=True)
     valid, trained = batch.response_valid.bool(), batch.response_mask.bool()
     with open(os.path.join(directory, f"{step}.jsonl"), "w") as fh:
-        for i, row in enumerate(generation_rows(tokenizer, batch)):
+        for i, row in enumerate(generation_rows(tokenizer, batch, max_response_length)):
             if not torch.equal(valid[i], trained[i]):
                 row["segments"] = trained_segments(tokenizer, batch.responses[i][valid[i]].tolist(),
                                                    trained[i][valid[i]].int().tolist())

@@ -144,7 +144,8 @@ class PPOTrainer:
         metrics.update(throughput_metrics(batch, t, rt.group.world_size))
         metrics.update(max_over_ranks(rt.group.call_all(WorkerProcess.memory)))
         if cfg.trainer.rollout_data_dir:
-            phases.dump_generations(cfg.trainer.rollout_data_dir, self.step, rt.data.tokenizer, batch)
+            phases.dump_generations(cfg.trainer.rollout_data_dir, self.step, rt.data.tokenizer, batch,
+                                    cfg.actor_rollout_ref.rollout.response_length)
         return metrics
 
     def validate(self) -> dict[str, float]:
@@ -159,7 +160,8 @@ class PPOTrainer:
         variables = {"reward": batch.token_level_scores.sum(-1).tolist()}
         variables.update({k: v for k, v in extra.items() if k != "score"})
         if cfg.trainer.validation_data_dir:
-            phases.dump_generations(cfg.trainer.validation_data_dir, self.step, rt.data.tokenizer, batch)
+            phases.dump_generations(cfg.trainer.validation_data_dir, self.step, rt.data.tokenizer, batch,
+                                    cfg.actor_rollout_ref.rollout.response_length)
         if cfg.trainer.log_val_generations > 0:
             rows = pick_generations(phases.generation_rows(rt.data.tokenizer, batch), cfg.trainer.log_val_generations)
             rt.tracker.log_generations(rows, self.step)

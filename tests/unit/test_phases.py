@@ -156,8 +156,9 @@ def test_dump_marks_trained_and_context_segments_of_a_multi_turn_response(tmp_pa
                          P=2, T=30, pad_id=0)
     batch = dataclasses.replace(batch, token_level_scores=torch.zeros(2, 30),
                                 meta=Meta(["d", "d"], ["4", "5"], [{}, {}]))
-    phases.dump_generations(str(tmp_path), 3, CharTokenizer(), batch)
+    phases.dump_generations(str(tmp_path), 3, CharTokenizer(), batch, max_response_length=22)
     rows = [json.loads(line) for line in (tmp_path / "3.jsonl").read_text().splitlines()]
+    assert [(r["response_length"], r["finish_reason"]) for r in rows] == [(22, "length"), (6, "stop")]
     assert rows[0]["output"] == "calltool says 4#### 4"
     assert rows[0]["segments"] == [{"trained": True, "tokens": 4, "text": "call"},
                                    {"trained": False, "tokens": 12, "text": "<s>tool says 4"},

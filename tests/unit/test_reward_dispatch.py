@@ -27,9 +27,10 @@ def test_gsm8k_source_uses_gsm8k_scorer():
 
 @pytest.mark.parametrize(
     "response, expected",
-    [("so #### 1,000", {"score": 1.0, "right": 1.0, "formatted": 1.0}),
-     ("#### 7 then #### 999", {"score": 0.1, "right": 0.0, "formatted": 1.0}),  # the last `####` counts
-     ("the answer is 1000", {"score": 0.0, "right": 0.0, "formatted": 0.0})],
+    [("so #### 1,000", {"score": 1.0, "right": 1.0, "formatted": 1.0, "right_any_format": 1.0}),
+     # the last `####` counts; a well-formed wrong answer earns nothing (the demo pays for right answers only)
+     ("#### 7 then #### 999", {"score": 0.0, "right": 0.0, "formatted": 1.0, "right_any_format": 0.0}),
+     ("the answer is 1000", {"score": 0.0, "right": 0.0, "formatted": 0.0, "right_any_format": 1.0})],
 )
 def test_arithmetic_source_scores_and_splits_right_from_format(response, expected):
     assert default_compute_score("strive/arithmetic", response, "1000") == expected
