@@ -25,7 +25,8 @@ PANELS = [
     ("validation", ["val-core/*"]),
     # scorers that report these (strive/arithmetic) show the format and the arithmetic apart
     ("validation: answers in the `#### N` format", ["val-aux/*/formatted/mean@*"]),
-    ("validation: right answers", ["val-aux/*/right/mean@*"]),
+    # `right` (after `####`) and, where reported, `right_any_format` (the last number written) on one panel
+    ("validation: right answers", ["val-aux/*/right*/mean@*"]),
     ("response length (mean)", ["response_length/mean"]),
     ("entropy", ["actor/entropy"]),
     ("policy loss", ["actor/pg_loss"]),

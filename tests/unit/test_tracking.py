@@ -233,6 +233,8 @@ def test_panels_show_format_and_right_answers_apart():
         ("validation: answers in the `#### N` format", [fmt]),
         ("validation: right answers", [right]),
     ]
+    any_format = "val-aux/strive/arithmetic/right_any_format/mean@1"
+    assert _panels({right, any_format}, None) == [("validation: right answers", [right, any_format])]
 
 
 def test_demo_validation_split_first_and_last_validation():
