@@ -1,4 +1,4 @@
-"""`strive demo`: a real RL run on a small real model, on the CPU, in about ten minutes.
+"""`strive demo`: a real RL run on a small real model, on the CPU, in about six minutes (2 cores).
 
 GRPO on SmolLM2-135M-Instruct (fetched from PyPI once), rollouts on the `hf` engine, two FSDP2 workers on
 gloo, arithmetic word problems generated locally and scored like GSM8K (1 for the right number after `####`, 0
