@@ -47,9 +47,9 @@ def prepare_data(out_dir: str, gsm8k: str | None, seed: int) -> str:
 
         gsm8k_main(["--local_dataset_path", gsm8k, "--local_dir", data_dir])
     else:
-        from strive.data.synthetic import write_dataset
+        from strive.data.synthetic import SHOW_WORK, write_dataset
 
-        write_dataset(data_dir, n_train=2000, n_test=64, seed=seed)
+        write_dataset(data_dir, n_train=2000, n_test=64, seed=seed, instruction=SHOW_WORK)
     return data_dir
 
 
@@ -99,7 +99,7 @@ def fixed_examples(val_dir: str, k: int = 3) -> list[str]:
     the validation dumps (trainer.validation_data_dir), and how many responses used the whole length budget."""
     import json
 
-    from strive.data.synthetic import INSTRUCTION
+    from strive.data.synthetic import SHOW_WORK
     from strive.reward.arithmetic import compute_score
 
     if not os.path.isdir(val_dir):
@@ -120,7 +120,7 @@ def fixed_examples(val_dir: str, k: int = 3) -> list[str]:
     lines = [f"held-out problems right at step {s1} but not at step {s0}: {len(fixed)} "
              f"(and {len(right[s0] - right[s1])} the other way), of {len(before)}"]
     for q in fixed[:k]:
-        question = before[q]["input"].split(INSTRUCTION)[0].rsplit("user\n", 1)[-1].strip()
+        question = before[q]["input"].split(SHOW_WORK)[0].rsplit("user\n", 1)[-1].strip()
         lines.append(f"  {question}  (answer {before[q]['gts']})")
         for step, rows in ((s0, before), (s1, after)):
             lines.append(f"    step {step:>2}: " + " ".join(rows[q]["output"].split())[:120])

@@ -3,7 +3,7 @@ validation dumps (right = the number after the last `####`)."""
 
 import json
 
-from strive.data.synthetic import INSTRUCTION, make_rows
+from strive.data.synthetic import SHOW_WORK, make_rows
 from strive.demo import fixed_examples
 
 
@@ -20,7 +20,7 @@ def test_test_split_holds_no_training_question():
 def _dump(path, step, rows):
     with open(path / f"{step}.jsonl", "w") as fh:
         for question, gts, output, n in rows:
-            fh.write(json.dumps({"input": f"system\nbe nice\nuser\n{question} {INSTRUCTION}\nassistant\n",
+            fh.write(json.dumps({"input": f"system\nbe nice\nuser\n{question} {SHOW_WORK}\nassistant\n",
                                  "output": output, "gts": gts, "score": 0.0, "response_length": n,
                                  "finish_reason": "length" if n >= 64 else "stop", "step": step}) + "\n")
 
