@@ -97,10 +97,9 @@ def validation_split(rows: list[dict]) -> str | None:
 def fixed_examples(val_dir: str, k: int = 3) -> list[str]:
     """Up to `k` held-out problems the greedy model got wrong at the first validation and right at the last, from
     the validation dumps (trainer.validation_data_dir), and how many responses used the whole length budget."""
-    import json
-
     from strive.data.synthetic import SHOW_WORK
     from strive.reward.arithmetic import compute_score
+    from strive.tracking import read_jsonl
 
     if not os.path.isdir(val_dir):
         return []
@@ -109,8 +108,7 @@ def fixed_examples(val_dir: str, k: int = 3) -> list[str]:
         return []
 
     def load(name: str) -> dict[str, dict]:
-        with open(os.path.join(val_dir, name)) as fh:
-            return {row["input"]: row for row in map(json.loads, fh)}
+        return {row["input"]: row for row in read_jsonl(os.path.join(val_dir, name))}
 
     (s0, f0), (s1, f1) = dumps[0], dumps[-1]
     before, after = load(f0), load(f1)
