@@ -201,11 +201,24 @@ def _packing(wrapper: nn.Module, input_ids: torch.Tensor) -> Optional[str]:
 
 
 def enable_activation_checkpointing(hf_model: nn.Module) -> None:
-    """Recompute each decoder layer in backward (transformers renamed the method in 5.x; accept both)."""
-    if hasattr(hf_model, "activation_checkpointing_enable"):
-        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    """Recompute each decoder layer in backward: strive wraps each layer's `forward` in a non-reentrant
+    torch.utils.checkpoint itself instead of calling transformers' switch, whose place moved between versions (5.17
+    wraps `__call__`, so FSDP2's hooks ran again in the recompute and the checkpoint sat outside a compiled layer;
+    5.25 wraps `forward`). Inside `forward`, FSDP2's hooks stay outside the checkpoint and a compiled layer traces
+    the checkpoint into its graphs: its backward graph recomputes the forward and takes the gradient in one."""
+    for layer in decoder_layers(hf_model):
+        _checkpoint_forward(layer)
+
+
+def _checkpoint_forward(layer: nn.Module) -> None:
+    inner = layer.forward  # the class's forward, bound
+
+    def forward(*args, **kwargs):
+        if layer.training and torch.is_grad_enabled():
+            return checkpoint(inner, *args, use_reentrant=False, **kwargs)
+        return inner(*args, **kwargs)  # no backward to replay: forward-only passes and generation
+
+    layer.forward = forward
 
 
 def hf_state_name(name: str) -> str:

@@ -107,3 +107,44 @@ def test_layers_are_compiled_on_cuda_only(tiny_model_dir, monkeypatch):
     fsdp_module.compile_in_place(decoder_layers(model))
     assert all(layer._compiled_call_impl is not None for layer in decoder_layers(model))
     assert [n for n, _ in model.named_parameters()] == names
+
+
+@pytest.mark.parametrize("remove_padding", [False, True])
+def test_activation_checkpointing_recomputes_each_layer_with_the_same_gradients(tiny_model_dir, remove_padding):
+    """strive's checkpointing wraps each decoder layer's forward: in training its forward runs twice (forward and
+    the recompute in backward) while hooks on the layer's __call__ (where FSDP2's live) run once; the loss and
+    every gradient equal those without checkpointing; without gradients the layer runs once."""
+    from strive.models.forward import decoder_layers, enable_activation_checkpointing
+
+    def run(checkpointed):
+        torch.manual_seed(0)
+        model = load_causal_lm(tiny_model_dir).train()
+        layer = decoder_layers(model)[0]
+        calls = {"forward": 0, "hook": 0}
+        inner = layer.forward
+
+        def counting(*a, **k):
+            calls["forward"] += 1
+            return inner(*a, **k)
+        layer.forward = counting  # before the wrapping, so the checkpoint replays the counting forward
+        if checkpointed:
+            enable_activation_checkpointing(model)
+        layer.register_forward_pre_hook(lambda *_: calls.__setitem__("hook", calls["hook"] + 1))
+        wrapper = PolicyForward(model, packed_backend="sdpa_loop" if remove_padding else None)
+        ids, am, pos, rmask = _batch(model.config.vocab_size)
+        logp, _ = wrapper(ids, am, pos, rmask)
+        logp.sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        train_calls = dict(calls)
+        with torch.no_grad():
+            wrapper(ids, am, pos, rmask)
+        return logp.detach(), grads, train_calls, calls["forward"] - train_calls["forward"]
+
+    logp0, grads0, calls0, nograd0 = run(False)
+    logp1, grads1, calls1, nograd1 = run(True)
+    assert calls0 == {"forward": 1, "hook": 1} and nograd0 == 1
+    assert calls1 == {"forward": 2, "hook": 1} and nograd1 == 1
+    torch.testing.assert_close(logp1, logp0, atol=0, rtol=0)
+    assert grads0.keys() == grads1.keys() and len(grads0) > 0
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], atol=1e-6, rtol=1e-5, msg=name)
