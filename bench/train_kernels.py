@@ -135,6 +135,7 @@ def main() -> int:
     parser.add_argument("--response", type=int, default=None)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--variants", nargs="*", default=None, help="only these variants (default: all that run here)")
     parser.add_argument("--dense-max-tokens", type=int, default=20000,
                         help="skip packed_dense above this many tokens (its N × N attention takes minutes there)")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT") or os.path.join(ROOT, "bench", "results"),
@@ -161,6 +162,8 @@ def main() -> int:
         except ValueError:
             pass
     variants = ["padded", "packed_dense"] + [f"packed_{b}" for b in backends] + ["auto"]
+    if args.variants:
+        variants = [v for v in variants if v in args.variants]
     vocab = model.config.vocab_size - 3
     shapes = [("micro", m, make_batch(m, P, T, vocab, seed=m)) for m in micro]
     shapes += [("budget", b, budget_batch(b, P, T, vocab, seed=b)) for b in budgets]

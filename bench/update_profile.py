@@ -3,7 +3,9 @@
 One ActorWorker (FSDP2 on a world of one, NCCL), the Qwen2.5-0.5B shape with random weights, one mini-batch of 64
 sequences (505-token prompts, 512-token responses) in micro-batches of 4, as `bench/gpu_step.py --configs ppo_fast`
 runs it. Times the first update of each variant (compilation included) and the median of the next three, with peak
-memory; `--profile` also profiles the default and prints the top operators. Run one variant per process for a clean
+memory; `--profile` also profiles the default and prints the top operators, `--cprofile` the host's Python
+functions over one update (at micro-batches of 4 the host, not the device, sets the pace). The variant `critic`
+times the critic's update (GAE's value model, `critic.ppo_micro_batch_size_per_gpu=4`) on the same batch. Run one variant per process for a clean
 comparison: compiled graphs keep an earlier variant's worker, and its memory, alive.
 
     python bench/update_profile.py [VARIANT ...] [--profile] [--src=DIR] [--name=NAME]
@@ -46,6 +48,15 @@ def make_batch(n: int, P: int = 512, T: int = 512, prompt: int = 505, vocab: int
                  advantages=torch.randn(n, T, generator=g), old_log_probs=torch.randn(n, T, generator=g) - 5)
 
 
+def critic_batch(batch: Batch) -> Batch:
+    """The batch with what the critic's loss reads: old values and returns."""
+    g = torch.Generator().manual_seed(1)
+    n, T = batch.responses.shape
+    batch.values = torch.randn(n, T, generator=g)
+    batch.returns = torch.randn(n, T, generator=g)
+    return batch
+
+
 def sync_on_last_micro(worker) -> None:
     """Variant: FSDP2 reduces gradients only after the last micro-batch of a mini-batch (accumulating in fp32)."""
     original = actor_module.split_micro
@@ -58,15 +69,56 @@ def sync_on_last_micro(worker) -> None:
     actor_module.split_micro = split
 
 
+def hf_checkpointing(hf_model) -> None:
+    """Variant: transformers' own activation checkpointing (what strive called before it wrapped each layer's
+    forward itself; on transformers 5.17 it wraps the layer's __call__, outside the compiled forward)."""
+    hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def no_fsdp(module, layers, mesh, fsdp, compile_layers=False):
+    """Variant (an upper bound, not a training setup): no FSDP2 at all, the module in bf16 (no fp32 master
+    weights), its layers compiled as the default compiles them."""
+    from strive.workers.fsdp import compile_in_place
+
+    module.to(device="cuda", dtype=torch.bfloat16)
+    if compile_layers:
+        compile_in_place(list(layers))
+    return module
+
+
+PATCHES = {"HF_CKPT": ("enable_activation_checkpointing", hf_checkpointing), "NO_FSDP": ("apply_fsdp", no_fsdp)}
+
+
 def build(model: str, extra: list[str]):
-    extra = [e for e in extra if e != "SYNC_LAST"]
+    originals = {}
+    for flag, (name, patch) in PATCHES.items():
+        if flag in extra:
+            originals[name] = getattr(actor_module, name)
+            setattr(actor_module, name, patch)
+    extra = [e for e in extra if e != "SYNC_LAST" and e not in PATCHES]
     from torch.distributed.device_mesh import init_device_mesh
 
     run = prepare([f"actor_rollout_ref.model.path={model}", *OVERRIDES, *extra])
     mesh = init_device_mesh("cuda", (1,))
     worker = actor_module.ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob, mesh,
                                       torch.device("cuda"), total_steps=10)
+    for name, original in originals.items():
+        setattr(actor_module, name, original)
     return worker
+
+
+def build_critic(model: str, extra: list[str]):
+    """The critic as bench/gpu_step.py's ppo_fast runs it (verl's quickstart: micro-batches of 4, checkpointing)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from strive.workers.critic import CriticWorker
+
+    run = prepare([f"actor_rollout_ref.model.path={model}", f"critic.model.path={model}", *OVERRIDES,
+                   "algorithm.adv_estimator=gae", "critic.ppo_micro_batch_size_per_gpu=4", "critic.optim.lr=1e-5",
+                   "critic.model.enable_gradient_checkpointing=True", *extra])
+    mesh = init_device_mesh("cuda", (1,))
+    return CriticWorker(run.config.critic, run.sizes.critic, run.sizes.values, mesh, torch.device("cuda"),
+                        total_steps=10)
 
 
 def timed_update(worker, batch: Batch, repeats: int = 3) -> tuple[float, float, float]:
@@ -79,6 +131,28 @@ def timed_update(worker, batch: Batch, repeats: int = 3) -> tuple[float, float, 
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times[0], sorted(times[1:])[len(times[1:]) // 2], torch.cuda.max_memory_allocated() / 2**30
+
+
+def host_profile(model: str, batch: Batch, out_dir: str) -> None:
+    """cProfile of one default update after a warm-up one: where the host's time goes."""
+    import cProfile
+    import io
+    import pstats
+
+    worker = build(model, [])
+    worker.update(batch, step=1)
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    worker.update(batch, step=2)
+    torch.cuda.synchronize()
+    prof.disable()
+    text = io.StringIO()
+    for key in ("tottime", "cumulative"):
+        pstats.Stats(prof, stream=text).sort_stats(key).print_stats(45)
+    with open(os.path.join(out_dir, f"{NAME}_cprofile.txt"), "w") as fh:
+        fh.write(text.getvalue())
+    print(text.getvalue()[:9000])
 
 
 def profile(model: str, batch: Batch, out_dir: str) -> None:
@@ -117,6 +191,12 @@ def main() -> int:
         "eager, no gradient checkpointing": ["actor_rollout_ref.actor.use_torch_compile=False",
                                              "actor_rollout_ref.model.enable_gradient_checkpointing=False"],
         "gradient sync on the last micro-batch only": ["SYNC_LAST"],
+        "transformers' checkpointing (around __call__ on 5.17)": ["HF_CKPT"],
+        "no FSDP, bf16 module (upper bound)": ["NO_FSDP"],
+        "no FSDP, bf16 module, no gradient checkpointing": [
+            "NO_FSDP", "actor_rollout_ref.model.enable_gradient_checkpointing=False"],
+        "critic": [],
+        "critic, transformers' checkpointing": ["HF_CKPT"],
     }
     wanted = [a for a in sys.argv[1:] if not a.startswith("--")] or list(variants)
     micro = 4
@@ -125,7 +205,17 @@ def main() -> int:
     for name in wanted:
         extra = variants[name]
         try:
-            worker = build(model, extra + [f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}"])
+            if name.startswith("critic"):
+                from strive.workers import critic as critic_module
+
+                patched = critic_module.enable_activation_checkpointing
+                if "HF_CKPT" in extra:
+                    critic_module.enable_activation_checkpointing = hf_checkpointing
+                worker = build_critic(model, [e for e in extra if e not in PATCHES])
+                critic_module.enable_activation_checkpointing = patched
+                batch = critic_batch(batch)
+            else:
+                worker = build(model, extra + [f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}"])
             if "SYNC_LAST" in extra:
                 sync_on_last_micro(worker)
             first, second, peak = timed_update(worker, batch)
@@ -141,6 +231,8 @@ def main() -> int:
                   indent=1)
     if "--profile" in sys.argv:
         profile(model, batch, out_dir)
+    if "--cprofile" in sys.argv:
+        host_profile(model, make_batch(64), out_dir)
     dist.destroy_process_group()
     return 0
 
