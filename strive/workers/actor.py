@@ -24,7 +24,7 @@ from strive.models.flops import forward_flops, mfu
 from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, enable_activation_checkpointing,
                                    hf_state_name)
 from strive.models.loading import load_causal_lm, resolve_model_path, torch_dtype
-from strive.workers.fsdp import activation_offload, apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import accumulation_step, activation_offload, apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import WeightedSums, mini_orders, on_device, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -78,6 +78,7 @@ class ActorWorker:
         if rollout_correction is not None and rollout_correction.bypass_mode:
             self.bypass = Correction.from_settings(rollout_correction)
         self.device = device
+        self.local = mesh.size() == 1  # one rank: FSDP2 accumulates without per-micro-batch reduce (accumulation_step)
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         actor = cfg.actor
         compile_layers = (actor.use_torch_compile and actor.fsdp_config.use_torch_compile
@@ -165,7 +166,9 @@ class ActorWorker:
         self.optimizer.zero_grad(set_to_none=True)
         need_entropy = actor.entropy_coeff != 0 or actor.calculate_entropy
         sums = WeightedSums()
-        for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
+        micros = split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len)
+        for i, (mb, weight) in enumerate(micros):
+            accumulation_step(self.module, last=i == len(micros) - 1, local=self.local)
             mb, index = on_device(mb, self.device)
             with activation_offload(self.cfg.model.enable_activation_offload, self.device):
                 logp, entropy = self._forward(mb, index, need_entropy or seen is not None, entropy_grad=need_entropy)

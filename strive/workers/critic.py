@@ -19,7 +19,7 @@ from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import TokenIndex, ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
-from strive.workers.fsdp import activation_offload, apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import accumulation_step, activation_offload, apply_fsdp, offload_role, reload_role
 from strive.workers.microbatch import WeightedSums, on_device, split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -28,6 +28,7 @@ class CriticWorker:
     def __init__(self, cfg: CriticConfig, train: TrainSizes, forward: ForwardSizes, mesh, device: torch.device,
                  total_steps: int):
         self.cfg, self.train_sizes, self.forward_sizes, self.device = cfg, train, forward, device
+        self.local = mesh.size() == 1  # see strive.workers.fsdp.accumulation_step
         model = cfg.model
         hf = load_value_model(model.path, dtype=model.fsdp_config.model_dtype, override_config=model.override_config,
                               trust_remote_code=bool(model.trust_remote_code))
@@ -90,7 +91,9 @@ class CriticWorker:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         sums = WeightedSums()
-        for mb, weight in split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len):
+        micros = split_micro(mini, self.train_sizes.micro_batch_per_rank, self.train_sizes.max_token_len)
+        for i, (mb, weight) in enumerate(micros):
+            accumulation_step(self.module, last=i == len(micros) - 1, local=self.local)
             mb, index = on_device(mb, self.device)
             with activation_offload(cfg.model.enable_activation_offload, self.device):
                 values = self._values(mb, index)

@@ -38,11 +38,23 @@ def apply_fsdp(module: nn.Module, layers: Iterable[nn.Module], mesh, fsdp: FsdpC
     return module
 
 
+def accumulation_step(module: nn.Module, last: bool, local: bool) -> None:
+    """Before each micro-batch's forward in a mini-batch. local (a world of one, where nothing is sharded): until the
+    mini-batch's last micro-batch FSDP2 keeps the unsharded parameters after backward and accumulates the gradients
+    unreduced, instead of resharding, "reducing" over one rank and gathering again around every micro-batch; the last
+    one reduces and reshards as usual, so the optimizer sees the same gradients. At micro-batches of 4 that per-unit
+    work was ~1 s of a 2.5 s actor update on an H100 (bench/update_profile.py)."""
+    if local and hasattr(module, "set_requires_gradient_sync"):
+        module.set_requires_gradient_sync(last)
+        module.set_reshard_after_backward(last)
+
+
 def compile_in_place(layers: list[nn.Module]) -> None:
     """torch.compile each decoder layer in place (`use_torch_compile`, CUDA only): parameter names stay, FSDP2's
-    hooks stay eager (dynamo skips them), and under activation checkpointing the compiled forward is what is
-    recomputed. Fewer, fused kernels: an update at micro-batches of 4 takes 26% less time on an H200
-    (bench/update_profile.py); the first step pays ~10 s of compilation. The CPU is not compiled: unmeasured there,
+    hooks stay eager (dynamo skips them), and activation checkpointing (wrapped around each layer's forward,
+    strive.models.forward.enable_activation_checkpointing) is traced into the layer's graphs. Fewer, fused
+    kernels: an update at micro-batches of 4 takes 26% less time on an H200 (bench/update_profile.py); the first
+    step pays ~10 s of compilation. The CPU is not compiled: unmeasured there,
     and compiling takes minutes on a small machine."""
     import torch._dynamo
 

@@ -1,0 +1,105 @@
+"""On a world of one, FSDP2 accumulates a mini-batch's micro-batches without reducing and resharding after each
+(strive.workers.fsdp.accumulation_step): the actor's and the critic's updates give the same metrics and the same new
+weights as with a reduce and reshard around every micro-batch (one process, gloo, bf16 compute)."""
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from strive.batch import Batch
+from strive.config import prepare
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    if dist.is_initialized():
+        pytest.skip("a process group already exists in this test process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _batch(vocab: int, B: int = 6, P: int = 6, T: int = 5) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    attn = torch.ones(B, P + T, dtype=torch.long)
+    attn[0, :2] = 0
+    resp_mask = torch.ones(B, T)
+    resp_mask[1, 3:] = 0
+    attn[1, P + 3:] = 0
+    return Batch(torch.randint(0, vocab - 3, (B, P), generator=g), torch.randint(0, vocab - 3, (B, T), generator=g),
+                 attn, (attn.cumsum(-1) - 1).clamp(min=0), resp_mask,
+                 advantages=torch.randn(B, T, generator=g) * resp_mask,
+                 old_log_probs=torch.randn(B, T, generator=g) - 5, values=torch.randn(B, T, generator=g),
+                 returns=torch.randn(B, T, generator=g))
+
+
+def _updates(worker_module, build, update, monkeypatch):
+    """(metrics, weights) after one update with local accumulation, then with a reduce after every micro-batch;
+    also how often the module was told to skip the reduce."""
+    results, calls = [], []
+    original = worker_module.accumulation_step
+    for local in (True, False):
+        if not local:
+            monkeypatch.setattr(worker_module, "accumulation_step", lambda *a, **k: None)
+        else:
+            def counting(module, last, local):
+                calls.append(last)
+                original(module, last, local)
+            monkeypatch.setattr(worker_module, "accumulation_step", counting)
+        torch.manual_seed(0)
+        worker = build()
+        initial = {n: p.detach().full_tensor().clone() for n, p in worker.module.named_parameters()}
+        metrics = update(worker)
+        weights = {n: p.detach().full_tensor().clone() for n, p in worker.module.named_parameters()}
+        assert any(not torch.equal(w, initial[n]) for n, w in weights.items())  # the update moved the weights
+        results.append((metrics, weights))
+    return results, calls
+
+
+def _assert_same(results, keys):
+    (m0, w0), (m1, w1) = results
+    for key in keys:
+        assert m1[key] == pytest.approx(m0[key], rel=1e-5, abs=1e-8), key
+    for name in w0:
+        torch.testing.assert_close(w1[name], w0[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+# two mini-batches of 3 sequences in micro-batches of 2 and 1: the last micro-batch of each reduces
+OVERRIDES = ["trainer.n_gpus_per_node=1", "data.train_batch_size=6", "algorithm.adv_estimator=gae",
+             "actor_rollout_ref.actor.ppo_mini_batch_size=3", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+             "actor_rollout_ref.actor.optim.lr=1e-2", "critic.ppo_mini_batch_size=3",
+             "critic.ppo_micro_batch_size_per_gpu=2", "critic.optim.lr=1e-2"]
+
+
+def test_actor_update_is_the_same(tiny_model_dir, process_group, monkeypatch):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from strive.workers import actor as actor_module
+
+    run = prepare([f"actor_rollout_ref.model.path={tiny_model_dir}", f"critic.model.path={tiny_model_dir}",
+                   *OVERRIDES])
+    mesh = init_device_mesh("cpu", (1,))
+
+    def build():
+        return actor_module.ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob, mesh,
+                                        torch.device("cpu"), total_steps=2)
+    results, calls = _updates(actor_module, build, lambda w: w.update(_batch(259), step=1)[0], monkeypatch)
+    assert calls == [False, True, False, True]  # per mini-batch: the first micro-batch keeps, the last reduces
+    _assert_same(results, ("actor/pg_loss", "actor/grad_norm", "actor/pg_clipfrac"))
+
+
+def test_critic_update_is_the_same(tiny_model_dir, process_group, monkeypatch):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from strive.workers import critic as critic_module
+
+    run = prepare([f"actor_rollout_ref.model.path={tiny_model_dir}", f"critic.model.path={tiny_model_dir}",
+                   *OVERRIDES])
+    mesh = init_device_mesh("cpu", (1,))
+
+    def build():
+        return critic_module.CriticWorker(run.config.critic, run.sizes.critic, run.sizes.values, mesh,
+                                          torch.device("cpu"), total_steps=2)
+    results, calls = _updates(critic_module, build, lambda w: w.update(_batch(259), step=1), monkeypatch)
+    assert calls == [False, True, False, True]
+    _assert_same(results, ("critic/vf_loss", "critic/grad_norm"))
