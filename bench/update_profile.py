@@ -5,8 +5,8 @@ sequences (505-token prompts, 512-token responses) in micro-batches of 4, as `be
 runs it. Times the first update of each variant (compilation included) and the median of the next three, with peak
 memory; `--profile` also profiles the default and prints the top operators, `--cprofile` the host's Python
 functions over one update (at micro-batches of 4 the host, not the device, sets the pace). The variant `critic`
-times the critic's update (GAE's value model, `critic.ppo_micro_batch_size_per_gpu=4`) on the same batch. Run one variant per process for a clean
-comparison: compiled graphs keep an earlier variant's worker, and its memory, alive.
+times the critic's update (GAE's value model, `critic.ppo_micro_batch_size_per_gpu=4`) on the same batch. Run one
+variant per process for a clean comparison: compiled graphs keep an earlier variant's worker, and its memory, alive.
 
     python bench/update_profile.py [VARIANT ...] [--profile] [--src=DIR] [--name=NAME]
 
@@ -57,18 +57,6 @@ def critic_batch(batch: Batch) -> Batch:
     return batch
 
 
-def sync_on_last_micro(worker) -> None:
-    """Variant: FSDP2 reduces gradients only after the last micro-batch of a mini-batch (accumulating in fp32)."""
-    original = actor_module.split_micro
-
-    def split(mini, micro, max_tokens):
-        parts = original(mini, micro, max_tokens)
-        for i, part in enumerate(parts):
-            worker.module.set_requires_gradient_sync(i == len(parts) - 1)
-            yield part
-    actor_module.split_micro = split
-
-
 def hf_checkpointing(hf_model) -> None:
     """Variant: transformers' own activation checkpointing (what strive called before it wrapped each layer's
     forward itself; on transformers 5.17 it wraps the layer's __call__, outside the compiled forward)."""
@@ -95,7 +83,7 @@ def build(model: str, extra: list[str]):
         if flag in extra:
             originals[name] = getattr(actor_module, name)
             setattr(actor_module, name, patch)
-    extra = [e for e in extra if e != "SYNC_LAST" and e not in PATCHES]
+    extra = [e for e in extra if e not in PATCHES and e != "PER_MICRO"]
     from torch.distributed.device_mesh import init_device_mesh
 
     run = prepare([f"actor_rollout_ref.model.path={model}", *OVERRIDES, *extra])
@@ -190,39 +178,43 @@ def main() -> int:
         "packed varlen (packed_attention=varlen)": ["actor_rollout_ref.model.packed_attention=varlen"],
         "eager, no gradient checkpointing": ["actor_rollout_ref.actor.use_torch_compile=False",
                                              "actor_rollout_ref.model.enable_gradient_checkpointing=False"],
-        "gradient sync on the last micro-batch only": ["SYNC_LAST"],
+        "reduce and reshard after every micro-batch (before)": ["PER_MICRO"],
         "transformers' checkpointing (around __call__ on 5.17)": ["HF_CKPT"],
         "no FSDP, bf16 module (upper bound)": ["NO_FSDP"],
         "no FSDP, bf16 module, no gradient checkpointing": [
             "NO_FSDP", "actor_rollout_ref.model.enable_gradient_checkpointing=False"],
         "critic": [],
         "critic, transformers' checkpointing": ["HF_CKPT"],
+        "critic, reduce and reshard after every micro-batch": ["PER_MICRO"],
+        "before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
+        "critic, before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
     }
     wanted = [a for a in sys.argv[1:] if not a.startswith("--")] or list(variants)
     micro = 4
     results = {}
-    original_split = actor_module.split_micro
+    from strive.workers import critic as critic_module
+
+    local_step = getattr(actor_module, "accumulation_step", None)  # absent from a --src older than it
     for name in wanted:
         extra = variants[name]
         try:
+            if "PER_MICRO" in extra:  # what FSDP2 did by default: reduce and reshard around every micro-batch
+                actor_module.accumulation_step = critic_module.accumulation_step = lambda *a, **k: None
             if name.startswith("critic"):
-                from strive.workers import critic as critic_module
-
                 patched = critic_module.enable_activation_checkpointing
                 if "HF_CKPT" in extra:
                     critic_module.enable_activation_checkpointing = hf_checkpointing
-                worker = build_critic(model, [e for e in extra if e not in PATCHES])
+                worker = build_critic(model, [e for e in extra if e not in PATCHES and e != "PER_MICRO"])
                 critic_module.enable_activation_checkpointing = patched
                 batch = critic_batch(batch)
             else:
                 worker = build(model, extra + [f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}"])
-            if "SYNC_LAST" in extra:
-                sync_on_last_micro(worker)
             first, second, peak = timed_update(worker, batch)
             results[name] = {"first_s": round(first, 3), "steady_s": round(second, 3), "peak_gb": round(peak, 2)}
         except Exception as exc:  # one failing variant must not hide the others
             results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        actor_module.split_micro = original_split
+        if local_step is not None:
+            actor_module.accumulation_step = critic_module.accumulation_step = local_step
         print(f"{name}: {results[name]} (64 sequences, micro-batches of {micro})", flush=True)
         worker = None
         torch.cuda.empty_cache()
