@@ -5,19 +5,9 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from strive.batch import Batch
 from strive.config import prepare
-
-
-@pytest.fixture
-def process_group(tmp_path):
-    if dist.is_initialized():
-        pytest.skip("a process group already exists in this test process")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def _batch(vocab: int, B: int = 4, P: int = 6, T: int = 5) -> Batch:

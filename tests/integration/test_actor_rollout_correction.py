@@ -4,7 +4,6 @@ update is the batch's only optimizer step (where the plain loss would use the de
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from strive.config import prepare
 from tests.integration.test_actor_merge import _batch
@@ -12,15 +11,6 @@ from tests.integration.test_actor_merge import _batch
 BASE = ["trainer.n_gpus_per_node=1", "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "actor_rollout_ref.actor.optim.lr=1e-2",
         "actor_rollout_ref.actor.fsdp_config.dtype=float32", "algorithm.adv_estimator=grpo"]
-
-
-@pytest.fixture
-def process_group(tmp_path):
-    if dist.is_initialized():
-        pytest.skip("a process group already exists in this test process")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def _actor(model_dir, extra):

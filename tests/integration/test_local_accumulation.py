@@ -4,19 +4,9 @@ weights as with a reduce and reshard around every micro-batch (one process, gloo
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from strive.batch import Batch
 from strive.config import prepare
-
-
-@pytest.fixture
-def process_group(tmp_path):
-    if dist.is_initialized():
-        pytest.skip("a process group already exists in this test process")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def _batch(vocab: int, B: int = 6, P: int = 6, T: int = 5) -> Batch:
@@ -71,35 +61,38 @@ OVERRIDES = ["trainer.n_gpus_per_node=1", "data.train_batch_size=6", "algorithm.
              "critic.ppo_micro_batch_size_per_gpu=2", "critic.optim.lr=1e-2"]
 
 
-def test_actor_update_is_the_same(tiny_model_dir, process_group, monkeypatch):
+def _actor(run, mesh):
+    from strive.workers.actor import ActorWorker
+
+    return ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob, mesh,
+                       torch.device("cpu"), total_steps=2)
+
+
+def _critic(run, mesh):
+    from strive.workers.critic import CriticWorker
+
+    return CriticWorker(run.config.critic, run.sizes.critic, run.sizes.values, mesh, torch.device("cpu"),
+                        total_steps=2)
+
+
+ROLES = {  # role: (its worker module, build, one update's metrics, metrics compared)
+    "actor": ("strive.workers.actor", _actor, lambda w: w.update(_batch(259), step=1)[0],
+              ("actor/pg_loss", "actor/grad_norm", "actor/pg_clipfrac")),
+    "critic": ("strive.workers.critic", _critic, lambda w: w.update(_batch(259), step=1),
+               ("critic/vf_loss", "critic/grad_norm")),
+}
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_update_is_the_same(role, tiny_model_dir, process_group, monkeypatch):
+    import importlib
+
     from torch.distributed.device_mesh import init_device_mesh
 
-    from strive.workers import actor as actor_module
-
+    module_name, build, update, keys = ROLES[role]
     run = prepare([f"actor_rollout_ref.model.path={tiny_model_dir}", f"critic.model.path={tiny_model_dir}",
                    *OVERRIDES])
     mesh = init_device_mesh("cpu", (1,))
-
-    def build():
-        return actor_module.ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob, mesh,
-                                        torch.device("cpu"), total_steps=2)
-    results, calls = _updates(actor_module, build, lambda w: w.update(_batch(259), step=1)[0], monkeypatch)
+    results, calls = _updates(importlib.import_module(module_name), lambda: build(run, mesh), update, monkeypatch)
     assert calls == [False, True, False, True]  # per mini-batch: the first micro-batch keeps, the last reduces
-    _assert_same(results, ("actor/pg_loss", "actor/grad_norm", "actor/pg_clipfrac"))
-
-
-def test_critic_update_is_the_same(tiny_model_dir, process_group, monkeypatch):
-    from torch.distributed.device_mesh import init_device_mesh
-
-    from strive.workers import critic as critic_module
-
-    run = prepare([f"actor_rollout_ref.model.path={tiny_model_dir}", f"critic.model.path={tiny_model_dir}",
-                   *OVERRIDES])
-    mesh = init_device_mesh("cpu", (1,))
-
-    def build():
-        return critic_module.CriticWorker(run.config.critic, run.sizes.critic, run.sizes.values, mesh,
-                                          torch.device("cpu"), total_steps=2)
-    results, calls = _updates(critic_module, build, lambda w: w.update(_batch(259), step=1), monkeypatch)
-    assert calls == [False, True, False, True]
-    _assert_same(results, ("critic/vf_loss", "critic/grad_norm"))
+    _assert_same(results, keys)
