@@ -82,7 +82,8 @@ class Batch:
     advantages: Optional[torch.Tensor] = None  # (B, T)
     returns: Optional[torch.Tensor] = None  # (B, T)
     group_ids: Optional[torch.Tensor] = None  # (B,) long, one id per prompt (its n samples share it)
-    policy_versions: Optional[torch.Tensor] = None  # (B,) long, the policy version (weight pushes) that sampled it
+    policy_versions: Optional[torch.Tensor] = None  # (B,) long, the oldest policy version among its response tokens
+    token_versions: Optional[torch.Tensor] = None  # (B, T) long, the version that sampled each token, -1 on padding
     meta: Optional[Meta] = None  # text side, one entry per sequence; never shipped to workers
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from strive.config.actor_rollout_ref import ActorRolloutRefConfig
 from strive.config.sections import (
     AlgorithmConfig,
+    AsyncTrainingConfig,
     CriticConfig,
     CustomRewardFunction,
     DataConfig,
@@ -45,6 +46,8 @@ class StriveConfig:
     """Loop, logging, checkpoints and resources."""
     rollout: RolloutPoolConfig = field(default_factory=RolloutPoolConfig)
     """The rollout pool's slots with split placement (actor_rollout_ref.hybrid_engine=False)."""
+    async_training: AsyncTrainingConfig = field(default_factory=AsyncTrainingConfig)
+    """Partial rollout with split placement (verl's fully async recipe's section)."""
     ray_kwargs: RayKwargs = field(default_factory=RayKwargs)
     """Ray settings (verl ≥ 0.6 spelling)."""
     ray_init: RayInitConfig = field(default_factory=RayInitConfig)

@@ -380,6 +380,27 @@ class RolloutPoolConfig:
     n_gpus_per_node: int = 1
     """Rollout slots per node: GPUs, or with trainer.device=cpu worker processes (used only with
     actor_rollout_ref.hybrid_engine=False)."""
+    share_trainer_gpus: bool = False
+    """strive: with split placement on GPUs, put each rollout process on a trainer process's GPU (Ray counts each
+    as half a GPU) instead of a GPU of its own, e.g. one-step-off-policy on a single card. One GPU per node for
+    each pool; the weights then cross through host memory (gloo), since NCCL cannot put two ranks on one GPU."""
+
+
+@dataclass
+class AsyncTrainingConfig:
+    """Partial rollout with split placement (verl's fully async recipe spells the switch
+    `async_training.partial_rollout`; the staleness bound is strive's trainer.max_staleness, docs/async.md)."""
+
+    partial_rollout: bool = False
+    """A weight push interrupts the generations in flight on the rollout pool instead of waiting for them; they go
+    on under the new weights as partial_rollout_mode says, each token recording the version that sampled it. Needs
+    actor_rollout_ref.hybrid_engine=False and trainer.max_staleness ≥ 1."""
+    partial_rollout_mode: str = "continue"
+    """strive: `continue` (an interrupted response goes on from its last token; its earlier tokens keep the log-probs
+    they were sampled with) or `resubmit` (it is dropped and sampled again from its prompt)."""
+    partial_rollout_chunk: int = 64
+    """strive: new tokens per engine call with partial_rollout; before each call the rollout process checks whether a
+    push is waiting. Each call recomputes the prefix so far (an engine's prefix cache makes that cheap)."""
 
 
 @dataclass

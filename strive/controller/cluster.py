@@ -163,6 +163,8 @@ class Placement:
     """Ray node id hosting each rank (rank = position)."""
     resource: str
     """'GPU' or 'CPU': what one rank reserves."""
+    gpus: float = 1.0
+    """GPUs one rank reserves when resource is 'GPU' (0.5: two processes share each card)."""
 
 
 def plan_placement(nnodes: int, per_node: int, device: str) -> Placement:

@@ -9,6 +9,7 @@ which call of that phase in the process (1 = the first; default 1), and what to 
     STRIVE_FAULT_INJECT=phase:sync_weights:rank:1:call:2:kill      # the second weight sync (the first follows start-up)
     STRIVE_FAULT_INJECT=phase:generate:rank:0:hang                 # never return
     STRIVE_FAULT_INJECT=phase:compute_log_probs:rank:0:alloc:3     # hold 3 more GiB of host memory, then go on
+    STRIVE_FAULT_INJECT=phase:generate_ahead:rank:0:call:2:sleep:20  # start 20 s late (a slow engine)
 
 Phase names are the `WorkerProcess` method names (generate, compute_log_probs, compute_ref_log_probs,
 compute_values, update_critic, update_actor, update_actor_on_policy, sync_weights, release_rollout). The driver
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 ENV = "STRIVE_FAULT_INJECT"
-ACTIONS = ("kill", "hang", "alloc")
+ACTIONS = ("kill", "hang", "alloc", "sleep")
 
 _calls: dict[str, int] = {}
 _held: list[bytearray] = []  # memory taken by `alloc`, kept alive for the rest of the process
@@ -38,6 +39,7 @@ class Fault:
     action: str
     call: int = 1
     gib: float = 0.0
+    """GiB to hold (alloc) or seconds to wait (sleep)."""
 
 
 def parse(value: str) -> Fault:
@@ -51,8 +53,9 @@ def parse(value: str) -> Fault:
                 i += 2
             elif parts[i] in ACTIONS and action is None:
                 action = parts[i]
-                gib = float(parts[i + 1]) if action == "alloc" else 0.0
-                i += 2 if action == "alloc" else 1
+                takes_number = action in ("alloc", "sleep")
+                gib = float(parts[i + 1]) if takes_number else 0.0
+                i += 2 if takes_number else 1
             else:
                 raise ValueError
         if action is None or "phase" not in fields:
@@ -60,7 +63,7 @@ def parse(value: str) -> Fault:
         return Fault(fields["phase"], int(fields.get("rank", 0)), action, int(fields.get("call", 1)), gib)
     except (ValueError, IndexError):
         raise ValueError(f"{ENV}={value!r}: expected phase:NAME:rank:R[:call:N]:ACTION with ACTION one of "
-                         "kill, hang, alloc:GIB") from None
+                         "kill, hang, alloc:GIB, sleep:SECONDS") from None
 
 
 def inject(phase: str, rank: int, spec: Optional[str] = None) -> None:
@@ -79,6 +82,8 @@ def inject(phase: str, rank: int, spec: Optional[str] = None) -> None:
     elif fault.action == "hang":
         while True:
             time.sleep(60)
+    elif fault.action == "sleep":
+        time.sleep(fault.gib)
     else:
         block = bytearray(int(fault.gib * 2**30))
         for i in range(0, len(block), 4096):  # touch every page so it is resident, not just reserved

@@ -66,7 +66,7 @@ class WorkerGroup:
         remote_cls = ray.remote(process_cls)
         self.workers = []
         for rank, node_id in enumerate(placement.node_ids):
-            resources = {"num_gpus": 1, "num_cpus": 1} if placement.resource == "GPU" else {"num_cpus": 1}
+            resources = {"num_gpus": placement.gpus, "num_cpus": 1} if placement.resource == "GPU" else {"num_cpus": 1}
             strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
             spec = ProcessSpec(rank, world, roles, cfg.trainer.device, seed=seed + rank)
             self.workers.append(remote_cls.options(name=None, scheduling_strategy=strategy, max_concurrency=1,

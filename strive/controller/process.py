@@ -19,11 +19,13 @@ from typing import Callable, Optional, TypeVar
 import torch
 
 from strive.batch import Batch
+from strive.config.placement import PartialSettings
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes
 from strive.controller.faults import inject
 from strive.controller.host_memory import MemoryBudget, current_rss_gb, trims_heap
 from strive.engines import SamplingParams
+from strive.workers.partial import Generation
 
 M = TypeVar("M", bound=Callable)
 
@@ -63,6 +65,8 @@ class WorkerProcess:
             torch.cuda.set_device(self.device)
         self.actor = self.rollout = self.ref = self.critic = self.reward_model = self.judge = None
         self.budget = MemoryBudget(None, spec.rank)
+        self.weight_version = -1
+        """Split placement, rollout ranks: the policy version the engine holds (-1: none pushed yet)."""
 
     # -- set-up -----------------------------------------------------------------------------------------------
     def address(self) -> tuple[str, int]:
@@ -105,14 +109,16 @@ class WorkerProcess:
         return host, self._transfer_socket.getsockname()[1]
 
     def join_transfer(self, master: tuple[str, int], rank: Optional[int], size: int, timeout_s: float,
-                      join_timeout_s: float) -> None:
+                      join_timeout_s: float, through_host: bool = False) -> None:
         """Join the trainer → rollout broadcast group (controller/transfer.py) as `rank` (None: a trainer rank
-        other than 0, which only waits with rank 0). Not the default group, which each pool keeps for itself."""
+        other than 0, which only waits with rank 0). Not the default group, which each pool keeps for itself.
+        `through_host`: broadcast from host memory over gloo (pools sharing GPUs: rollout.share_trainer_gpus)."""
         from strive.controller.transfer import TransferGroup
 
         listening = getattr(self, "_transfer_socket", None)
         self._transfer_socket = None
-        self.transfer = TransferGroup(master, rank, size, self.device, timeout_s, join_timeout_s, listening)
+        device = torch.device("cpu") if through_host else self.device
+        self.transfer = TransferGroup(master, rank, size, device, timeout_s, join_timeout_s, listening)
 
     def build(self, cfg: StriveConfig, sizes: Sizes, total_steps: int, eos_ids: list[int], pad_id: int) -> dict:
         """Create the roles: the engine first (before any training weights occupy memory), then the trainers."""
@@ -219,16 +225,57 @@ class WorkerProcess:
     @phase
     def receive_weights(self, version: int) -> dict[str, float]:
         """Split placement, every rollout rank: take policy `version` from the broadcast into the engine."""
-        return self.rollout.sync_from(self.transfer.receive(version))
+        out = self.rollout.sync_from(self.transfer.receive(version))
+        self.weight_version = version
+        return out
 
     @phase
-    def generate_ahead(self, prompts: list[list[int]], params: SamplingParams) -> tuple[Batch, float]:
-        """Split placement: a generation the controller does not wait for at once; the batch and its seconds."""
+    def generate_ahead(self, prompts: list[list[int]], params: SamplingParams,
+                       partial: Optional[PartialSettings] = None) -> tuple:
+        """Split placement: a generation the controller does not wait for at once. Returns (batch, seconds,
+        partial-rollout stats); with `partial` (async_training.partial_rollout) a push may stop it first, and then
+        the first item is the unfinished `Generation` that `continue_ahead` takes up after the push."""
+        import time
+
+        if partial is not None:
+            return self._advance(Generation.start(prompts, params.n), params, partial)
+        start = time.perf_counter()
+        batch = self.rollout.generate(prompts, params, release_after=False)
+        return self._stamped(batch), time.perf_counter() - start, {}
+
+    @phase
+    def generate_agent_ahead(self, requests: list, params: SamplingParams) -> tuple:
+        """Split placement with multi_turn.enable: agent-loop episodes the controller does not wait for at once;
+        (batch, seconds, {"agent": per-episode statistics})."""
         import time
 
         start = time.perf_counter()
-        batch = self.rollout.generate(prompts, params, release_after=False)
-        return batch, time.perf_counter() - start
+        batch, stats = self.rollout.generate_agent(requests, params, release_after=False)
+        return self._stamped(batch), time.perf_counter() - start, {"agent": stats}
+
+    def _stamped(self, batch: Batch) -> Batch:
+        """Every response token (tool turns included) sampled by the version the engine holds."""
+        versions = torch.where(batch.response_valid > 0, self.weight_version, -1)  # (B, T)
+        return batch.with_fields(token_versions=versions)
+
+    @phase
+    def continue_ahead(self, previous: tuple, params: SamplingParams, partial: PartialSettings) -> tuple:
+        """After a push (partial rollout): go on with a generation that push interrupted, under the new weights;
+        one that had finished passes through. `previous` is what generate_ahead or continue_ahead returned."""
+        done = previous[0]
+        return previous if isinstance(done, Batch) else self._advance(done, params, partial)
+
+    def _advance(self, gen: Generation, params: SamplingParams, partial: PartialSettings) -> tuple:
+        import time
+
+        from strive.workers.partial import advance, stats
+
+        start = time.perf_counter()
+        advance(gen, self.rollout.engine.generate, params, self.weight_version, partial,
+                lambda: self.transfer.requested(self.weight_version + 1))
+        gen.seconds += time.perf_counter() - start
+        out = self.rollout.generation_batch(gen) if gen.complete else gen
+        return out, gen.seconds, stats(gen)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self, step_dir: str, hf_dir_source: Optional[str]) -> None:

@@ -9,6 +9,7 @@ a collective of the trainer pool); only rank 0 broadcasts.
 
 One transfer, for policy version v:
 
+    the sender sets `want/v` (an engine generating with async_training.partial_rollout stops at its next piece),
     receivers set `ready/v/<rank>` in the store when they reach it (an engine may still be generating),
     the sender waits for all of them (no limit beyond trainer.phase_timeout_s: waiting on a generation is normal),
     then, per bucket: header length (int64), header (pickled [(name, shape, dtype)]), the bucket's bytes (uint8),
@@ -79,6 +80,7 @@ class TransferGroup:
     # -- sender (transfer rank 0) -----------------------------------------------------------------------------
     def send(self, buckets: Iterable[Bucket], version: int) -> dict[str, float]:
         """Broadcast every bucket to the rollout ranks once they are ready for `version`; seconds and bytes."""
+        self.store.set(f"want/{version}", "1")  # partial rollout: the engines stop generating at their next piece
         keys = [f"ready/{version}/{r}" for r in range(1, self.size)]
         try:
             self.store.wait(keys, self.join_timeout)
@@ -103,6 +105,10 @@ class TransferGroup:
         return {"seconds": time.perf_counter() - start, "bytes": float(nbytes)}
 
     # -- receivers (transfer ranks 1..size-1) -----------------------------------------------------------------
+    def requested(self, version: int) -> bool:
+        """Whether the trainer has started pushing `version` (and waits for this rank to take it)."""
+        return self.store.check([f"want/{version}"])
+
     def receive(self, version: int) -> Iterator[Bucket]:
         """The buckets of `version`'s broadcast, as (name, tensor) lists, in the sender's order."""
         self.store.set(f"ready/{version}/{self.rank}", "1")

@@ -25,7 +25,7 @@ from typing import Optional
 
 from strive.batch import Batch
 from strive.config import needs_critic, needs_reference
-from strive.config.placement import is_split, max_staleness, transfer_timeout_s
+from strive.config.placement import is_split, max_staleness, partial_settings, transfer_timeout_s
 from strive.controller.process import WorkerProcess
 from strive.data.rl_dataset import PromptRow
 from strive.trainer import checkpoint as ckpt
@@ -54,8 +54,10 @@ class PPOTrainer:
         rt, trainer = self.rt, self.cfg.trainer
         limit = (trainer.phase_timeout_s or 0) + transfer_timeout_s(self.cfg) if trainer.phase_timeout_s else None
         base = sampling_params(self.cfg.actor_rollout_ref, validate=False)
-        return RolloutQueue(RayRollout(rt.rollout_group, rt.group, limit), max_staleness(self.cfg), self.next_rows,
-                            lambda step: phases.step_params(base, rt.data.sampler.seed, step), rt.data.total_steps)
+        backend = RayRollout(rt.rollout_group, rt.group, limit, self.step_sampler.agent_loop)
+        return RolloutQueue(backend, max_staleness(self.cfg), self.next_rows,
+                            lambda step: phases.step_params(base, rt.data.sampler.seed, step), rt.data.total_steps,
+                            partial_settings(self.cfg))
 
     def next_rows(self) -> list[PromptRow]:
         return [self.rt.data.train_data[i] for i in self.rt.data.sampler.next_batch()]

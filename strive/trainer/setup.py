@@ -12,14 +12,14 @@ Kept apart from the loop so ppo.py reads like the algorithm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from strive.agent.settings import check_agent_setup, multi_turn_enabled, tool_schemas
 from strive.algos import AdaptiveKLController, FixedKLController
 from strive.config import Prepared, needs_critic, needs_reference, to_dict
 from strive.config.reward_model import model_scored
-from strive.config.placement import is_split, rollout_world, transfer_timeout_s
+from strive.config.placement import is_split, rollout_world, shares_gpus, transfer_timeout_s
 from strive.controller.cluster import Placement, init_ray, plan_placement
 from strive.controller.group import WorkerGroup
 from strive.controller.process import WorkerProcess
@@ -148,8 +148,12 @@ def build_groups(cfg, sizes, total_steps: int, tokenizer) -> Groups:
     per_node = cfg.trainer.n_gpus_per_node
     widths = [per_node] + ([per_node] if separate else [])
     same_nodes = split and cfg.rollout.nnodes == cfg.trainer.nnodes
-    widths += [cfg.rollout.n_gpus_per_node] if same_nodes else []
-    pools = split_slots(plan_placement(cfg.trainer.nnodes, sum(widths), cfg.trainer.device), widths)
+    if shares_gpus(cfg):  # each engine process beside a trainer process on its GPU, half a GPU each
+        trainer_slots = plan_placement(cfg.trainer.nnodes, per_node, cfg.trainer.device)
+        pools = [replace(trainer_slots, gpus=0.5), replace(trainer_slots, gpus=0.5)]
+    else:
+        widths += [cfg.rollout.n_gpus_per_node] if same_nodes else []
+        pools = split_slots(plan_placement(cfg.trainer.nnodes, sum(widths), cfg.trainer.device), widths)
     if split and not same_nodes:
         pools.append(plan_placement(cfg.rollout.nnodes, cfg.rollout.n_gpus_per_node, cfg.trainer.device))
     seed = cfg.data.seed if cfg.data.seed is not None else 1
@@ -183,9 +187,10 @@ def join_transfer(trainer: WorkerGroup, rollout: WorkerGroup, cfg) -> None:
     size, timeout = 1 + rollout.world_size, transfer_timeout_s(cfg)
     join = cfg.trainer.phase_timeout_s or 7 * 86400.0  # the sender's wait for engines still generating
     name = trainer.remote_name(WorkerProcess.join_transfer)
-    refs = [getattr(w, name).remote(master, 0 if r == 0 else None, size, timeout, join)
+    host = shares_gpus(cfg)  # NCCL cannot have two ranks on one GPU: broadcast from host memory over gloo
+    refs = [getattr(w, name).remote(master, 0 if r == 0 else None, size, timeout, join, host)
             for r, w in enumerate(trainer.workers)]
-    refs += [getattr(w, name).remote(master, r + 1, size, timeout, join) for r, w in enumerate(rollout.workers)]
+    refs += [getattr(w, name).remote(master, r + 1, size, timeout, join, host) for r, w in enumerate(rollout.workers)]
     trainer.get(refs, "rendezvous")
 
 

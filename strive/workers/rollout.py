@@ -127,6 +127,15 @@ class RolloutWorker:
             self._agent = build_agent_runner(self.cfg.rollout, self.engine, tokenizer, self.template_kwargs)
         return self._agent
 
+    def generation_batch(self, gen) -> Batch:
+        """A finished partial-rollout `Generation` (strive/workers/partial.py) as a Batch with token_versions."""
+        from strive.workers.partial import token_versions
+
+        P, T = self.cfg.rollout.prompt_length, self.cfg.rollout.response_length
+        rows = [(prompt[-P:], toks[:T], [1.0] * len(toks[:T]), lps[:T])
+                for prompt, toks, lps in zip(gen.prompts, gen.tokens, gen.logprobs)]
+        return padded_batch(rows, P, T, self.pad_id).with_fields(token_versions=token_versions(gen.versions, T))
+
     def release(self) -> None:
         """Free the engine's weights and KV cache until the next weight sync (rollout.free_cache_engine)."""
         if self.cfg.rollout.free_cache_engine and not self.released:

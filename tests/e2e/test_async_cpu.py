@@ -7,7 +7,9 @@ weights broadcast over a gloo group of their own (strive/controller/transfer.py)
 - split placement at staleness 0 trains exactly what the colocated default trains (same rewards and losses), and
   the default logs none of the async metrics;
 - a rollout process killed at a weight transfer, or one that never joins it, ends the run within 60 s with an
-  error naming the transfer ranks.
+  error naming the transfer ranks;
+- partial rollout (async_training.partial_rollout): a generation still in flight when the trainer pushes stops and
+  goes on under the new weights, so its batch is newer than one-step-off would make it.
 """
 
 from __future__ import annotations
@@ -120,3 +122,23 @@ def test_lost_rollout_process_at_weight_transfer_is_a_clear_error(tiny_model_dir
         assert "rollout rank 0 (transfer rank 1) died" in out
     else:
         assert "not every rollout rank joined within 20 s (trainer.phase_timeout_s); missing: rollout rank 0 (transfer rank 1)" in out
+
+
+def test_partial_rollout_moves_a_late_generation_to_the_new_weights(tiny_model_dir, data_dir, tmp_path):
+    """Step 2's generation (the rollout process's second generate_ahead) starts 15 s late, long after the trainer
+    began pushing version 1: with partial rollout it stops before its first piece and runs after the push, under
+    version 1 (staleness 0); without it, the push would wait for it and it would be version 0's (staleness 1)."""
+    ckpt = tmp_path / "ckpt"
+    result = run(grpo(tiny_model_dir, data_dir, ckpt, write_reward(tmp_path), *SPLIT, "trainer.max_staleness=1",
+                      "async_training.partial_rollout=True", "async_training.partial_rollout_chunk=2"),
+                 tmp_path, STRIVE_FAULT_INJECT="phase:generate_ahead:rank:0:call:2:sleep:15")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    assert "partial rollout: a weight push interrupts the generations in flight" in result.stdout
+    rows = read_metrics(ckpt / "logs")
+    assert rows[1]["async/policy_version"] == 0 and rows[1]["async/staleness_max"] == 0
+    assert rows[2]["async/policy_version"] == 1 and rows[2]["async/staleness_max"] == 0
+    assert rows[2]["async/token_staleness_mean"] == 0
+    assert rows[3]["async/staleness_max"] <= 1
+    for step in (1, 2, 3):
+        assert rows[step]["async/partial_engine_calls"] >= 4  # 8 tokens in pieces of 2 (fewer only at a stop)
+        assert "async/partial_interrupted_frac" in rows[step]

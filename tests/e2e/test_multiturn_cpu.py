@@ -46,8 +46,13 @@ def with_hermes_template(model_dir, tmp_path):
     return copy
 
 
-@pytest.mark.parametrize("router, workers", [("static", 1), ("least_loaded", 2)])
-def test_multi_turn_grpo_step_through_the_entry_point(tiny_model_dir, tmp_path, router, workers):
+SPLIT = ("actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", "trainer.max_staleness=1")
+
+
+@pytest.mark.parametrize("router, workers, split", [("static", 1, False), ("least_loaded", 2, False),
+                                                    ("static", 1, True)], ids=["static", "least_loaded", "split"])
+def test_multi_turn_grpo_step_through_the_entry_point(tiny_model_dir, tmp_path, router, workers, split):
+    """split: the episodes run on a rollout process of their own, one step ahead of the trainer (docs/async.md)."""
     from strive.data.synthetic import write_dataset
 
     model = with_hermes_template(tiny_model_dir, tmp_path)
@@ -64,13 +69,18 @@ def test_multi_turn_grpo_step_through_the_entry_point(tiny_model_dir, tmp_path, 
         f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_FILE}",
         f"actor_rollout_ref.rollout.multi_turn.router={router}",
         f"trainer.n_gpus_per_node={workers}", "trainer.device=cpu", "trainer.logger=['console','file']",
-        "trainer.total_training_steps=1", "trainer.plot_curves=False", "trainer.val_before_train=False",
+        f"trainer.total_training_steps={2 if split else 1}", "trainer.plot_curves=False",
+        "trainer.val_before_train=False", *(SPLIT if split else ()),
         f"trainer.rollout_data_dir={tmp_path / 'rollouts'}",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}", f"custom_reward_function.path={write_reward(tmp_path)}"],
         cwd=tmp_path)
     out = result.stdout
     assert "multi-turn rollouts: default loop single_turn_agent, tools [calc_gsm8k_reward]" in out
-    metrics = read_metrics(tmp_path / "ckpt" / "logs")[1]
+    rows = read_metrics(tmp_path / "ckpt" / "logs")
+    metrics = rows[1]
+    if split:
+        assert "placement rollout: rank 0" in out
+        assert rows[2]["async/staleness_max"] == 1 and rows[2]["agent/num_turns/min"] >= 2
     assert metrics["agent/num_turns/min"] >= 2  # the prompt and at least one assistant turn, per episode
     assert metrics["agent/tool_calls/total"] >= 0 and "agent/tool_errors/total" in metrics
     assert metrics["agent/assistant_turns/max"] <= 2

@@ -262,7 +262,38 @@ def check_continuation_equals_one_long_request(make_engine, model_dir):
                                    torch.tensor(long[k].logprobs), atol=1e-4, rtol=0)
 
 
+def check_partial_rollout_across_a_weight_update(make_engine, model_dir):
+    """Partial rollout (strive/workers/partial.py): pieces of 3 tokens, a weight update after the first. The first
+    piece keeps the old weights' tokens and log-probs; the rest is what the new weights generate from prompt plus
+    that piece, with the new weights' log-probs; each token records its version."""
+    from strive.config.placement import PartialSettings
+    from strive.workers.partial import Generation, advance
+
+    engine, params, chunk, calls = make_engine(), greedy(10, ignore_eos=True), 3, []
+
+    def generate(prompts, p):
+        calls.append(len(prompts))
+        return engine.generate(prompts, p)
+
+    settings = PartialSettings("continue", chunk)
+    gen = advance(Generation.start(PROMPTS, 1), generate, params, 0, settings, lambda: len(calls) >= 1)
+    assert not gen.complete and all(len(t) == chunk for t in gen.tokens) and all(gen.interrupted)
+    old = reference_model(model_dir)
+    new, state = perturbed_state_dict(model_dir)
+    engine.update_weights(state.items())
+    advance(gen, generate, params, 1, settings, lambda: False)
+    assert gen.complete and calls == [3, 3, 3, 3]  # 3 + 3 + 3 + 1 tokens
+    for i, prompt in enumerate(PROMPTS):
+        head = reference_greedy(old, prompt, chunk, [])
+        tail = reference_greedy(new, prompt + head, 10 - chunk, [])
+        assert gen.tokens[i] == head + tail
+        expected = torch.cat([reference_logprobs(old, prompt, head, 1.0), reference_logprobs(new, prompt + head, tail, 1.0)])
+        torch.testing.assert_close(torch.tensor(gen.logprobs[i]), expected, atol=1e-4, rtol=0)
+        assert gen.versions[i] == [0] * chunk + [1] * (10 - chunk)
+
+
 CHECKS = [check_shapes_and_n, check_stop_and_ignore_eos, check_greedy_matches_reference, check_seeded_sampling,
           check_update_weights_changes_output, check_logprobs_match_trainer, check_release_resume,
           check_dummy_load_matches_real, check_requests_with_their_own_settings,
-          check_abort_leaves_the_others_served, check_continuation_equals_one_long_request]
+          check_abort_leaves_the_others_served, check_continuation_equals_one_long_request,
+          check_partial_rollout_across_a_weight_update]

@@ -28,7 +28,7 @@ class FakeBackend:
                 out.append(self.engine_version)
         self.queue = []
 
-    def submit_generate(self, rows, params):
+    def submit_generate(self, rows, params, partial=None):
         out: list = []
         self.calls.append(("generate", params.seed))
         self.queue.append(("gen", params.seed, out))
@@ -40,7 +40,7 @@ class FakeBackend:
         batch = Batch(torch.zeros(B, 1, dtype=torch.long), torch.zeros(B, 1, dtype=torch.long),
                       torch.ones(B, 2, dtype=torch.long), torch.zeros(B, 2, dtype=torch.long), torch.ones(B, 1),
                       group_ids=torch.arange(B), rollout_log_probs=torch.full((B, 1), float(handle[0])))
-        return batch, 0.5
+        return batch, 0.5, {}
 
     def submit_push(self, version):
         self.calls.append(("push", version))
@@ -95,5 +95,5 @@ def test_a_batch_older_than_the_bound_is_an_error():
     queue.start(0, 0)
     queue.take(1, {})
     queue.top_up()  # step 2's generation submitted before version 1 was pushed (a bug the check must catch)
-    with pytest.raises(RuntimeError, match="1 versions old; trainer.max_staleness=0"):
+    with pytest.raises(RuntimeError, match="up to 1 versions old; trainer.max_staleness=0"):
         queue.take(2, {})

@@ -16,10 +16,12 @@ def test_parse_reads_phase_rank_call_and_action():
     assert parse("phase:sync_weights:rank:1:call:2:kill") == Fault("sync_weights", 1, "kill", call=2)
     assert parse("phase:generate:rank:0:alloc:2.5") == Fault("generate", 0, "alloc", gib=2.5)
     assert parse("phase:generate:rank:1:hang").action == "hang"
+    assert parse("phase:generate_ahead:rank:0:call:2:sleep:1.5") == Fault("generate_ahead", 0, "sleep", 2, 1.5)
 
 
 @pytest.mark.parametrize("bad", ["phase:x:rank:0", "rank:0:kill", "phase:x:rank:0:boom", "phase:x:rank:a:kill",
-                                 "phase:x:rank:0:alloc", "phase:x:rank:0:kill:kill"])
+                                 "phase:x:rank:0:alloc", "phase:x:rank:0:kill:kill",
+                                 "phase:x:rank:0:sleep"])
 def test_parse_refuses_a_malformed_value_naming_the_variable(bad):
     with pytest.raises(ValueError, match="STRIVE_FAULT_INJECT"):
         parse(bad)
@@ -41,6 +43,9 @@ def test_inject_is_inert_without_the_variable_and_counts_calls_with_it(monkeypat
     inject("generate", 0, spec)
     inject("generate", 0, spec)  # call 2 on rank 0: the block is taken
     assert len(faults._held) == 1 and len(faults._held[0]) == int(0.05 * 2**30)
+    start = time.monotonic()
+    inject("generate", 0, "phase:generate:rank:0:call:3:sleep:0.3")
+    assert time.monotonic() - start >= 0.3
 
 
 def _grow(step_mib: int = 64, steps: int = 40) -> str:
