@@ -7,12 +7,15 @@ SmolLM2-135M-Instruct, arithmetic problems scored like GSM8K, smaller batches), 
     sync        actor_rollout_ref.hybrid_engine=True, 1 worker process (engine and trainer take turns)
     one_step    hybrid_engine=False, 1 rollout process + 1 trainer process, trainer.max_staleness=1
     stale2      the same with trainer.max_staleness=2
+    partial     one_step with partial rollout (async_training.partial_rollout=True, mode continue, pieces of 16
+                tokens): a push stops the generation in flight, which goes on under the new weights
 
 The CPU is split by processes (strive gives each worker cpus / processes threads), so the colocated run's one
 process gets every core and the split runs' two processes half each: the comparison is at equal hardware. Per
 configuration: medians over the steps after the first of step time, generation (`timing_s/gen`, the rollout's own
 time), training (old log-probs + ref + update), the trainer's wait for a batch (`timing_s/gen_wait`) and the weight
-transfer; the machine's load (`uptime`) before and after.
+transfer; the oldest and the average token's staleness; the trainer processes' peak resident memory; the
+machine's load (`uptime`) before and after each run.
 
     python bench/async_cpu.py                       # writes bench/results/async_cpu.json and async_cpu.png
     python bench/async_cpu.py --steps 3 --configs sync,one_step
@@ -34,6 +37,8 @@ CONFIGS = {
     "sync": [],
     "one_step": ["actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", "trainer.max_staleness=1"],
     "stale2": ["actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", "trainer.max_staleness=2"],
+    "partial": ["actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", "trainer.max_staleness=1",
+                "async_training.partial_rollout=True", "async_training.partial_rollout_chunk=16"],
 }
 TRAIN = ("old_log_prob", "ref", "values", "adv", "update_critic", "update_actor")
 
@@ -58,6 +63,10 @@ def summarize(log_dir: str) -> dict:
             "gen_wait_s": med("timing_s/gen_wait"), "weight_sync_s": med("timing_s/update_weights"),
             "weight_transfer_s": med("timing_s/weight_transfer"),
             "staleness": [r.get("async/staleness_max", 0.0) for r in rows],
+            "token_staleness": [round(r.get("async/token_staleness_mean", r.get("async/staleness_max", 0.0)), 3)
+                                for r in rows],
+            "interrupted_frac": [round(r.get("async/partial_interrupted_frac", 0.0), 3) for r in rows],
+            "peak_trainer_rss_gb": round(max(r.get("perf/cpu_memory_used_gb", 0.0) for r in rows), 2),
             "reward": [r["critic/score/mean"] for r in rows], "steps": [r["step"] for r in rows]}
 
 

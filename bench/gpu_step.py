@@ -7,6 +7,7 @@ utilisation (6 · params · tokens per update ÷ time ÷ GPUs ÷ peak bf16), pea
 
     python bench/gpu_step.py --gpus 1 --configs ppo_hf ppo_fast grpo_fast      # writes $OUT/gpu_step_*.json
     python bench/gpu_step.py --configs ppo_budget grpo_budget                  # token budgets (BUDGETS below)
+    python bench/gpu_step.py --configs grpo_fast grpo_split_shared --steps 3 --report-step 2   # one-step-off, 1 GPU
 
 actor_mfu is the script's own 6·params·tokens ÷ update time (kept for comparison with earlier rows); mfu_actor and
 mfu_critic are the trainer's perf/mfu/* metrics (strive/models/flops.py: attention and the response-only head
@@ -36,6 +37,9 @@ BUDGETS = ["actor_rollout_ref.actor.use_dynamic_bsz=True", "actor_rollout_ref.ac
            "actor_rollout_ref.model.enable_gradient_checkpointing=False", "critic.model.use_remove_padding=True",
            "critic.use_dynamic_bsz=True", "critic.ppo_max_token_len_per_gpu=32768",
            "critic.forward_max_token_len_per_gpu=65536", "critic.model.enable_gradient_checkpointing=False"]
+# one-step-off-policy on the same card: the engine in a process of its own beside the trainer's (docs/async.md)
+SHARED = ["actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", "rollout.share_trainer_gpus=True",
+          "trainer.max_staleness=1"]
 CONFIGS = {
     "ppo_hf": dict(n=1, estimator="gae", fast="off"),
     "ppo_fast": dict(n=1, estimator="gae", fast="on"),
@@ -43,6 +47,10 @@ CONFIGS = {
     "grpo_fast": dict(n=5, estimator="grpo", fast="on"),
     "ppo_budget": dict(n=1, estimator="gae", fast="on", extra=BUDGETS),
     "grpo_budget": dict(n=5, estimator="grpo", fast="on", extra=BUDGETS),
+    "grpo_split_shared": dict(n=5, estimator="grpo", fast="on", extra=SHARED),
+    "grpo_split_partial": dict(n=5, estimator="grpo", fast="on",
+                               extra=SHARED + ["async_training.partial_rollout=True",
+                                               "async_training.partial_rollout_chunk=128"]),
 }
 
 
@@ -80,7 +88,8 @@ def card() -> str:
     return next((k for k in PEAK_BF16_TFLOPS if k in name), name)
 
 
-def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: int, src: str = ROOT) -> dict:
+def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: int, src: str = ROOT,
+               report_step: int = 0) -> dict:
     spec = CONFIGS[name]
     ckpt = os.path.join(work, f"{name}_{gpus}gpu")
     cmd = [sys.executable, "-m", "strive.trainer.main_ppo",
@@ -99,8 +108,9 @@ def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: in
         for line in fh:
             r = json.loads(line)
             rows[r["step"]] = r
-    last = rows[max(rows)]
-    return {"config": name, "gpus": gpus, "n": spec["n"], "fast": spec["fast"], "wall_s": wall, "step": max(rows),
+    step = report_step or max(rows)
+    last = rows[step]
+    return {"config": name, "gpus": gpus, "n": spec["n"], "fast": spec["fast"], "wall_s": wall, "step": step,
             "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
 
 
@@ -116,6 +126,8 @@ def summarize(result: dict, params: int, peak_tflops: float) -> dict:
                mfu_critic=round(m.get("perf/mfu/critic", float("nan")), 4),
                peak_mem_gb=round(m.get("perf/max_memory_allocated_gb", 0.0), 2),
                weight_sync_s=round(m.get("weight_sync/time_s", 0.0), 3),
+               gen_wait_s=round(m.get("timing_s/gen_wait", 0.0), 2),
+               weight_transfer_s=round(m.get("timing_s/weight_transfer", 0.0), 2),
                rollout_logprob_diff=round(m.get("training/rollout_logprob_diff_mean", float("nan")), 4))
     responses = m.get("response_length/mean", 0.0) * (tokens / max(m.get("response_length/mean", 0.0) + m.get("prompt_length/mean", 0.0), 1e-9))
     row["gen_tok_s"] = round(responses / max(m.get("timing_s/gen", 1e-9), 1e-9), 1)
@@ -127,6 +139,8 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, nargs="+", default=[1])
     parser.add_argument("--configs", nargs="+", default=["ppo_hf", "ppo_fast", "grpo_fast"], choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--report-step", type=int, default=0, help="the step to report (default: the last); with "
+                        "one-step-off configs run --steps 3 and report 2, the last step having nothing to overlap")
     parser.add_argument("--work", default="/tmp/strive_gpu_step")
     parser.add_argument("--src", default=ROOT, help="run the entry point of the strive in this folder (an old commit's "
                         "`git archive OLD strive | tar -x -C DIR`) to time it in the same call")
@@ -147,7 +161,8 @@ def main() -> int:
     out_file = os.path.join(out_dir, name)
     for gpus in args.gpus:
         for name in args.configs:
-            result = run_config(name, gpus, model, data, args.work, args.steps, os.path.abspath(args.src))
+            result = run_config(name, gpus, model, data, args.work, args.steps, os.path.abspath(args.src),
+                                args.report_step)
             raw.append(result)
             if "error" in result:
                 print(f"{name} on {gpus} GPU(s) failed:\n{result['error']}", flush=True)
@@ -158,7 +173,8 @@ def main() -> int:
                 json.dump({"card": kind, "params": params, "rows": rows, "raw": raw}, fh, indent=1)
     cols = ["config", "gpus"] + [f"{p}_s" for p in PHASES] + ["throughput_tok_s_gpu", "gen_tok_s", "actor_mfu",
                                                                "mfu_actor", "mfu_critic",
-                                                               "peak_mem_gb", "weight_sync_s", "rollout_logprob_diff"]
+                                                               "peak_mem_gb", "weight_sync_s", "gen_wait_s",
+                                                               "weight_transfer_s", "rollout_logprob_diff"]
     print(f"\ncard: {kind}, params {params / 1e6:.0f}M")
     print(" | ".join(cols))
     for r in rows:
