@@ -19,6 +19,8 @@ machine's load (`uptime`) before and after each run.
 
     python bench/async_cpu.py                       # writes bench/results/async_cpu.json and async_cpu.png
     python bench/async_cpu.py --steps 3 --configs sync,one_step
+    python bench/async_cpu.py --steps 6 --prompts 1 --response 256 --extra actor_rollout_ref.rollout.ignore_eos=True \
+        --out bench/results/async_cpu_long.json     # generation longer than training: what partial rollout is for
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def main() -> int:
     p.add_argument("--prompts", type=int, default=4, help="data.train_batch_size (4 responses each)")
     p.add_argument("--response", type=int, default=48, help="data.max_response_length")
     p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--extra", nargs="*", default=[], help="more key=value overrides for every configuration")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "async_cpu.json"))
     args = p.parse_args()
     from strive.data.synthetic import write_dataset
@@ -116,7 +119,7 @@ def main() -> int:
         out = os.path.join(work, name)
         start = time.time()
         cmd = [sys.executable, "-m", "strive.trainer.main_ppo", *overrides(os.path.join(work, "data"), out, model, args),
-               *CONFIGS[name]]
+               *CONFIGS[name], *args.extra]
         run = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if run.returncode:
             print(run.stdout[-3000:], run.stderr[-3000:])

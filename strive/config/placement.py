@@ -98,7 +98,9 @@ def check_partial(cfg: StriveConfig, staleness: int) -> list[str]:
         raise ConfigError(f"async_training.partial_rollout_chunk={at.partial_rollout_chunk} must be ≥ 1 (new tokens per "
                           "engine call)")
     if not at.partial_rollout:
-        return []
+        changed = [f"async_training.{k}" for k in ("partial_rollout_mode", "partial_rollout_chunk")
+                   if getattr(at, k) != getattr(type(at)(), k)]
+        return [f"{', '.join(changed)}: no effect without async_training.partial_rollout=True"] if changed else []
     if not is_split(cfg) or staleness < 1:
         raise ConfigError("async_training.partial_rollout=True interrupts generations that run while the trainer "
                           "trains: it needs actor_rollout_ref.hybrid_engine=False and trainer.max_staleness ≥ 1 (now "
@@ -120,7 +122,7 @@ def check_placement(cfg: StriveConfig) -> list[str]:
             raise ConfigError(f"trainer.max_staleness={staleness} needs the rollout engines on slots of their own: "
                               "set actor_rollout_ref.hybrid_engine=False and rollout.n_gpus_per_node / rollout.nnodes "
                               "(colocated engines share the trainer's processes, so generation cannot overlap training)")
-        return []
+        return partial  # colocated: at most the note that partial-rollout settings have no effect
     pool = cfg.rollout
     if pool.nnodes < 1 or pool.n_gpus_per_node < 1:
         raise ConfigError(f"actor_rollout_ref.hybrid_engine=False: rollout.nnodes × rollout.n_gpus_per_node = "

@@ -99,3 +99,9 @@ def test_sharing_the_trainers_gpu_is_noted_and_sends_through_host_memory():
 def test_sharing_errors_name_the_keys(extra, match):
     with pytest.raises(ConfigError, match=match):
         prepare(GPU_SPLIT + ["rollout.share_trainer_gpus=True"] + extra)
+
+
+def test_partial_rollout_settings_without_the_switch_are_noted():
+    notes = prepare(CPU + ["async_training.partial_rollout_chunk=8"]).notes
+    assert any("async_training.partial_rollout_chunk: no effect without async_training.partial_rollout=True" in n
+               for n in notes)
