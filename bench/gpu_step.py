@@ -8,6 +8,7 @@ utilisation (6 · params · tokens per update ÷ time ÷ GPUs ÷ peak bf16), pea
     python bench/gpu_step.py --gpus 1 --configs ppo_hf ppo_fast grpo_fast      # writes $OUT/gpu_step_*.json
     python bench/gpu_step.py --configs ppo_budget grpo_budget                  # token budgets (BUDGETS below)
     python bench/gpu_step.py --configs grpo_fast grpo_split_shared --steps 3 --report-step 2   # one-step-off, 1 GPU
+    python bench/gpu_step.py --gpus 3 --rollout-gpus 1 --configs grpo_split --steps 3 --report-step 2   # 3 + 1 GPUs
 
 actor_mfu is the script's own 6·params·tokens ÷ update time (kept for comparison with earlier rows); mfu_actor and
 mfu_critic are the trainer's perf/mfu/* metrics (strive/models/flops.py: attention and the response-only head
@@ -48,6 +49,9 @@ CONFIGS = {
     "ppo_budget": dict(n=1, estimator="gae", fast="on", extra=BUDGETS),
     "grpo_budget": dict(n=5, estimator="grpo", fast="on", extra=BUDGETS),
     "grpo_split_shared": dict(n=5, estimator="grpo", fast="on", extra=SHARED),
+    # engines on GPUs of their own (--rollout-gpus R), the trainer on --gpus G: G + R cards (the multi-GPU issue)
+    "grpo_split": dict(n=5, estimator="grpo", fast="on", extra=["actor_rollout_ref.hybrid_engine=False",
+                                                                "trainer.max_staleness=1"]),
     "grpo_split_partial": dict(n=5, estimator="grpo", fast="on",
                                extra=SHARED + ["async_training.partial_rollout=True",
                                                "async_training.partial_rollout_chunk=128"]),
@@ -89,11 +93,13 @@ def card() -> str:
 
 
 def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: int, src: str = ROOT,
-               report_step: int = 0) -> dict:
+               report_step: int = 0, rollout_gpus: int = 1) -> dict:
     spec = CONFIGS[name]
     ckpt = os.path.join(work, f"{name}_{gpus}gpu")
     cmd = [sys.executable, "-m", "strive.trainer.main_ppo",
            *overrides(model, data, ckpt, gpus, spec["n"], spec["estimator"], spec["fast"], steps), *spec.get("extra", [])]
+    if name == "grpo_split":
+        cmd.append(f"rollout.n_gpus_per_node={rollout_gpus}")
     log = os.path.join(os.environ.get("OUT") or work, f"train_{name}_{gpus}gpu.log")  # kept if this is cut off
     start = time.time()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
@@ -110,7 +116,8 @@ def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: in
             rows[r["step"]] = r
     step = report_step or max(rows)
     last = rows[step]
-    return {"config": name, "gpus": gpus, "n": spec["n"], "fast": spec["fast"], "wall_s": wall, "step": step,
+    return {"config": name, "gpus": gpus, "rollout_gpus": rollout_gpus if name == "grpo_split" else 0,
+            "n": spec["n"], "fast": spec["fast"], "wall_s": wall, "step": step,
             "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
 
 
@@ -119,7 +126,8 @@ def summarize(result: dict, params: int, peak_tflops: float) -> dict:
     tokens = m["perf/total_num_tokens"]
     flops = 6.0 * params * tokens  # one PPO epoch over every token (model FLOPs; no recompute counted)
     row = {f"{p}_s": round(m.get(f"timing_s/{p}", 0.0), 2) for p in PHASES}
-    row.update(config=result["config"], gpus=result["gpus"], tokens=int(tokens),
+    row.update(config=result["config"], gpus=result["gpus"], rollout_gpus=result.get("rollout_gpus", 0),
+               tokens=int(tokens),
                throughput_tok_s_gpu=round(m["perf/throughput"], 1),
                actor_mfu=round(flops / max(m.get("timing_s/update_actor", 1e-9), 1e-9) / result["gpus"] / (peak_tflops * 1e12), 4),
                mfu_actor=round(m.get("perf/mfu/actor", float("nan")), 4),
@@ -139,6 +147,8 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, nargs="+", default=[1])
     parser.add_argument("--configs", nargs="+", default=["ppo_hf", "ppo_fast", "grpo_fast"], choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--rollout-gpus", type=int, default=1, help="grpo_split: GPUs of the rollout pool, beside "
+                        "the --gpus of the trainer")
     parser.add_argument("--report-step", type=int, default=0, help="the step to report (default: the last); with "
                         "one-step-off configs run --steps 3 and report 2, the last step having nothing to overlap")
     parser.add_argument("--work", default="/tmp/strive_gpu_step")
@@ -162,7 +172,7 @@ def main() -> int:
     for gpus in args.gpus:
         for name in args.configs:
             result = run_config(name, gpus, model, data, args.work, args.steps, os.path.abspath(args.src),
-                                args.report_step)
+                                args.report_step, args.rollout_gpus)
             raw.append(result)
             if "error" in result:
                 print(f"{name} on {gpus} GPU(s) failed:\n{result['error']}", flush=True)
