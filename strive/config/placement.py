@@ -116,36 +116,38 @@ def check_placement(cfg: StriveConfig) -> list[str]:
     staleness = max_staleness(cfg)
     if staleness < 0:
         raise ConfigError(f"trainer.max_staleness={staleness} must be ≥ 0 (0: synchronous)")
-    partial = check_partial(cfg, staleness) + check_sharing(cfg)
+    notes = check_partial(cfg, staleness) + check_sharing(cfg)
     if not is_split(cfg):
         if staleness > 0:
             raise ConfigError(f"trainer.max_staleness={staleness} needs the rollout engines on slots of their own: "
                               "set actor_rollout_ref.hybrid_engine=False and rollout.n_gpus_per_node / rollout.nnodes "
                               "(colocated engines share the trainer's processes, so generation cannot overlap training)")
-        return partial  # colocated: at most the note that partial-rollout settings have no effect
+        return notes  # colocated: at most the note that partial-rollout settings have no effect
     pool = cfg.rollout
     if pool.nnodes < 1 or pool.n_gpus_per_node < 1:
         raise ConfigError(f"actor_rollout_ref.hybrid_engine=False: rollout.nnodes × rollout.n_gpus_per_node = "
                           f"{pool.nnodes} × {pool.n_gpus_per_node} rollout slots; both must be ≥ 1")
     rollout, algo = cfg.actor_rollout_ref.rollout, cfg.algorithm
     multi_turn = rollout.multi_turn.enable
+    colocated = "use the colocated layout (hybrid_engine=True)"
     unsupported = [(multi_turn and rollout.multi_turn.router != "static",
-                    f"actor_rollout_ref.rollout.multi_turn.router={rollout.multi_turn.router}"),
+                    f"actor_rollout_ref.rollout.multi_turn.router={rollout.multi_turn.router}",
+                    f"{colocated} or multi_turn.router=static"),
                    (multi_turn and cfg.async_training.partial_rollout,
-                    "async_training.partial_rollout=True with actor_rollout_ref.rollout.multi_turn.enable=True"),
-                   (algo.filter_groups.enable, "algorithm.filter_groups.enable=True"),
-                   (algo.adv_estimator == "remax", "algorithm.adv_estimator=remax"),
-                   (cfg.reward_model.enable, "reward_model.enable=True"),
-                   (cfg.reward_model.judge.enable, "reward_model.judge.enable=True")]
-    for on, key in unsupported:
+                    "async_training.partial_rollout=True with actor_rollout_ref.rollout.multi_turn.enable=True",
+                    colocated),
+                   (algo.filter_groups.enable, "algorithm.filter_groups.enable=True", colocated),
+                   (algo.adv_estimator == "remax", "algorithm.adv_estimator=remax", colocated),
+                   (cfg.reward_model.enable, "reward_model.enable=True", colocated),
+                   (cfg.reward_model.judge.enable, "reward_model.judge.enable=True", colocated)]
+    for on, key, instead in unsupported:
         if on:
             raise ConfigError(f"{key} is not supported with split placement (actor_rollout_ref.hybrid_engine=False) "
-                              "yet; use the colocated layout (hybrid_engine=True)"
-                              + (" or multi_turn.router=static" if "router" in key else ""))
+                              f"yet; {instead}")
     slot = "worker process(es)" if cfg.trainer.device == "cpu" else "GPU(s)"
     tr = cfg.trainer
     return [f"split placement: trainer on trainer.nnodes {tr.nnodes} × trainer.n_gpus_per_node {tr.n_gpus_per_node} "
             f"{slot}, rollout engines on rollout.nnodes {pool.nnodes} × rollout.n_gpus_per_node "
             f"{pool.n_gpus_per_node} {slot}; trainer.max_staleness={staleness} "
             f"({'synchronous' if staleness == 0 else 'one-step-off' if staleness == 1 else f'up to {staleness} versions behind'}), "
-            f"weight transfer timeout {transfer_timeout_s(cfg):g} s"] + partial
+            f"weight transfer timeout {transfer_timeout_s(cfg):g} s"] + notes

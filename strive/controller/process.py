@@ -25,7 +25,7 @@ from strive.config.sizes import Sizes
 from strive.controller.faults import inject
 from strive.controller.host_memory import MemoryBudget, current_rss_gb, trims_heap
 from strive.engines import SamplingParams
-from strive.workers.partial import Generation
+from strive.workers.partial import Generation, advance, stats
 
 M = TypeVar("M", bound=Callable)
 
@@ -267,8 +267,6 @@ class WorkerProcess:
 
     def _advance(self, gen: Generation, params: SamplingParams, partial: PartialSettings) -> tuple:
         import time
-
-        from strive.workers.partial import advance, stats
 
         start = time.perf_counter()
         advance(gen, self.rollout.engine.generate, params, self.weight_version, partial,

@@ -29,6 +29,7 @@ from strive.config.placement import PartialSettings
 from strive.engines.base import Completion, SamplingParams
 from strive.engines.requests import cut
 
+
 @dataclass
 class Generation:
     """Responses being generated, one entry per response (prompt-major, n per prompt)."""
