@@ -44,3 +44,16 @@ def tiny_rm_dir(tmp_path_factory, smollm2_dir):
     from strive.models.tiny import make_tiny_reward_model
 
     return make_tiny_reward_model(str(tmp_path_factory.mktemp("tiny-rm")), smollm2_dir)
+
+
+def pytest_unconfigure(config):
+    """Name the threads still alive when the session ends: a crash while the interpreter shuts down (seen once in
+    CI, exit 139 after every test passed) then comes with a list of suspects, and `-X faulthandler` in README.md's
+    test command adds their stacks."""
+    import sys
+    import threading
+
+    alive = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if alive:
+        names = ", ".join(f"{t.name} (daemon={t.daemon})" for t in alive)
+        print(f"\nthreads still alive at the end of the session: {names}", file=sys.stderr, flush=True)
