@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -92,6 +93,20 @@ def card() -> str:
     return next((k for k in PEAK_BF16_TFLOPS if k in name), name)
 
 
+def _wait_copying_metrics(proc: subprocess.Popen, metrics: str, copy: str) -> int:
+    """Wait for the run, copying its metrics.jsonl beside the log every few seconds: a run cut off by the machine's
+    time limit still brings back the steps it finished."""
+    while True:
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if os.path.exists(metrics) and os.environ.get("OUT"):
+            shutil.copyfile(metrics, copy)
+        if code is not None:
+            return code
+
+
 def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: int, src: str = ROOT,
                report_step: int = 0, rollout_gpus: int = 1) -> dict:
     spec = CONFIGS[name]
@@ -104,7 +119,8 @@ def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: in
     start = time.time()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
     with open(log, "w") as fh:
-        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=src, env=env).returncode
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=src, env=env)
+        code = _wait_copying_metrics(proc, os.path.join(ckpt, "logs", "metrics.jsonl"), log[:-4] + "_metrics.jsonl")
     wall = time.time() - start
     if code != 0:
         with open(log) as fh:
