@@ -29,7 +29,8 @@ class PartialSettings:
     mode: str
     """"continue" or "resubmit" (async_training.partial_rollout_mode)."""
     chunk: int
-    """New tokens per engine call at most (async_training.partial_rollout_chunk)."""
+    """Decode steps between two asks whether a push waits; for engines called in pieces, new tokens per call
+    (async_training.partial_rollout_chunk)."""
 
 
 def is_split(cfg: StriveConfig) -> bool:
@@ -95,8 +96,8 @@ def check_partial(cfg: StriveConfig, staleness: int) -> list[str]:
         raise ConfigError(f"async_training.partial_rollout_mode={at.partial_rollout_mode!r}: choose one of "
                           f"{', '.join(MODES)}")
     if at.partial_rollout_chunk < 1:
-        raise ConfigError(f"async_training.partial_rollout_chunk={at.partial_rollout_chunk} must be ≥ 1 (new tokens per "
-                          "engine call)")
+        raise ConfigError(f"async_training.partial_rollout_chunk={at.partial_rollout_chunk} must be ≥ 1 (new tokens between "
+                          "two asks whether a push waits)")
     if not at.partial_rollout:
         changed = [f"async_training.{k}" for k in ("partial_rollout_mode", "partial_rollout_chunk")
                    if getattr(at, k) != getattr(type(at)(), k)]
@@ -107,8 +108,9 @@ def check_partial(cfg: StriveConfig, staleness: int) -> list[str]:
                           f"hybrid_engine={cfg.actor_rollout_ref.hybrid_engine}, max_staleness={staleness})")
     return [f"partial rollout: a weight push interrupts the generations in flight, which then "
             f"{'go on from their last token' if at.partial_rollout_mode == 'continue' else 'start again'} under the "
-            f"new weights (async_training.partial_rollout_mode={at.partial_rollout_mode}); the engines generate "
-            f"{at.partial_rollout_chunk} tokens per call (async_training.partial_rollout_chunk)"]
+            f"new weights (async_training.partial_rollout_mode={at.partial_rollout_mode}); the engines ask every "
+            f"{at.partial_rollout_chunk} new tokens whether a push waits (async_training.partial_rollout_chunk; "
+            f"the hf engines stop in place, vllm and sglang are called in pieces of that size)"]
 
 
 def check_placement(cfg: StriveConfig) -> list[str]:

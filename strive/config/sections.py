@@ -399,8 +399,9 @@ class AsyncTrainingConfig:
     """strive: `continue` (an interrupted response goes on from its last token; its earlier tokens keep the log-probs
     they were sampled with) or `resubmit` (it is dropped and sampled again from its prompt)."""
     partial_rollout_chunk: int = 64
-    """strive: new tokens per engine call with partial_rollout; before each call the rollout process checks whether a
-    push is waiting. Each call recomputes the prefix so far (an engine's prefix cache makes that cheap)."""
+    """strive: how often a generation asks whether a push is waiting, in new tokens. The hf engines (plain and fast)
+    ask inside their decode loop and stop in place; vLLM and SGLang are called in pieces of this many tokens, each
+    recomputing the prefix so far (their prefix cache makes that cheap)."""
 
 
 @dataclass

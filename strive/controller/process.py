@@ -25,6 +25,7 @@ from strive.config.sizes import Sizes
 from strive.controller.faults import inject
 from strive.controller.host_memory import MemoryBudget, current_rss_gb, trims_heap
 from strive.engines import SamplingParams
+from strive.engines.base import Interruptible
 from strive.workers.partial import Generation, advance, stats
 
 M = TypeVar("M", bound=Callable)
@@ -269,8 +270,10 @@ class WorkerProcess:
         import time
 
         start = time.perf_counter()
-        advance(gen, self.rollout.engine.generate, params, self.weight_version, partial,
-                lambda: self.transfer.requested(self.weight_version + 1))
+        engine = self.rollout.engine
+        until = engine.generate_until if isinstance(engine, Interruptible) else None
+        advance(gen, engine.generate, params, self.weight_version, partial,
+                lambda: self.transfer.requested(self.weight_version + 1), until)
         gen.seconds += time.perf_counter() - start
         out = self.rollout.generation_batch(gen) if gen.complete else gen
         return out, gen.seconds, stats(gen)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Optional, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +55,8 @@ class Completion:
     logprobs: list[float]
     """Log-probability of each generated id under the sampling distribution (after temperature)."""
     finish_reason: str
-    """'stop' (EOS or a stop token) or 'length' (max_new_tokens reached)."""
+    """'stop' (EOS or a stop token), 'length' (max_new_tokens reached) or 'abort' (`generate_until` was told to
+    stop before this completion ended; it holds the tokens made so far, maybe none)."""
 
 
 @dataclass
@@ -150,6 +151,39 @@ class RolloutEngine(Protocol):
     def resume(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None: ...
 
     def flush_cache(self) -> None: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """An engine that can stop a batch generation in place (partial rollout, strive/workers/partial.py) instead of
+    being called in pieces: hf's plain loop and its fast path. The others are called in pieces."""
+
+    def generate_until(self, prompts: list[list[int]], params: SamplingParams, should_stop: Callable[[], bool],
+                       every: int) -> list[Completion]:
+        """`generate`, asking `should_stop()` after every `every` decode steps; once it says yes, every completion
+        not ended yet comes back as it stands with finish_reason 'abort'."""
+
+
+class StopCheck:
+    """The `should_stop` of generate_until, asked at most once per `every` decode steps; once yes, always yes."""
+
+    def __init__(self, should_stop: Optional[Callable[[], bool]] = None, every: int = 1):
+        self.should_stop, self.every = should_stop, max(1, int(every))
+        self.fired, self._since = False, 0
+
+    def after(self, steps: int) -> bool:
+        """`steps` more decode steps ran: True when generation must stop now."""
+        if self.should_stop is None or self.fired:
+            return self.fired
+        self._since += steps
+        if self._since >= self.every:
+            self._since = 0
+            self.fired = bool(self.should_stop())
+        return self.fired
+
+    def steps_left(self, steps: int) -> int:
+        """`steps` capped so that the next check is not skipped over."""
+        return steps if self.should_stop is None else min(steps, max(1, self.every - self._since))
 
 
 class EngineEntry(NamedTuple):

@@ -28,12 +28,12 @@ from __future__ import annotations
 import gc
 import inspect
 import time
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from strive.engines.base import Completion, EngineSpec, SamplingParams
+from strive.engines.base import Completion, EngineSpec, SamplingParams, StopCheck
 from strive.models.loading import load_causal_lm
 
 RELEASED_MESSAGE = "weights were released; call update_weights after resume"
@@ -73,6 +73,11 @@ class HFEngine:
     # ---- generation -------------------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        return self.generate_until(prompts, params, None, 1)
+
+    def generate_until(self, prompts: list[list[int]], params: SamplingParams,
+                       should_stop: Optional[Callable[[], bool]], every: int) -> list[Completion]:
+        """Interruptible (base.py): `generate`, asking `should_stop()` every `every` decode steps."""
         rows = self._rows(prompts, params)
         if not rows:
             return []
@@ -80,12 +85,16 @@ class HFEngine:
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         out: list[Completion] = []
-        n = params.n
+        n, stop = params.n, StopCheck(should_stop, every)
         per_chunk = max(1, self.spec.max_num_seqs // n)  # whole prompts: their n samples share one prefill
         unique = rows[::n]
         with torch.inference_mode(), sdpa_kernel(SDPA_BACKENDS):
             for start in range(0, len(unique), per_chunk):
-                out += self._generate_chunk(unique[start:start + per_chunk], n, params, generator)
+                chunk = unique[start:start + per_chunk]
+                if stop.fired:  # told to stop in an earlier chunk: these never started
+                    out += [Completion([], [], "abort") for _ in range(len(chunk) * n)]
+                    continue
+                out += self._generate_chunk(chunk, n, params, generator, stop)
                 self._empty_cache()
         return out
 
@@ -100,7 +109,8 @@ class HFEngine:
             raise ValueError("every prompt needs at least one token")
         return [list(p) for p in prompts for _ in range(params.n)]
 
-    def _generate_chunk(self, prompts: list[list[int]], n: int, params: SamplingParams, generator) -> list[Completion]:
+    def _generate_chunk(self, prompts: list[list[int]], n: int, params: SamplingParams, generator,
+                        stop: StopCheck) -> list[Completion]:
         """n completions of each prompt (prompt-major). Each prompt is prefilled once; its n samples then share
         (a copy of) its cache, so a group of n costs one prefill, not n."""
         dev, pad = self.device, self.spec.pad_token_id
@@ -133,13 +143,13 @@ class HFEngine:
             hit = ~done & torch.isin(token, stop_ids)  # (B,)
             stopped |= hit
             done |= hit | (lengths >= limits)
-            if bool(done.all()):
+            if bool(done.all()) or stop.after(1):
                 break
             input_ids = token[:, None]  # (B, 1)
             positions = positions[:, -1:] + 1  # (B, 1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)  # (B, L + s)
         del cache
-        return _completions(tokens, logprobs, lengths, stopped)
+        return _completions(tokens, logprobs, lengths, stopped, done)
 
     def _max_new(self, prompt_len: int, params: SamplingParams) -> int:
         if self.spec.max_model_len is None:
@@ -237,14 +247,16 @@ def sample(logits: torch.Tensor, params: SamplingParams,
     return token, torch.log_softmax(scaled, -1).gather(-1, token[:, None])[:, 0]
 
 
-def _completions(tokens: list, logprobs: list, lengths: torch.Tensor, stopped: torch.Tensor) -> list[Completion]:
+def _completions(tokens: list, logprobs: list, lengths: torch.Tensor, stopped: torch.Tensor,
+                 done: torch.Tensor) -> list[Completion]:
+    """Rows not done when the loop ended were stopped by generate_until's check: 'abort'."""
     if not tokens:
         return [Completion([], [], "length") for _ in range(len(lengths))]
     ids = torch.stack(tokens, dim=1).tolist()  # (B, S)
     lps = torch.stack(logprobs, dim=1).tolist()  # (B, S)
     out = []
-    for row_ids, row_lps, n, stop in zip(ids, lps, lengths.tolist(), stopped.tolist()):
-        out.append(Completion(row_ids[:n], row_lps[:n], "stop" if stop else "length"))
+    for row_ids, row_lps, n, stop, end in zip(ids, lps, lengths.tolist(), stopped.tolist(), done.tolist()):
+        out.append(Completion(row_ids[:n], row_lps[:n], "stop" if stop else "length" if end else "abort"))
     return out
 
 

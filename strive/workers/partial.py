@@ -1,10 +1,10 @@
 """Partial rollout: a generation that a weight push interrupts, then continues (or restarts) under the new weights.
 
-With split placement and `async_training.partial_rollout=True`, a rollout process generates in pieces of at most
-`async_training.partial_rollout_chunk` new tokens per engine call. Before each piece it asks the weight-transfer
-store whether the trainer is waiting to push the next policy version (transfer.py sets `want/<version>` when a push
-starts). If so, the generation stops where it is and is handed back unfinished; the process takes the new weights,
-and the controller's next call on it (`WorkerProcess.continue_ahead`) goes on, by `partial_rollout_mode`:
+With split placement and `async_training.partial_rollout=True`, a rollout process asks the weight-transfer store
+every `async_training.partial_rollout_chunk` new tokens whether the trainer is waiting to push the next policy
+version (transfer.py sets `want/<version>` when a push starts). If so, the generation stops where it is and is
+handed back unfinished; the process takes the new weights, and the controller's next call on it
+(`WorkerProcess.continue_ahead`) goes on, by `partial_rollout_mode`:
 
 - `continue`: an unfinished response goes on from its last token under the new weights. Its earlier tokens keep the
   log-probs they were sampled with (the behaviour policy's, which rollout correction needs) and their version.
@@ -13,15 +13,19 @@ and the controller's next call on it (`WorkerProcess.continue_ahead`) goes on, b
 Finished responses are kept as they are in both modes. Every token records the policy version that sampled it
 (`Batch.token_versions`), so the staleness bound and the metrics read what happened, not what was planned.
 
-It works with any engine's batch `generate`: a continued request is its prompt plus the tokens so far, so the
-engine recomputes that prefix's KV cache (vLLM and SGLang find it in their prefix cache). The cost is that prefill
-once per piece, paid whether or not a push comes; a larger chunk pays it less often but notices a push later.
+How a generation is stopped depends on the engine:
+- an Interruptible engine (strive.engines.base; the hf engines, plain and fast) asks inside its decode loop and
+  returns what each response has so far ('abort'), so without a push a generation is one call, as it would be
+  without partial rollout, and a push costs one more prefill of prompt + tokens so far when it continues;
+- any other engine is called in pieces of at most `partial_rollout_chunk` new tokens through its ordinary batch
+  `generate`, asked before each piece. A continued request is its prompt plus the tokens so far, so each piece
+  recomputes that prefix (vLLM and SGLang find it in their prefix cache), paid whether or not a push comes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -62,35 +66,51 @@ class Generation:
         return all(self.finished)
 
 
-def advance(gen: Generation, generate: Callable[[list[list[int]], SamplingParams], list[Completion]],
-            params: SamplingParams, version: int, settings: PartialSettings,
-            push_pending: Callable[[], bool]) -> Generation:
-    """Generate pieces under policy `version` until every response is finished or `push_pending()` says the trainer
-    waits to push newer weights (then the unfinished ones are interrupted as `settings.mode` says)."""
+Generate = Callable[[list[list[int]], SamplingParams], list[Completion]]
+GenerateUntil = Callable[[list[list[int]], SamplingParams, Callable[[], bool], int], list[Completion]]
+
+
+def advance(gen: Generation, generate: Generate, params: SamplingParams, version: int, settings: PartialSettings,
+            push_pending: Callable[[], bool], generate_until: Optional[GenerateUntil] = None) -> Generation:
+    """Generate under policy `version` until every response is finished or `push_pending()` says the trainer waits
+    to push newer weights (then the unfinished ones are interrupted as `settings.mode` says). With `generate_until`
+    (an Interruptible engine) one call runs to the end unless told to stop; else `generate` runs in pieces."""
     while not gen.complete:
         if push_pending():
             interrupt(gen, settings.mode)
             return gen
         todo = [i for i, done in enumerate(gen.finished) if not done]
         left = [params.max_new_tokens - len(gen.tokens[i]) for i in todo]
-        piece = min(settings.chunk, max(left))
         seed = None if params.seed is None else params.seed + 1_000_003 * gen.calls
-        outs = generate([gen.prompts[i] + gen.tokens[i] for i in todo],
-                        replace(params, n=1, max_new_tokens=piece, seed=seed))
+        requests = [gen.prompts[i] + gen.tokens[i] for i in todo]
+        if generate_until is not None:
+            piece = max(left)
+            outs = generate_until(requests, replace(params, n=1, max_new_tokens=piece, seed=seed), push_pending,
+                                  settings.chunk)
+        else:
+            piece = min(settings.chunk, max(left))
+            outs = generate(requests, replace(params, n=1, max_new_tokens=piece, seed=seed))
         if len(outs) != len(todo):
             raise RuntimeError(f"engine returned {len(outs)} completions for {len(todo)} requests")
         gen.calls += 1
         gen.pieces.append(len(todo))
         for i, limit, out in zip(todo, left, outs):
-            asked = min(piece, limit)
-            out = cut(out, asked)
-            gen.tokens[i] += out.token_ids
-            gen.logprobs[i] += out.logprobs
-            gen.versions[i] += [version] * len(out.token_ids)
-            # fewer tokens than asked without a stop: the engine's own length limit (max_model_len) ended it
-            gen.finished[i] = (out.finish_reason == "stop" or len(out.token_ids) < asked
-                               or len(gen.tokens[i]) >= params.max_new_tokens)
+            _extend(gen, i, out, min(piece, limit), version, params.max_new_tokens)
+        if any(out.finish_reason == "abort" for out in outs):
+            interrupt(gen, settings.mode)
+            return gen
     return gen
+
+
+def _extend(gen: Generation, i: int, out: Completion, asked: int, version: int, max_new_tokens: int) -> None:
+    """Response i takes a call's `out` (at most `asked` tokens of it, sampled by `version`)."""
+    out = cut(out, asked)
+    gen.tokens[i] += out.token_ids
+    gen.logprobs[i] += out.logprobs
+    gen.versions[i] += [version] * len(out.token_ids)
+    # fewer tokens than asked without a stop: the engine's own length limit (max_model_len) ended it
+    gen.finished[i] = out.finish_reason != "abort" and (
+        out.finish_reason == "stop" or len(out.token_ids) < asked or len(gen.tokens[i]) >= max_new_tokens)
 
 
 def interrupt(gen: Generation, mode: str) -> None:

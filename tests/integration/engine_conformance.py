@@ -292,8 +292,29 @@ def check_partial_rollout_across_a_weight_update(make_engine, model_dir):
         assert gen.versions[i] == [0] * chunk + [1] * (10 - chunk)
 
 
+def check_generate_until_stops_in_place(make_engine, model_dir):
+    """An Interruptible engine (base.py), told to stop at its second check: every completion comes back 'abort'
+    holding a prefix of what it would have generated (the prompt past max_num_seqs none at all); never told to
+    stop, generate_until is generate. Engines that are not Interruptible are called in pieces instead (skip)."""
+    from strive.engines.base import Interruptible
+
+    engine, params = make_engine(max_num_seqs=2), greedy(10, ignore_eos=True)
+    if not isinstance(engine, Interruptible):
+        pytest.skip("not Interruptible: partial rollout calls this engine in pieces")
+    whole = engine.generate(PROMPTS, params)
+    assert engine.generate_until(PROMPTS, params, lambda: False, 3) == whole
+    asked = []
+    stopped = engine.generate_until(PROMPTS, params, lambda: asked.append(1) or len(asked) >= 2, 3)
+    assert len(asked) == 2 and [c.finish_reason for c in stopped] == ["abort"] * len(PROMPTS)
+    assert stopped[-1].token_ids == []  # a third prompt with two sequences at a time never started
+    for got, full in zip(stopped[:2], whole[:2]):
+        assert 6 <= len(got.token_ids) < 10 and got.token_ids == full.token_ids[:len(got.token_ids)]
+        torch.testing.assert_close(torch.tensor(got.logprobs), torch.tensor(full.logprobs[:len(got.logprobs)]),
+                                   atol=1e-5, rtol=0)
+
+
 CHECKS = [check_shapes_and_n, check_stop_and_ignore_eos, check_greedy_matches_reference, check_seeded_sampling,
           check_update_weights_changes_output, check_logprobs_match_trainer, check_release_resume,
           check_dummy_load_matches_real, check_requests_with_their_own_settings,
           check_abort_leaves_the_others_served, check_continuation_equals_one_long_request,
-          check_partial_rollout_across_a_weight_update]
+          check_partial_rollout_across_a_weight_update, check_generate_until_stops_in_place]

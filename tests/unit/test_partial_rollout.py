@@ -132,6 +132,72 @@ def test_the_engines_own_length_limit_ends_a_response():
     assert all(len(p) + len(t) <= 9 for p, t in zip(gen.prompts, gen.tokens))
 
 
+class StoppableEngine(VersionedEngine):
+    """VersionedEngine that is Interruptible: one decode step per token for all rows at once, `should_stop` asked
+    every `every` steps, unfinished rows handed back as 'abort'."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.checks = 0
+
+    def generate_until(self, prompts, params, should_stop, every):
+        self.calls += 1
+        rows = [[list(p), [], [], None] for p in prompts]  # ids, tokens, log-probs, finish reason
+        for step in range(params.max_new_tokens):
+            for row in rows:
+                if row[3] is None and len(row[0]) < self.max_len:
+                    token, lp = self.next(row[0])
+                    row[0].append(token), row[1].append(token), row[2].append(lp)
+                    row[3] = "stop" if token == EOS else None
+                elif row[3] is None:
+                    row[3] = "length"
+            if all(r[3] for r in rows):
+                break
+            if (step + 1) % every == 0:
+                self.checks += 1
+                if should_stop():
+                    return [Completion(t, lp, reason or "abort") for _, t, lp, reason in rows]
+        return [Completion(t, lp, reason or "length") for _, t, lp, reason in rows]
+
+
+def run_stoppable(gen, engine, version, every, mode, stop_at_check):
+    """advance() through generate_until, the trainer asking for a push at the engine's `stop_at_check`-th check."""
+    start = engine.checks
+    return advance(gen, engine.generate, PARAMS, version, PartialSettings(mode, every),
+                   lambda: engine.checks - start >= stop_at_check, engine.generate_until)
+
+
+def test_an_interruptible_engine_needs_one_call_without_a_push():
+    engine = StoppableEngine()
+    gen = run_stoppable(Generation.start(PROMPTS, PARAMS.n), engine, 2, 3, "continue", stop_at_check=10**9)
+    assert gen.complete and engine.calls == 1 and engine.checks > 1 and not any(gen.interrupted)
+    for i, prompt in enumerate(gen.prompts):
+        ref = whole(VersionedEngine(), prompt, PARAMS.max_new_tokens)
+        assert gen.tokens[i] == ref.token_ids and gen.versions[i] == [2] * len(ref.token_ids)
+
+
+@pytest.mark.parametrize("mode", ["continue", "resubmit"])
+def test_an_interruptible_engine_stops_in_place_at_a_push(mode):
+    engine, every = StoppableEngine(), 3
+    gen = run_stoppable(Generation.start(PROMPTS, PARAMS.n), engine, 0, every, mode, stop_at_check=2)
+    assert engine.calls == 1 and not gen.complete and any(gen.interrupted)
+    engine.version = 1
+    gen = run_stoppable(gen, engine, 1, every, mode, stop_at_check=10**9)
+    assert gen.complete and engine.calls == 2  # one call before the push, one after: no pieces
+    for i, prompt in enumerate(gen.prompts):
+        old = whole(VersionedEngine(), prompt, 2 * every)  # the steps run before the second check said stop
+        if old.finish_reason == "stop":
+            assert gen.tokens[i] == old.token_ids and not gen.interrupted[i]
+            continue
+        new_engine = VersionedEngine()
+        new_engine.version = 1
+        kept = old.token_ids if mode == "continue" else []
+        rest = whole(new_engine, prompt + kept, PARAMS.max_new_tokens - len(kept))
+        assert gen.tokens[i] == kept + rest.token_ids and gen.interrupted[i]
+        assert gen.versions[i] == [0] * len(kept) + [1] * len(rest.token_ids)
+    assert gen.dropped_tokens == (2 * every * sum(gen.interrupted) if mode == "resubmit" else 0)
+
+
 def test_token_versions_pad_with_minus_one():
     tv = token_versions([[2, 2, 3], [], [3]], T=4)
     assert tv.tolist() == [[2, 2, 3, -1], [-1, -1, -1, -1], [3, -1, -1, -1]]

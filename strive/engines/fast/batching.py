@@ -27,7 +27,7 @@ from collections import deque
 
 import torch
 
-from strive.engines.base import Completion
+from strive.engines.base import Completion, StopCheck
 
 
 def batch_buckets(slots: int) -> list[int]:
@@ -53,10 +53,11 @@ class SlotScheduler:
     """One generate call's host-side scheduling: which completion sits in which slot, and what the host knows
     of each without asking the device (its next input position, tokens it may still generate)."""
 
-    def __init__(self, gen, rt, rows, limits, keys, kind, results: list):
-        """gen: the FastGenerator (prefill, decode, move), rt: its runtime; results[i] is filled for row i."""
+    def __init__(self, gen, rt, rows, limits, keys, kind, results: list, stop: StopCheck):
+        """gen: the FastGenerator (prefill, decode, move), rt: its runtime; results[i] is filled for row i;
+        `stop` may end the call early (generate_until)."""
         self.gen, self.rt, self.rows, self.limits, self.keys, self.kind = gen, rt, rows, limits, keys, kind
-        self.results = results
+        self.results, self.stop = results, stop
         self.slot_row = [-1] * rt.slots
         self.next_pos = [0] * rt.slots
         self.left = [0] * rt.slots
@@ -76,13 +77,16 @@ class SlotScheduler:
                 return
             if not self.waiting:
                 busy = self.compact(busy)
-            steps = min(self.left[s] for s in busy)
+            steps = self.stop.steps_left(min(self.left[s] for s in busy))
             if self.stops_possible:
                 steps = min(steps, self.gen.opts.sync_every)
             if steps > 0:
                 b = bucket(self.buckets, busy[-1] + 1)
                 self.gen.decode(self.rt, steps, b, max(self.next_pos[s] for s in busy), self.kind)
             self.collect(busy, steps)
+            if self.stop.after(steps):
+                self.abort()
+                return
 
     def refill(self) -> None:
         free = [s for s, r in enumerate(self.slot_row) if r < 0][:len(self.waiting)]
@@ -108,20 +112,29 @@ class SlotScheduler:
             self.left[s] -= steps
         self.gen.stats["host_checks"] += 1
         done = self.rt.done.tolist()
-        finished = [s for s in busy if done[s]]
-        if not finished:
+        self.take([s for s in busy if done[s]], None)
+
+    def take(self, slots: list[int], reason) -> None:
+        """The outputs of `slots` into results, freeing the slots; `reason` None: each slot's own stop/length."""
+        if not slots:
             return
-        index = torch.tensor(finished, device=self.gen.device)
+        index = torch.tensor(slots, device=self.gen.device)
         counts = self.rt.n_gen[index].tolist()
         stopped = self.rt.stopped[index].tolist()
         width = max(counts)
         tokens = self.rt.out_tok[index, :width].tolist()
         logprobs = self.rt.out_lp[index, :width].tolist()
-        for j, s in enumerate(finished):
+        for j, s in enumerate(slots):
             n = counts[j]
-            self.results[self.slot_row[s]] = Completion(tokens[j][:n], logprobs[j][:n],
-                                                        "stop" if stopped[j] else "length")
+            why = reason or ("stop" if stopped[j] else "length")
+            self.results[self.slot_row[s]] = Completion(tokens[j][:n], logprobs[j][:n], why)
             self.slot_row[s] = -1
+
+    def abort(self) -> None:
+        """generate_until was told to stop: busy slots hand back what they have, waiting rows come back empty."""
+        self.take(self.busy(), "abort")
+        while self.waiting:
+            self.results[self.waiting.popleft()] = Completion([], [], "abort")
 
     def compact(self, busy: list[int]) -> list[int]:
         """Move busy slots down when that lets a smaller batch bucket cover them all."""

@@ -3,7 +3,7 @@
 Why a subclass of HFEngine: the two engines differ only in how they decode. Loading, update_weights and
 release/resume of the weights are HFEngine's, unchanged, so the plain engine stays the reference the fast one is
 checked against (tests/integration/test_fast_engine.py compares them) and hf.py needs no trace of this one.
-What this class adds: generate goes to the FastGenerator (generator.py) on the same model; release/resume of
+What this class adds: generate (through generate_until) goes to the FastGenerator (generator.py) on the same model; release/resume of
 "kv_cache" reach its preallocated cache, release of "weights" also drops its packed projection buffers.
 
 A run with rollout.name=hf gets this class when `strive.engines.base.start_engine` chooses the fast path
@@ -16,9 +16,9 @@ except under fast=auto, where this engine decodes with HFEngine's plain loop and
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
-from strive.engines.base import Completion, EngineSpec, SamplingParams
+from strive.engines.base import Completion, EngineSpec, SamplingParams, StopCheck
 from strive.engines.fast.generator import FastGenerator
 from strive.engines.fast.model import unsupported_reason
 from strive.engines.fast.options import FastOptions
@@ -39,13 +39,15 @@ class FastHFEngine(HFEngine):
             raise ValueError(f"engine_kwargs.hf.fast={opts.mode}, but the fast path does not support "
                              f"{self.unsupported}; use fast=auto|off")
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate_until(self, prompts: list[list[int]], params: SamplingParams,
+                       should_stop: Optional[Callable[[], bool]], every: int) -> list[Completion]:
         if self.fast is None:  # fast=auto fell back (see `unsupported`)
-            return super().generate(prompts, params)
+            return super().generate_until(prompts, params, should_stop, every)
         rows = self._rows(prompts, params)
         if not rows:
             return []
-        return self.fast.generate(rows, [self._max_new(len(r), params) for r in rows], params)
+        return self.fast.generate(rows, [self._max_new(len(r), params) for r in rows], params,
+                                  StopCheck(should_stop, every))
 
     def release(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
         # the generator first: it drops its packed buffers and cache, then HFEngine frees the parameters and

@@ -56,7 +56,7 @@ from typing import Optional
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from strive.engines.base import Completion, EngineSpec, SamplingParams
+from strive.engines.base import Completion, EngineSpec, SamplingParams, StopCheck
 from strive.engines.fast.batching import SlotScheduler, bucket, span_buckets
 from strive.engines.fast.model import FastModel, out_and_mlp, qkv
 from strive.engines.fast.options import FastOptions
@@ -168,8 +168,10 @@ class FastGenerator:
 
     # ---- generate ----------------------------------------------------------------------------------------------
 
-    def generate(self, rows: list[list[int]], limits: list[int], params: SamplingParams) -> list[Completion]:
-        """Completions of `rows` (prompt-major, n already expanded), at most limits[i] tokens each."""
+    def generate(self, rows: list[list[int]], limits: list[int], params: SamplingParams,
+                 stop: Optional[StopCheck] = None) -> list[Completion]:
+        """Completions of `rows` (prompt-major, n already expanded), at most limits[i] tokens each; `stop` ends
+        the call early (generate_until), the unfinished ones coming back as 'abort'."""
         results: list = [Completion([], [], "length") if lim <= 0 else None for lim in limits]
         todo = [i for i, lim in enumerate(limits) if lim > 0]
         if not todo:
@@ -189,7 +191,7 @@ class FastGenerator:
                 rt.graphs.clear()
                 rt.pool = None
                 rt.signature = signature
-            SlotScheduler(self, rt, rows, limits, keys, kind, results).run(todo)
+            SlotScheduler(self, rt, rows, limits, keys, kind, results, stop or StopCheck()).run(todo)
         return results
 
     def _configure(self, rt: _Runtime, params: SamplingParams) -> None:
