@@ -67,13 +67,16 @@ class Ahead:
     rows: list[PromptRow]
     params: SamplingParams
     handle: Any
+    data_state: Optional[dict] = None
+    """The data sampler's state before this generation's prompts were drawn (what a checkpoint must keep)."""
 
 
 class RolloutQueue:
     def __init__(self, backend: RolloutBackend, max_staleness: int, next_rows: Callable[[], list[PromptRow]],
                  params_for: Callable[[int], SamplingParams], last_step: int,
-                 partial: Optional[PartialSettings] = None):
+                 partial: Optional[PartialSettings] = None, data_state: Optional[Callable[[], dict]] = None):
         self.backend, self.max_staleness, self.partial = backend, max_staleness, partial
+        self.data_state = data_state
         self.next_rows, self.params_for, self.last_step = next_rows, params_for, last_step
         self.version = -1
         """The last policy version pushed (-1: none yet)."""
@@ -116,9 +119,16 @@ class RolloutQueue:
         """Submit generations for the next steps while fewer than max_staleness + 1 are outstanding."""
         while len(self.ahead) < self.max_staleness + 1 and self.submitted < self.last_step:
             self.submitted += 1
+            state = self.data_state() if self.data_state is not None else None
             rows, params = self.next_rows(), self.params_for(self.submitted)
             self.ahead.append(Ahead(self.submitted, self.version, rows, params,
-                                    self.backend.submit_generate(rows, params, self.partial)))
+                                    self.backend.submit_generate(rows, params, self.partial), state))
+
+    def checkpoint_data_state(self) -> Optional[dict]:
+        """The data sampler's state a checkpoint taken now must hold: from before the prompts of the oldest
+        generation in flight, so that a resumed run draws them again instead of skipping them (None: nothing in
+        flight, the sampler's own state is right)."""
+        return self.ahead[0].data_state if self.ahead else None
 
     def push(self, version: int, timings: dict[str, float]) -> dict[str, float]:
         """Send policy `version` to the rollout pool and wait for it: the rollout processes take it after the

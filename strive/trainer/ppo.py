@@ -57,7 +57,7 @@ class PPOTrainer:
         backend = RayRollout(rt.rollout_group, rt.group, limit, self.step_sampler.agent_loop)
         return RolloutQueue(backend, max_staleness(self.cfg), self.next_rows,
                             lambda step: phases.step_params(base, rt.data.sampler.seed, step), rt.data.total_steps,
-                            partial_settings(self.cfg))
+                            partial_settings(self.cfg), rt.data.sampler.state_dict)
 
     def next_rows(self) -> list[PromptRow]:
         return [self.rt.data.train_data[i] for i in self.rt.data.sampler.next_batch()]
@@ -178,7 +178,8 @@ class PPOTrainer:
         self.rt.group.call_all(WorkerProcess.save, tmp, self.rt.data.model_path)
         if self.rt.critic_group:
             self.rt.critic_group.call_all(WorkerProcess.save, tmp, self.rt.data.model_path)
-        state = {"sampler": self.rt.data.sampler.state_dict(), "global_step": self.step,
+        in_flight = self.queue.checkpoint_data_state() if self.queue is not None else None
+        state = {"sampler": in_flight or self.rt.data.sampler.state_dict(), "global_step": self.step,
                  "kl_coef": getattr(self.rt.kl_ctrl, "value", None)}
         ckpt.save_driver_state(tmp, state)
         path = ckpt.finish_save(self.cfg.trainer, self.step, tmp, self.rt.group.world_size)

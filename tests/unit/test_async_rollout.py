@@ -97,3 +97,27 @@ def test_a_batch_older_than_the_bound_is_an_error():
     queue.top_up()  # step 2's generation submitted before version 1 was pushed (a bug the check must catch)
     with pytest.raises(RuntimeError, match="up to 1 versions old; trainer.max_staleness=0"):
         queue.take(2, {})
+
+
+@pytest.mark.parametrize("staleness", [0, 1, 2])
+def test_a_checkpoint_keeps_the_prompts_in_flight(staleness):
+    """A checkpoint after step k holds the data state from before the oldest generation in flight, so a run resumed
+    from it draws exactly the prompts the uninterrupted run trained on from step k + 1 on, none skipped."""
+    sampler = {"position": 0}
+
+    def next_rows():
+        sampler["position"] += 1
+        return [sampler["position"]]
+
+    queue = RolloutQueue(FakeBackend(), staleness, next_rows, lambda step: SamplingParams(4, seed=step), 6,
+                         data_state=lambda: dict(sampler))
+    queue.start(0, 0)
+    saved, ahead = {}, {}
+    for step in range(1, 7):
+        queue.take(step, {})
+        queue.push(step, {})
+        saved[step] = queue.checkpoint_data_state() or dict(sampler)
+        ahead[step] = sampler["position"] - step
+    # the sampler ran `staleness` batches ahead of training (not at the end); the checkpoint does not
+    assert [ahead[s] for s in range(1, 7)] == [min(staleness, 6 - s) for s in range(1, 7)]
+    assert all(saved[s] == {"position": s} for s in range(1, 7))
