@@ -7,8 +7,9 @@ SmolLM2-135M-Instruct, arithmetic problems scored like GSM8K, smaller batches), 
     sync        actor_rollout_ref.hybrid_engine=True, 1 worker process (engine and trainer take turns)
     one_step    hybrid_engine=False, 1 rollout process + 1 trainer process, trainer.max_staleness=1
     stale2      the same with trainer.max_staleness=2
-    partial     one_step with partial rollout (async_training.partial_rollout=True, mode continue, pieces of 16
-                tokens): a push stops the generation in flight, which goes on under the new weights
+    partial     one_step with partial rollout (async_training.partial_rollout=True, mode continue, a check every
+                16 tokens): a push stops the generation in flight, which goes on under the new weights (the hf
+                engine stops in place; before commit ee31e40 it was called in pieces of 16 tokens)
 
 The CPU is split by processes (strive gives each worker cpus / processes threads), so the colocated run's one
 process gets every core and the split runs' two processes half each: the comparison is at equal hardware. Per
