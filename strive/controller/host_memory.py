@@ -13,7 +13,6 @@ import ctypes
 import functools
 import os
 import threading
-import time
 from typing import Callable, Optional, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -72,7 +71,6 @@ class MemoryBudget:
         self._phase: Optional[str] = None
         self._thread_id = 0
         self._over: Optional[float] = None
-        self._sampler: Optional[threading.Thread] = None
 
     def run(self, phase: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`fn(*args, **kwargs)` as phase `phase`, stopped with HostMemoryExceeded once it holds too much."""
@@ -80,19 +78,22 @@ class MemoryBudget:
             return fn(*args, **kwargs)
         with self._lock:
             self._phase, self._thread_id, self._over = phase, threading.get_ident(), None
-        if self._sampler is None:
-            self._sampler = threading.Thread(target=self._sample, name="strive-memory-budget", daemon=True)
-            self._sampler.start()
+        stop = threading.Event()  # the sampler lives as long as the phase: no thread outlives its process's work
+        sampler = threading.Thread(target=self._sample, args=(stop,), name="strive-memory-budget", daemon=True)
+        sampler.start()
         try:
             try:
                 result = fn(*args, **kwargs)
             finally:
-                with self._lock:
+                with self._lock:  # after this the sampler raises nothing more
                     self._phase = None
                     if self._over is not None:  # cancel a raise the thread has not reached yet
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread_id), None)
         except _OverBudget:  # delivered anywhere above, the `finally` included
             pass
+        finally:
+            stop.set()
+            sampler.join()
         if self._over is not None:
             raise HostMemoryExceeded(self.message(phase, self._over))
         return result
@@ -107,9 +108,8 @@ class MemoryBudget:
         return (f"rank {self.rank} held {rss:.2f} GiB of host memory (resident set) during '{phase}', over the "
                 f"budget trainer.host_memory_limit_gb={self.limit_gb:g}")
 
-    def _sample(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
+    def _sample(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval_s):
             with self._lock:
                 if self._phase is None or self._over is not None:
                     continue
