@@ -96,8 +96,8 @@ def check_partial(cfg: StriveConfig, staleness: int) -> list[str]:
         raise ConfigError(f"async_training.partial_rollout_mode={at.partial_rollout_mode!r}: choose one of "
                           f"{', '.join(MODES)}")
     if at.partial_rollout_chunk < 1:
-        raise ConfigError(f"async_training.partial_rollout_chunk={at.partial_rollout_chunk} must be ≥ 1 (new tokens between "
-                          "two asks whether a push waits)")
+        raise ConfigError(f"async_training.partial_rollout_chunk={at.partial_rollout_chunk} must be ≥ 1 (new tokens "
+                          "between two asks whether a push waits)")
     if not at.partial_rollout:
         changed = [f"async_training.{k}" for k in ("partial_rollout_mode", "partial_rollout_chunk")
                    if getattr(at, k) != getattr(type(at)(), k)]

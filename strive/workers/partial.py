@@ -54,12 +54,14 @@ class Generation:
     """Time spent generating, over every call on every piece."""
     pieces: list[int] = field(default_factory=list)
     """Responses in each engine call."""
+    n: int = 1
+    """Responses per prompt (consecutive entries share a prompt)."""
 
     @staticmethod
     def start(prompts: list[list[int]], n: int) -> "Generation":
         B = len(prompts) * n
         return Generation([list(prompts[i // n]) for i in range(B)], [[] for _ in range(B)], [[] for _ in range(B)],
-                          [[] for _ in range(B)], [False] * B, [False] * B)
+                          [[] for _ in range(B)], [False] * B, [False] * B, n=n)
 
     @property
     def complete(self) -> bool:
@@ -82,14 +84,14 @@ def advance(gen: Generation, generate: Generate, params: SamplingParams, version
         todo = [i for i, done in enumerate(gen.finished) if not done]
         left = [params.max_new_tokens - len(gen.tokens[i]) for i in todo]
         seed = None if params.seed is None else params.seed + 1_000_003 * gen.calls
-        requests = [gen.prompts[i] + gen.tokens[i] for i in todo]
+        fresh = gen.calls == 0 and gen.n > 1 and len(todo) == len(gen.prompts)  # the n samples share one prefill
+        requests = gen.prompts[::gen.n] if fresh else [gen.prompts[i] + gen.tokens[i] for i in todo]
+        piece = max(left) if generate_until is not None else min(settings.chunk, max(left))
+        call = replace(params, n=gen.n if fresh else 1, max_new_tokens=piece, seed=seed)
         if generate_until is not None:
-            piece = max(left)
-            outs = generate_until(requests, replace(params, n=1, max_new_tokens=piece, seed=seed), push_pending,
-                                  settings.chunk)
+            outs = generate_until(requests, call, push_pending, settings.chunk)
         else:
-            piece = min(settings.chunk, max(left))
-            outs = generate(requests, replace(params, n=1, max_new_tokens=piece, seed=seed))
+            outs = generate(requests, call)
         if len(outs) != len(todo):
             raise RuntimeError(f"engine returned {len(outs)} completions for {len(todo)} requests")
         gen.calls += 1

@@ -23,6 +23,8 @@ class VersionedEngine:
 
     def __init__(self, max_len: int = 10_000):
         self.version, self.max_len, self.calls = 0, max_len, 0
+        self.asked: list[tuple[int, int]] = []
+        """(prompts, n) of each call."""
 
     def next(self, ids: list[int]) -> tuple[int, float]:
         s = sum(ids) + 7 * len(ids)
@@ -31,8 +33,9 @@ class VersionedEngine:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         self.calls += 1
+        self.asked.append((len(prompts), params.n))
         outs = []
-        for prompt in prompts:
+        for prompt in (p for p in prompts for _ in range(params.n)):
             ids, toks, lps, reason = list(prompt), [], [], "length"
             while len(toks) < params.max_new_tokens and len(ids) < self.max_len:
                 token, lp = self.next(ids)
@@ -72,6 +75,8 @@ def test_pieces_without_a_push_equal_one_call(chunk):
         assert gen.tokens[i] == ref.token_ids and gen.logprobs[i] == pytest.approx(ref.logprobs)
         assert gen.versions[i] == [4] * len(ref.token_ids)
     assert 1 < gen.calls or chunk >= PARAMS.max_new_tokens
+    assert engine.asked[0] == (len(PROMPTS), PARAMS.n)  # first piece: each prompt once, its n samples share it
+    assert all(n == 1 for _, n in engine.asked[1:])  # later pieces: each response goes on from its own tokens
 
 
 def test_continue_keeps_earlier_tokens_and_goes_on_under_the_new_weights():
@@ -142,7 +147,8 @@ class StoppableEngine(VersionedEngine):
 
     def generate_until(self, prompts, params, should_stop, every):
         self.calls += 1
-        rows = [[list(p), [], [], None] for p in prompts]  # ids, tokens, log-probs, finish reason
+        self.asked.append((len(prompts), params.n))
+        rows = [[list(p), [], [], None] for p in prompts for _ in range(params.n)]  # ids, tokens, log-probs, reason
         for step in range(params.max_new_tokens):
             for row in rows:
                 if row[3] is None and len(row[0]) < self.max_len:
@@ -171,6 +177,7 @@ def test_an_interruptible_engine_needs_one_call_without_a_push():
     engine = StoppableEngine()
     gen = run_stoppable(Generation.start(PROMPTS, PARAMS.n), engine, 2, 3, "continue", stop_at_check=10**9)
     assert gen.complete and engine.calls == 1 and engine.checks > 1 and not any(gen.interrupted)
+    assert engine.asked == [(len(PROMPTS), PARAMS.n)]
     for i, prompt in enumerate(gen.prompts):
         ref = whole(VersionedEngine(), prompt, PARAMS.max_new_tokens)
         assert gen.tokens[i] == ref.token_ids and gen.versions[i] == [2] * len(ref.token_ids)

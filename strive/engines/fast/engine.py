@@ -3,8 +3,9 @@
 Why a subclass of HFEngine: the two engines differ only in how they decode. Loading, update_weights and
 release/resume of the weights are HFEngine's, unchanged, so the plain engine stays the reference the fast one is
 checked against (tests/integration/test_fast_engine.py compares them) and hf.py needs no trace of this one.
-What this class adds: generate (through generate_until) goes to the FastGenerator (generator.py) on the same model; release/resume of
-"kv_cache" reach its preallocated cache, release of "weights" also drops its packed projection buffers.
+What this class adds: generate (through generate_until) goes to the FastGenerator (generator.py) on the same
+model; release/resume of "kv_cache" reach its preallocated cache, release of "weights" also drops its packed
+projection buffers.
 
 A run with rollout.name=hf gets this class when `strive.engines.base.start_engine` chooses the fast path
 (engine_kwargs.hf.fast, options.py). Built directly, `FastHFEngine(spec)` runs the fast path on any device (on CPU
