@@ -46,7 +46,6 @@ def tiny_rm_dir(tmp_path_factory, smollm2_dir):
     return make_tiny_reward_model(str(tmp_path_factory.mktemp("tiny-rm")), smollm2_dir)
 
 
-
 _EXIT_STATUS: list[int] = []
 
 
@@ -56,11 +55,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    """After pytest's own teardown: name the threads still alive, then end the process without the interpreter's
-    finalization. CI once crashed there (exit 139 after every test had passed, no trace): this process has run
-    in-process Ray, gloo groups and tokenizer thread pools, whose native threads can outlive their owners. Every
-    run of strive itself that a test starts is a subprocess whose exit code the test checks, so this hides no
-    crash of strive's; only a whole `pytest` command ends this way (not pytest.main() inside another program)."""
+    """After pytest's own teardown: name the threads still alive, run the atexit handlers (they stop engines' and
+    Ray's child processes), then end the process without the interpreter's finalization. CI once crashed there
+    (exit 139 after every test had passed, no trace): this process has run in-process Ray, gloo groups and
+    tokenizer thread pools, whose native objects are torn down in no fixed order then. Every run of strive itself
+    that a test starts is a subprocess whose exit code the test checks, so this hides no crash of strive's; only a
+    whole `pytest` command ends this way (not pytest.main() inside another program)."""
+    import atexit
     import sys
     import threading
 
@@ -70,6 +71,9 @@ def pytest_unconfigure(config):
         print(f"\nthreads still alive at the end of the session: {names}", file=sys.stderr, flush=True)
     if _EXIT_STATUS and os.path.basename(os.path.dirname(sys.argv[0]) if sys.argv[0].endswith("__main__.py")
                                          else sys.argv[0]) in ("pytest", "py.test"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])
