@@ -69,11 +69,16 @@ def pytest_unconfigure(config):
     if alive:
         names = ", ".join(f"{t.name} (daemon={t.daemon})" for t in alive)
         print(f"\nthreads still alive at the end of the session: {names}", file=sys.stderr, flush=True)
-    if _EXIT_STATUS and os.path.basename(os.path.dirname(sys.argv[0]) if sys.argv[0].endswith("__main__.py")
-                                         else sys.argv[0]) in ("pytest", "py.test"):
+    if _EXIT_STATUS and _whole_pytest_command(sys.argv[0]):
         sys.stdout.flush()
         sys.stderr.flush()
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])
+
+
+def _whole_pytest_command(argv0: str) -> bool:
+    """`pytest ...` or `python -m pytest ...` (argv[0] is then pytest/__main__.py), not pytest.main() elsewhere."""
+    script = os.path.dirname(argv0) if argv0.endswith("__main__.py") else argv0
+    return os.path.basename(script) in ("pytest", "py.test")

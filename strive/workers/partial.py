@@ -86,12 +86,13 @@ def advance(gen: Generation, generate: Generate, params: SamplingParams, version
         seed = None if params.seed is None else params.seed + 1_000_003 * gen.calls
         fresh = gen.calls == 0 and gen.n > 1 and len(todo) == len(gen.prompts)  # the n samples share one prefill
         requests = gen.prompts[::gen.n] if fresh else [gen.prompts[i] + gen.tokens[i] for i in todo]
-        piece = max(left) if generate_until is not None else min(settings.chunk, max(left))
-        call = replace(params, n=gen.n if fresh else 1, max_new_tokens=piece, seed=seed)
-        if generate_until is not None:
-            outs = generate_until(requests, call, push_pending, settings.chunk)
-        else:
-            outs = generate(requests, call)
+        call = replace(params, n=gen.n if fresh else 1, seed=seed)
+        if generate_until is not None:  # to the end, unless told to stop
+            piece = max(left)
+            outs = generate_until(requests, replace(call, max_new_tokens=piece), push_pending, settings.chunk)
+        else:  # one piece
+            piece = min(settings.chunk, max(left))
+            outs = generate(requests, replace(call, max_new_tokens=piece))
         if len(outs) != len(todo):
             raise RuntimeError(f"engine returned {len(outs)} completions for {len(todo)} requests")
         gen.calls += 1
