@@ -77,7 +77,7 @@ class ModelConfig:
     use_liger: bool = False
     """Use Liger kernels (accepted; not used by strive)."""
     use_fused_kernels: bool = False
-    """Fused log-prob/entropy head (strive's chunked head is always memory-safe)."""
+    """Fused log-prob/entropy head (accepted; strive's fused head, strive/models/head.py, always runs)."""
     fused_kernel_options: FusedKernelOptions = field(default_factory=FusedKernelOptions)
     """Options of the fused head."""
     tiled_mlp: TiledMlp = field(default_factory=TiledMlp)

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from strive.algos import entropy_from_logits, logprobs_from_logits
 from strive.models.attention import packed_kwargs, use_packed_attention
+from strive.models.head import linear_log_probs
 
 HEAD_CHUNK_BYTES = 256 * 2**20  # fp32 logits per head chunk
 
@@ -100,10 +101,12 @@ def _head_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, 
 
 def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
                      temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True,
-                     chunk_bytes: int = HEAD_CHUNK_BYTES,
-                     index: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                     chunk_bytes: int = HEAD_CHUNK_BYTES, index: Optional[torch.Tensor] = None,
+                     compiled: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """log p(label) and entropy for the masked tokens only, chunk by chunk. Returns (B, T) tensors, 0 off-mask.
-    index: (N,) flat indices of the masked tokens when the caller has them (TokenIndex.response)."""
+    index: (N,) flat indices of the masked tokens when the caller has them (TokenIndex.response).
+    A plain linear head (no bias) goes through the fused head (strive/models/head.py; compiled: its elementwise
+    work compiled, CUDA); any other head (a LoRA-wrapped one) through autograd, each chunk checkpointed."""
     B, T, H = hidden.shape
     if index is None:
         index = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
@@ -111,7 +114,22 @@ def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor
     y = labels.reshape(-1)[index]  # (N,)
     vocab = head.weight.shape[0]
     chunk = max(1, chunk_bytes // (4 * vocab))
-    logps, ents = [], []
+    if isinstance(head, nn.Linear) and head.bias is None:
+        logp_n, ent_n = linear_log_probs(h, head.weight, y, temperature, chunk, with_entropy, entropy_grad,
+                                         compiled and h.is_cuda)  # (N,), (N,)
+    else:
+        logp_n, ent_n = _autograd_head(head, h, y, temperature, chunk, with_entropy, entropy_grad)
+    rows, cols = index // T, index % T  # (N,), (N,)
+    zeros = hidden.new_zeros(B, T, dtype=torch.float32)
+    logp = zeros.index_put((rows, cols), logp_n)  # (B, T)
+    entropy = zeros.index_put((rows, cols), ent_n) if with_entropy else None  # (B, T)
+    return logp, entropy
+
+
+def _autograd_head(head: nn.Module, h: torch.Tensor, y: torch.Tensor, temperature: float, chunk: int,
+                   with_entropy: bool, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) log-probs and entropies through autograd, each chunk recomputed in backward."""
+    logps, ents = [h.new_zeros(0, dtype=torch.float32)], [h.new_zeros(0, dtype=torch.float32)]
     for start in range(0, h.shape[0], chunk):
         args = (head, h[start: start + chunk], y[start: start + chunk], temperature, with_entropy, entropy_grad)
         if torch.is_grad_enabled():
@@ -120,25 +138,22 @@ def chunked_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor
             lp, en = _head_logprobs(*args)
         logps.append(lp)
         ents.append(en)
-    rows, cols = index // T, index % T  # (N,), (N,)
-    zeros = hidden.new_zeros(B, T, dtype=torch.float32)
-    logp = zeros.index_put((rows, cols), torch.cat(logps)) if logps else zeros  # (B, T)
-    entropy = None
-    if with_entropy:
-        entropy = zeros.index_put((rows, cols), torch.cat(ents)) if ents else zeros  # (B, T)
-    return logp, entropy
+    return torch.cat(logps), torch.cat(ents) if with_entropy else ents[0]
 
 
 class PolicyForward(nn.Module):
     """A causal LM whose forward returns the response tokens' log-probs (and entropy).
 
     packed_backend: None for the padded forward, else a backend of strive.models.attention (resolved) for the
-    padding-free one; micro-batches of at most `padded_up_to` padded tokens still run padded."""
+    padding-free one; micro-batches of at most `padded_up_to` padded tokens still run padded. compile_head: the
+    fused head's elementwise work through torch.compile on CUDA (as `use_torch_compile` does for the layers)."""
 
-    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None, padded_up_to: int = 0):
+    def __init__(self, hf_model: nn.Module, packed_backend: Optional[str] = None, padded_up_to: int = 0,
+                 compile_head: bool = False):
         super().__init__()
         self.hf = hf_model
         self.packed_backend, self.padded_up_to = packed_backend, padded_up_to
+        self.compile_head = compile_head
         if packed_backend is not None:
             use_packed_attention(hf_model)
 
@@ -151,7 +166,8 @@ class PolicyForward(nn.Module):
                                  _packing(self, input_ids), index)
         labels = input_ids[:, -T:]  # (B, T)
         return chunked_logprobs(self.hf.get_output_embeddings(), hidden, labels, response_mask, temperature,
-                                with_entropy, entropy_grad, index=None if index is None else index.response)
+                                with_entropy, entropy_grad, index=None if index is None else index.response,
+                                compiled=self.compile_head)
 
 
 class ValueForward(nn.Module):

@@ -49,7 +49,8 @@ def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_che
     if remove_padding:
         backend = resolve_backend(model.packed_attention, device, torch_dtype(fsdp.dtype),
                                   key="actor_rollout_ref.model.packed_attention")
-    wrapper = PolicyForward(hf, backend, padded_up_to(model.packed_attention, device))
+    wrapper = PolicyForward(hf, backend, padded_up_to(model.packed_attention, device),
+                            compile_head=compile_layers and device.type == "cuda")
     return apply_fsdp(wrapper, decoder_layers(hf), mesh, fsdp, compile_layers), peft_model
 
 
