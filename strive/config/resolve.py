@@ -27,6 +27,7 @@ from strive.algos.names import (
     parse_rejection,
     split_kl_kind,
 )
+from strive.config.cpu_dtype import cpu_compute_dtype
 from strive.config.loader import ConfigError
 from strive.config.reward_model import check_reward_models
 from strive.config.schema import StriveConfig
@@ -51,6 +52,7 @@ def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
     _legacy_aliases(cfg, explicit, notes)
     _interpolations(cfg)
     _single_rank_defaults(cfg, explicit, notes)
+    cpu_compute_dtype(cfg, explicit, notes)
     _compile_note(cfg, explicit, notes)
     _validate_choices(cfg, explicit, notes)
     check_reward_models(cfg, explicit, notes)
