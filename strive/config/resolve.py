@@ -252,6 +252,8 @@ def _validate_choices(cfg: StriveConfig, explicit: set[str], notes: list[str]) -
            "trainer.resume_mode=resume_path needs trainer.resume_from_path=.../global_step_N")
     _check(cfg.trainer.max_restarts >= 0, f"trainer.max_restarts={cfg.trainer.max_restarts} must be 0 or more")
     _check(cfg.trainer.device in ("cuda", "cpu"), f"trainer.device={cfg.trainer.device}: cuda or cpu")
+    _check(cfg.trainer.forward_min_tokens >= 0,
+           f"trainer.forward_min_tokens={cfg.trainer.forward_min_tokens} must be ≥ 0 (0 keeps the micro-batches)")
     _validate_filter_groups(cfg)
     _validate_rollout_correction(cfg, explicit, notes)
     _validate_reward_kwargs(cfg, notes)

@@ -364,6 +364,11 @@ class TrainerConfig:
     """strive: with split placement, the longest one trainer → rollout weight broadcast may take once every rank
     has joined it; past it, or when a peer dies, the run stops with an error naming the transfer ranks.
     null: 600 on cuda, 300 on cpu."""
+    forward_min_tokens: int = 16384
+    """strive: with trainer.device=cuda, a forward-only pass (old log-probs, reference, values, reward model) set to
+    fixed micro-batches smaller than this many tokens (micro-batch × prompt + response length) runs in token budgets
+    of this size instead: it keeps no activations, and at verl's micro-batches of 4 it is bound by kernel launches
+    (bench/README.md). Noted at start-up. 0: keep the micro-batches as given."""
     max_restarts: int = 0
     """strive: when a worker process dies (WorkerDied), tear Ray down and start again from the newest checkpoint
     this run completed (or as configured, when it has none yet), up to this many times; each restart is printed

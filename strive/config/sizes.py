@@ -130,12 +130,19 @@ def _train_sizes(role: str, *, mini_prompts: int, n: int, dp: int, samples_per_r
 
 
 def _forward_sizes(key: str, per_gpu: Optional[int], global_key: str, global_val: Optional[int], dp: int,
-                   dynamic: bool, max_tokens: int, seq_len: int, cap: int, notes: list[str]) -> ForwardSizes:
+                   dynamic: bool, max_tokens: int, seq_len: int, cap: int, notes: list[str],
+                   min_tokens: int = 0) -> ForwardSizes:
+    """min_tokens: trainer.forward_min_tokens where it applies (CUDA), else 0."""
     micro = _per_gpu(key, per_gpu, global_key, global_val, dp, notes)
     if dynamic:
         return ForwardSizes(None, max_tokens)
     if micro is None:
         micro = _default_micro(key, max_tokens, seq_len, cap, notes)
+    if seq_len <= min_tokens and micro * seq_len < min_tokens and micro < cap:
+        notes.append(f"{key}={micro}: a forward-only pass keeps no activations, so it runs in token budgets of "
+                     f"{min_tokens} instead of {micro} × {seq_len} tokens (trainer.forward_min_tokens=0 keeps "
+                     "the micro-batches)")
+        return ForwardSizes(None, min_tokens)
     return ForwardSizes(micro, None)
 
 
@@ -161,6 +168,7 @@ def compute_sizes(cfg: StriveConfig) -> Sizes:
     _check_engine_parallelism(cfg, world, notes)
     seq_len = rollout.prompt_length + rollout.response_length
     per_rank = math.ceil(samples / dp)
+    min_tokens = cfg.trainer.forward_min_tokens if cfg.trainer.device == "cuda" else 0
     a = "actor_rollout_ref.actor"
     actor_micro = _per_gpu(f"{a}.ppo_micro_batch_size_per_gpu", actor.ppo_micro_batch_size_per_gpu,
                            f"{a}.ppo_micro_batch_size", actor.ppo_micro_batch_size, dp, notes)
@@ -173,21 +181,21 @@ def compute_sizes(cfg: StriveConfig) -> Sizes:
                       "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
                       rollout.log_prob_micro_batch_size_per_gpu, "actor_rollout_ref.rollout.log_prob_micro_batch_size",
                       rollout.log_prob_micro_batch_size, dp, rollout.log_prob_use_dynamic_bsz,
-                      rollout.log_prob_max_token_len_per_gpu, seq_len, per_rank, notes),
+                      rollout.log_prob_max_token_len_per_gpu, seq_len, per_rank, notes, min_tokens),
                   notes=notes)
     if needs_reference(cfg):
         sizes.ref = _forward_sizes(
             "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", ref.log_prob_micro_batch_size_per_gpu,
             "actor_rollout_ref.ref.log_prob_micro_batch_size", ref.log_prob_micro_batch_size, dp,
-            ref.log_prob_use_dynamic_bsz, ref.log_prob_max_token_len_per_gpu, seq_len, per_rank, notes)
+            ref.log_prob_use_dynamic_bsz, ref.log_prob_max_token_len_per_gpu, seq_len, per_rank, notes, min_tokens)
     if needs_critic(cfg):
-        _critic_sizes(cfg, sizes, seq_len, notes)
+        _critic_sizes(cfg, sizes, seq_len, notes, min_tokens)
     if cfg.reward_model.enable:
         rm = cfg.reward_model
         sizes.reward_model = _forward_sizes(
             "reward_model.micro_batch_size_per_gpu", rm.micro_batch_size_per_gpu, "reward_model.micro_batch_size",
             rm.micro_batch_size, dp, bool(rm.use_dynamic_bsz), rm.forward_max_token_len_per_gpu,
-            rm.max_length or seq_len, per_rank, notes)
+            rm.max_length or seq_len, per_rank, notes, min_tokens)
     # rollout correction reads the old log-probs before the update (outside bypass mode) or has none (bypass mode)
     rc = cfg.algorithm.rollout_correction
     correction = rc.bypass_mode or rc.rollout_is is not None or rc.rollout_rs is not None
@@ -196,7 +204,7 @@ def compute_sizes(cfg: StriveConfig) -> Sizes:
     return sizes
 
 
-def _critic_sizes(cfg: StriveConfig, sizes: Sizes, seq_len: int, notes: list[str]) -> None:
+def _critic_sizes(cfg: StriveConfig, sizes: Sizes, seq_len: int, notes: list[str], min_tokens: int) -> None:
     critic, dp, n = cfg.critic, sizes.dp_size, cfg.actor_rollout_ref.rollout.n
     if cfg.data.train_batch_size < critic.ppo_mini_batch_size:
         raise ConfigError(f"data.train_batch_size={cfg.data.train_batch_size} is smaller than "
@@ -213,7 +221,7 @@ def _critic_sizes(cfg: StriveConfig, sizes: Sizes, seq_len: int, notes: list[str
         fwd = sizes.critic.micro_batch_per_rank
     sizes.values = _forward_sizes("critic.forward_micro_batch_size_per_gpu", fwd, "critic.forward_micro_batch_size",
                                   fwd_global, dp, critic.use_dynamic_bsz, critic.forward_max_token_len_per_gpu,
-                                  seq_len, sizes.samples_per_rank, notes)
+                                  seq_len, sizes.samples_per_rank, notes, min_tokens)
 
 
 def _check_engine_parallelism(cfg: StriveConfig, world: int, notes: list[str]) -> None:

@@ -110,7 +110,7 @@ def test_both_micro_batch_forms_is_an_error():
 def test_deprecated_global_micro_is_divided_by_dp():
     run = prepare(["trainer.n_gpus_per_node=4", "data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=32",
                    "actor_rollout_ref.actor.ppo_micro_batch_size=16", "actor_rollout_ref.actor.use_kl_loss=True",
-                   "actor_rollout_ref.ref.log_prob_micro_batch_size=8"])
+                   "actor_rollout_ref.ref.log_prob_micro_batch_size=8", "trainer.forward_min_tokens=0"])
     assert run.sizes.actor.micro_batch_per_rank == 4
     assert run.sizes.actor.grad_accum_steps == 2
     assert run.sizes.ref.micro_batch_per_rank == 2
@@ -317,3 +317,27 @@ def test_torch_compile_is_noted_on_the_cpu_only_when_asked_by_name():
     asked = prepare([*base, "actor_rollout_ref.actor.use_torch_compile=True"])
     assert any("actor_rollout_ref.actor.use_torch_compile: torch.compile runs on CUDA only" in n for n in asked.notes)
     assert asked.config.actor_rollout_ref.ref.use_torch_compile is True  # the reference follows the actor
+
+
+def test_forward_only_passes_run_in_token_budgets_on_cuda():
+    """verl's micro-batches of 4 for old log-probs/ref/values become trainer.forward_min_tokens budgets on CUDA, with
+    a note; the CPU, an explicit 0, dynamic budgets and micro-batches already that large keep theirs."""
+    base = ["trainer.n_gpus_per_node=1", "data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
+            "data.max_prompt_length=512", "data.max_response_length=512", "algorithm.adv_estimator=gae",
+            "actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+            "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4", "critic.ppo_micro_batch_size_per_gpu=4"]
+    cuda = prepare(base + ["trainer.device=cuda"]).sizes
+    for fwd in (cuda.old_log_prob, cuda.ref, cuda.values):
+        assert (fwd.micro_batch_per_rank, fwd.max_token_len) == (None, 16384)
+    run = prepare(base + ["trainer.device=cuda", "trainer.forward_min_tokens=8192"])
+    assert run.sizes.ref.max_token_len == 8192
+    assert (run.sizes.old_log_prob.micro_batch_per_rank, run.sizes.old_log_prob.max_token_len) == (8, None)  # 8 × 1024
+    assert any("ref.log_prob_micro_batch_size_per_gpu=4" in n and "8192" in n for n in run.notes)
+    for extra in (["trainer.device=cpu"], ["trainer.device=cuda", "trainer.forward_min_tokens=0"]):
+        kept = prepare(base + extra).sizes
+        assert (kept.ref.micro_batch_per_rank, kept.ref.max_token_len) == (4, None)
+    dyn = prepare(base + ["trainer.device=cuda", "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
+                          "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=4096"]).sizes
+    assert dyn.ref.max_token_len == 4096
+    with pytest.raises(ConfigError, match="trainer.forward_min_tokens"):
+        prepare(base + ["trainer.forward_min_tokens=-1"])
