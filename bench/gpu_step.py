@@ -47,6 +47,9 @@ CONFIGS = {
     "ppo_fast": dict(n=1, estimator="gae", fast="on"),
     "grpo_hf": dict(n=5, estimator="grpo", fast="off"),
     "grpo_fast": dict(n=5, estimator="grpo", fast="on"),
+    # verl's settings with the forward-only passes kept in their micro-batches (trainer.forward_min_tokens=0)
+    "ppo_fast_micro": dict(n=1, estimator="gae", fast="on", extra=["trainer.forward_min_tokens=0"]),
+    "grpo_fast_micro": dict(n=5, estimator="grpo", fast="on", extra=["trainer.forward_min_tokens=0"]),
     "ppo_budget": dict(n=1, estimator="gae", fast="on", extra=BUDGETS),
     "grpo_budget": dict(n=5, estimator="grpo", fast="on", extra=BUDGETS),
     "grpo_split_shared": dict(n=5, estimator="grpo", fast="on", extra=SHARED),
