@@ -2,8 +2,9 @@
 
 verl's compute dtype (`fsdp_config.dtype`, `rollout.dtype`) defaults to bfloat16. A CPU without bf16 instructions
 (x86 without AVX512_BF16 or AMX; this project's AVX2 machines) emulates it: on the 2-core AVX2 machine a bf16
-(n, V)·(V, H) product of SmolLM2's LM head ran ~80× slower than fp32, a decoder MLP product ~6× slower, and a step of
-`strive demo` took 366 s in bf16 against 63 s in fp32 (bench/README.md, "CPU: bf16 on a CPU without bf16 units").
+(n, V)·(V, H) product of SmolLM2's LM head ran over 100× slower than fp32, a decoder MLP product ~6× slower, and a
+step of `strive demo` took 399 s before this change and 58 s after (bench/README.md, "CPU: the demo step side by
+side").
 So with trainer.device=cpu on such a CPU, the compute dtypes the user did not set become float32, and a note at
 start-up says so. Master weights (`model_dtype`) are untouched. A dtype set on the command line is kept as given.
 """
