@@ -37,12 +37,18 @@ def cpu_has_bf16(cpuinfo: Optional[str] = None) -> bool:
 
 
 def _compute_dtype_keys(cfg) -> list[tuple[str, object, str]]:
-    """(key, owner, attribute) of every compute dtype the CPU path reads."""
+    """(key, owner, attribute) of every compute dtype the run's roles read: the reference only when a KL term
+    uses it, the critic and the reward model only when enabled, the rollout's only on the `hf` engine."""
+    from strive.config.resolve import needs_critic, needs_reference
+
     arr = cfg.actor_rollout_ref
-    keys = [("actor_rollout_ref.actor.fsdp_config.dtype", arr.actor.fsdp_config, "dtype"),
-            ("actor_rollout_ref.ref.fsdp_config.dtype", arr.ref.fsdp_config, "dtype"),
-            ("critic.model.fsdp_config.dtype", cfg.critic.model.fsdp_config, "dtype"),
-            ("reward_model.model.fsdp_config.dtype", cfg.reward_model.model.fsdp_config, "dtype")]
+    keys = [("actor_rollout_ref.actor.fsdp_config.dtype", arr.actor.fsdp_config, "dtype")]
+    if needs_reference(cfg):
+        keys.append(("actor_rollout_ref.ref.fsdp_config.dtype", arr.ref.fsdp_config, "dtype"))
+    if needs_critic(cfg):
+        keys.append(("critic.model.fsdp_config.dtype", cfg.critic.model.fsdp_config, "dtype"))
+    if cfg.reward_model.enable:
+        keys.append(("reward_model.model.fsdp_config.dtype", cfg.reward_model.model.fsdp_config, "dtype"))
     if arr.rollout.name == "hf":  # vLLM's CPU backend picks its own kernels per dtype: left as set
         keys.append(("actor_rollout_ref.rollout.dtype", arr.rollout, "dtype"))
     return keys

@@ -25,13 +25,24 @@ def _prepare(cpuinfo, extra=()):
 
 
 def test_defaults_become_float32_without_bf16_units_and_say_so():
-    run = _prepare(AVX2)
+    run = _prepare(AVX2, ["actor_rollout_ref.actor.use_kl_loss=True", "algorithm.adv_estimator=gae"])
     arr = run.config.actor_rollout_ref
     assert arr.actor.fsdp_config.dtype == arr.ref.fsdp_config.dtype == arr.rollout.dtype == "float32"
     assert run.config.critic.model.fsdp_config.dtype == "float32"
     assert arr.actor.fsdp_config.model_dtype == "fp32"  # master weights untouched
     note = [n for n in run.notes if "no bf16 units" in n]
     assert note and "actor_rollout_ref.actor.fsdp_config.dtype" in note[0]
+    assert "actor_rollout_ref.ref.fsdp_config.dtype" in note[0] and "critic.model.fsdp_config.dtype" in note[0]
+
+
+def test_the_note_names_only_the_roles_the_run_has():
+    """GRPO without a KL term: no critic, no reference, no reward model; their keys are neither changed nor named."""
+    run = _prepare(AVX2, ["algorithm.adv_estimator=grpo"])
+    note = [n for n in run.notes if "no bf16 units" in n][0]
+    assert "actor_rollout_ref.actor.fsdp_config.dtype" in note and "actor_rollout_ref.rollout.dtype" in note
+    for unused in ("ref.fsdp_config", "critic.", "reward_model."):
+        assert unused not in note
+    assert run.config.critic.model.fsdp_config.dtype == "bfloat16"
 
 
 def test_a_dtype_the_user_set_is_kept():
