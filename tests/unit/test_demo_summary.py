@@ -38,3 +38,29 @@ def test_fixed_examples_pick_wrong_before_and_right_after(tmp_path):
     assert lines[-2:] == ["step 0: 1 of 3 validation responses used the whole length budget",
                           "step 12: 0 of 3 validation responses used the whole length budget"]
     assert fixed_examples(str(tmp_path / "missing")) == []
+
+
+def test_demo_settings_follow_the_compute_dtype():
+    """float32 (a CPU without bf16 units) gets the lower learning rate and checkpointing its seeds were run with;
+    bf16 keeps the settings of the bf16 results; the resolved config carries them."""
+    from unittest import mock
+
+    from strive.config import prepare
+    from strive.demo import compute_dtype, demo_overrides
+
+    def keys(dtype):
+        items = demo_overrides("/d", "/o", "/m", 12, 1, 2, dtype)
+        return dict(item.split("=", 1) for item in items)
+
+    fp32, bf16 = keys("float32"), keys("bfloat16")
+    assert (fp32["actor_rollout_ref.actor.optim.lr"], bf16["actor_rollout_ref.actor.optim.lr"]) == ("3e-5", "5e-5")
+    assert fp32["actor_rollout_ref.model.enable_gradient_checkpointing"] == "True"
+    assert bf16["actor_rollout_ref.model.enable_gradient_checkpointing"] == "False"
+    with mock.patch("strive.config.cpu_dtype.cpu_has_bf16", lambda info=None: False):
+        assert compute_dtype() == "float32"
+    with mock.patch("strive.config.cpu_dtype.cpu_has_bf16", lambda info=None: True):
+        assert compute_dtype() == "bfloat16"
+    items = [i for i in demo_overrides("/d", "/o", "/m", 12, 1, 2, "float32") if not i.startswith("data.")]
+    run = prepare(items)
+    assert run.config.actor_rollout_ref.actor.optim.lr == 3e-5
+    assert run.config.actor_rollout_ref.model.enable_gradient_checkpointing is True
