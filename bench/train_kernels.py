@@ -14,6 +14,8 @@ in the trainer. Variants:
 
 Micro-batches of a fixed number of sequences, and token budgets (use_dynamic_bsz: as many sequences as fit).
 Reports the median seconds of `--iters` runs after one warm-up, tokens/s, model TFLOP/s and MFU (GPU), peak memory.
+The dtype is what the trainer computes in on the machine (bf16 on CUDA; float32 on a CPU without bf16 units,
+strive/config/cpu_dtype.py), or `--dtype`.
 
     python bench/train_kernels.py                           # GPU: Qwen2.5-0.5B shape, random weights
     python bench/train_kernels.py --model ~/.cache/strive/models/smollm2-135m-instruct-b179c9523d0e   # CPU
@@ -33,6 +35,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
+from strive.config.cpu_dtype import cpu_has_bf16  # noqa: E402
 from strive.models import forward as fw  # noqa: E402
 from strive.models.attention import padded_up_to, resolve_backend  # noqa: E402
 from strive.models.flops import forward_flops, mfu  # noqa: E402
@@ -89,13 +92,14 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def time_variant(model, variant: str, batch, device: torch.device, iters: int) -> dict:
+    dtype = next(model.parameters()).dtype
     original = fw.response_hidden
     if variant == "packed_dense":
         wrapper = PolicyForward(model, packed_backend="dense")  # the name only routes to the packed branch
         model.set_attn_implementation("sdpa")
         fw.response_hidden = dense_packed_hidden
     elif variant == "auto":
-        wrapper = PolicyForward(model, resolve_backend("auto", device, torch.bfloat16), padded_up_to("auto", device))
+        wrapper = PolicyForward(model, resolve_backend("auto", device, dtype), padded_up_to("auto", device))
     else:
         wrapper = PolicyForward(model, None if variant == "padded" else variant.removeprefix("packed_"))
     ids, am, pos, rm = (x.to(device) for x in batch)
@@ -135,6 +139,8 @@ def main() -> int:
     parser.add_argument("--response", type=int, default=None)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--dtype", default=None, help="bfloat16 or float32 (default: what the trainer computes in "
+                                                       "here: bf16 on CUDA, float32 on a CPU without bf16 units)")
     parser.add_argument("--variants", nargs="*", default=None, help="only these variants (default: all that run here)")
     parser.add_argument("--dense-max-tokens", type=int, default=20000,
                         help="skip packed_dense above this many tokens (its N × N attention takes minutes there)")
@@ -151,14 +157,15 @@ def main() -> int:
         from strive.models.tiny import make_random_model
 
         path = make_random_model("/tmp/strive_bench/qwen2.5-0.5b", "qwen2.5-0.5b")
-    model = load_causal_lm(path, dtype="bfloat16", device=device)
+    dtype = args.dtype or ("bfloat16" if cuda or cpu_has_bf16() else "float32")
+    model = load_causal_lm(path, dtype=dtype, device=device)
     model.config.use_cache = False
     if not args.no_checkpointing:
         enable_activation_checkpointing(model)
     backends = []
     for name in ("sdpa_loop", "varlen", "flash_attn"):
         try:
-            backends.append(resolve_backend(name, device, torch.bfloat16))
+            backends.append(resolve_backend(name, device, getattr(torch, dtype)))
         except ValueError:
             pass
     variants = ["padded", "packed_dense"] + [f"packed_{b}" for b in backends] + ["auto"]
@@ -179,12 +186,12 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     card = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    out = {"card": card, "model": os.path.basename(path.rstrip("/")), "prompt": P, "response": T,
+    out = {"card": card, "model": os.path.basename(path.rstrip("/")), "prompt": P, "response": T, "dtype": dtype,
            "checkpointing": not args.no_checkpointing, "torch": torch.__version__, "rows": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=1)
-    print(f"\n{card}, {out['model']}, rows {P}+{T} wide, bf16, checkpointing {out['checkpointing']}")
+    print(f"\n{card}, {out['model']}, rows {P}+{T} wide, {dtype}, checkpointing {out['checkpointing']}")
     print(f"{'micro-batch':>16} {'variant':>18} {'tokens':>7} {'seconds':>8} {'tok/s':>9} {'MFU':>6} {'peak GB':>8}")
     for r in rows:
         label = f"{r['size']} seqs" if r["kind"] == "micro" else f"{r['size']} tok ({r['sequences']})"
