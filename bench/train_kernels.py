@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from strive.config.cpu_dtype import cpu_has_bf16  # noqa: E402
+from strive.config.cpu_dtype import dtype_for_this_cpu  # noqa: E402
 from strive.models import forward as fw  # noqa: E402
 from strive.models.attention import padded_up_to, resolve_backend  # noqa: E402
 from strive.models.flops import forward_flops, mfu  # noqa: E402
@@ -157,7 +157,7 @@ def main() -> int:
         from strive.models.tiny import make_random_model
 
         path = make_random_model("/tmp/strive_bench/qwen2.5-0.5b", "qwen2.5-0.5b")
-    dtype = args.dtype or ("bfloat16" if cuda or cpu_has_bf16() else "float32")
+    dtype = args.dtype or ("bfloat16" if cuda else dtype_for_this_cpu())
     model = load_causal_lm(path, dtype=dtype, device=device)
     model.config.use_cache = False
     if not args.no_checkpointing:

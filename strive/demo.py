@@ -20,6 +20,8 @@ import argparse
 import os
 import sys
 
+from strive.config.cpu_dtype import dtype_for_this_cpu
+
 
 PRESETS = {"bfloat16": ("5e-5", False), "float32": ("3e-5", True)}
 """Actor learning rate and gradient checkpointing, by the dtype the demo computes in (docs/demo.md has the seeds
@@ -29,11 +31,7 @@ step 1) and wore another down by step 12, while 3e-5 learned on all three; and f
 checkpointing raised the peak memory per worker from 3.6 to 5.7-6.0 GB, with checkpointing 2.9 GB."""
 
 
-def compute_dtype() -> str:
-    """The dtype the demo's roles compute in on this CPU: bfloat16 where it has bf16 units, else float32."""
-    from strive.config.cpu_dtype import cpu_has_bf16
-
-    return "bfloat16" if cpu_has_bf16() else "float32"
+compute_dtype = dtype_for_this_cpu  # the dtype the demo computes in on this CPU
 
 
 def demo_overrides(data_dir: str, out_dir: str, model: str, steps: int, seed: int, workers: int,

@@ -36,6 +36,11 @@ def cpu_has_bf16(cpuinfo: Optional[str] = None) -> bool:
     return True
 
 
+def dtype_for_this_cpu() -> str:
+    """The compute dtype bf16 defaults become on this CPU: "bfloat16" where it has bf16 units, else "float32"."""
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
 def _compute_dtype_keys(cfg) -> list[tuple[str, object, str]]:
     """(key, owner, attribute) of every compute dtype the run's roles read: the reference only when a KL term
     uses it, the critic and the reward model only when enabled, the rollout's only on the `hf` engine."""
