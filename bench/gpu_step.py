@@ -42,6 +42,8 @@ BUDGETS = ["actor_rollout_ref.actor.use_dynamic_bsz=True", "actor_rollout_ref.ac
 # one-step-off-policy on the same card: the engine in a process of its own beside the trainer's (docs/async.md)
 SHARED = ["actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", "rollout.share_trainer_gpus=True",
           "trainer.max_staleness=1"]
+RESHARD = [f"{k}.fsdp_config.reshard_after_forward=True"
+           for k in ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic.model")]
 CONFIGS = {
     "ppo_hf": dict(n=1, estimator="gae", fast="off"),
     "ppo_fast": dict(n=1, estimator="gae", fast="on"),
@@ -50,6 +52,9 @@ CONFIGS = {
     # verl's settings with the forward-only passes kept in their micro-batches (trainer.forward_min_tokens=0)
     "ppo_fast_micro": dict(n=1, estimator="gae", fast="on", extra=["trainer.forward_min_tokens=0"]),
     "grpo_fast_micro": dict(n=5, estimator="grpo", fast="on", extra=["trainer.forward_min_tokens=0"]),
+    # verl's settings with FSDP2 resharding after forward, as on several workers (the one-worker default is off)
+    "ppo_fast_reshard": dict(n=1, estimator="gae", fast="on", extra=RESHARD),
+    "grpo_fast_reshard": dict(n=5, estimator="grpo", fast="on", extra=RESHARD),
     "ppo_budget": dict(n=1, estimator="gae", fast="on", extra=BUDGETS),
     "grpo_budget": dict(n=5, estimator="grpo", fast="on", extra=BUDGETS),
     "grpo_split_shared": dict(n=5, estimator="grpo", fast="on", extra=SHARED),

@@ -22,6 +22,7 @@ from strive.batch import Batch
 from strive.config.placement import PartialSettings
 from strive.config.schema import StriveConfig
 from strive.config.sizes import Sizes
+from strive.controller.device_memory import PhasePeaks
 from strive.controller.faults import inject
 from strive.controller.host_memory import MemoryBudget, current_rss_gb, trims_heap
 from strive.engines import SamplingParams
@@ -33,12 +34,14 @@ M = TypeVar("M", bound=Callable)
 
 def phase(method: M) -> M:
     """A worker phase: the test hook's fault first (faults.py, inert unless STRIVE_FAULT_INJECT is set), then the
-    method under the host-memory budget, then a heap trim and the budget's check of what is still held."""
+    method under the host-memory budget with its peak GPU memory recorded (device_memory.py), then a heap trim and the
+    budget's check of what is still held."""
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         name = method.__name__
         inject(name, self.spec.rank)
-        result = self.budget.run(name, trims_heap(method), self, *args, **kwargs)
+        with self.gpu_peaks.phase(name):
+            result = self.budget.run(name, trims_heap(method), self, *args, **kwargs)
         self.budget.check(name)
         return result
     return run  # type: ignore[return-value]
@@ -66,6 +69,7 @@ class WorkerProcess:
             torch.cuda.set_device(self.device)
         self.actor = self.rollout = self.ref = self.critic = self.reward_model = self.judge = None
         self.budget = MemoryBudget(None, spec.rank)
+        self.gpu_peaks = PhasePeaks.for_device(spec.device)
         self.weight_version = -1
         """Split placement, rollout ranks: the policy version the engine holds (-1: none pushed yet)."""
 
@@ -313,9 +317,7 @@ class WorkerProcess:
         rss = current_rss_gb()
         if rss is not None:
             out["perf/cpu_memory_rss_gb"] = rss
-        if self.spec.device == "cuda":
-            out["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
-            out["perf/max_memory_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
+        out.update(self.gpu_peaks.report())  # GPU: the peak since start-up and each phase's since the last report
         return out
 
     def node_id(self) -> str:

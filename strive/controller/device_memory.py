@@ -1,0 +1,78 @@
+"""Peak GPU memory of each worker phase, so a step's metrics say which phase sets the peak.
+
+torch keeps one peak counter per device. `PhasePeaks` folds that counter into every phase still running before it
+resets it at a phase's start, and again at the phase's end, so each phase reports the most memory allocated while it
+ran (other phases running beside it in threads included) and the run's peak since start-up is never lost. Reading
+and resetting the counter are host-side allocator calls: no device sync.
+
+Metrics, per step and rank (the trainer takes the maximum over ranks):
+    perf/max_memory_allocated_gb                  the peak since the process started (verl's key)
+    perf/max_memory_allocated_gb/<phase>          the peak while <phase> ran, in phases since the last report
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable, Iterator
+
+GIB = 2**30
+
+
+class PhasePeaks:
+    def __init__(self, read: Callable[[], tuple[int, int]] | None, reset: Callable[[], None] | None):
+        """read() -> (peak allocated, peak reserved) bytes since the last reset(); None for both on the CPU."""
+        self._read, self._reset = read, reset
+        self._lock = threading.Lock()
+        self._open: dict[int, str] = {}  # token -> phase name, for phases running now
+        self._phase_peak: dict[int, int] = {}  # token -> the phase's peak so far
+        self._next = 0
+        self.total_allocated = self.total_reserved = 0
+        self.reported: dict[str, int] = {}  # phase -> peak, phases ended since the last report()
+
+    @classmethod
+    def for_device(cls, device_type: str) -> "PhasePeaks":
+        if device_type != "cuda":
+            return cls(None, None)
+        import torch
+
+        return cls(lambda: (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()),
+                   torch.cuda.reset_peak_memory_stats)
+
+    def _fold(self) -> None:
+        allocated, reserved = self._read()
+        self.total_allocated = max(self.total_allocated, allocated)
+        self.total_reserved = max(self.total_reserved, reserved)
+        for token in self._open:
+            self._phase_peak[token] = max(self._phase_peak[token], allocated)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if self._read is None:
+            yield
+            return
+        with self._lock:
+            self._fold()
+            self._reset()
+            token, self._next = self._next, self._next + 1
+            self._open[token], self._phase_peak[token] = name, 0
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._fold()
+                del self._open[token]
+                peak = self._phase_peak.pop(token)
+                self.reported[name] = max(self.reported.get(name, 0), peak)
+
+    def report(self) -> dict[str, float]:
+        """The metrics above (empty on the CPU); per-phase peaks start afresh after each report."""
+        if self._read is None:
+            return {}
+        with self._lock:
+            self._fold()
+            out = {"perf/max_memory_allocated_gb": self.total_allocated / GIB,
+                   "perf/max_memory_reserved_gb": self.total_reserved / GIB}
+            out.update({f"perf/max_memory_allocated_gb/{name}": peak / GIB for name, peak in self.reported.items()})
+            self.reported = {}
+        return out

@@ -1,0 +1,99 @@
+"""Per-phase peak GPU memory (strive/controller/device_memory.py) against a fake allocator with torch's semantics:
+one peak counter that reset_peak_memory_stats() brings down to what is allocated now."""
+
+import pytest
+
+from strive.controller.device_memory import GIB, PhasePeaks
+
+
+class FakeAllocator:
+    def __init__(self):
+        self.now = self.peak = 0
+
+    def alloc(self, gib: float) -> None:
+        self.now += int(gib * GIB)
+        self.peak = max(self.peak, self.now)
+
+    def free(self, gib: float) -> None:
+        self.now -= int(gib * GIB)
+
+    def read(self):
+        return self.peak, self.peak + GIB  # reserved: one GiB of cache above, enough to tell the two apart
+
+    def reset(self):
+        self.peak = self.now
+
+
+@pytest.fixture
+def setup():
+    fake = FakeAllocator()
+    return fake, PhasePeaks(fake.read, fake.reset)
+
+
+def test_each_phase_reports_its_own_peak_and_the_total_keeps_the_largest(setup):
+    fake, peaks = setup
+    fake.alloc(10)  # model weights, before any phase
+    with peaks.phase("generate"):
+        fake.alloc(5)
+        fake.free(5)
+    with peaks.phase("update_actor"):
+        fake.alloc(3)
+        fake.free(3)
+    out = peaks.report()
+    assert out["perf/max_memory_allocated_gb/generate"] == pytest.approx(15)
+    assert out["perf/max_memory_allocated_gb/update_actor"] == pytest.approx(13)
+    assert out["perf/max_memory_allocated_gb"] == pytest.approx(15)  # the reset before update_actor lost nothing
+    assert out["perf/max_memory_reserved_gb"] == pytest.approx(16)
+
+
+def test_per_phase_peaks_start_afresh_each_report_but_the_total_does_not(setup):
+    fake, peaks = setup
+    with peaks.phase("update_actor"):
+        fake.alloc(8)
+        fake.free(8)
+    peaks.report()
+    with peaks.phase("compute_values"):
+        fake.alloc(2)
+        fake.free(2)
+    out = peaks.report()
+    assert "perf/max_memory_allocated_gb/update_actor" not in out
+    assert out["perf/max_memory_allocated_gb/compute_values"] == pytest.approx(2)
+    assert out["perf/max_memory_allocated_gb"] == pytest.approx(8)
+
+
+def test_a_phase_opened_inside_another_does_not_hide_the_outer_peak(setup):
+    fake, peaks = setup
+    with peaks.phase("outer"):
+        fake.alloc(6)
+        fake.free(6)
+        with peaks.phase("inner"):  # resets the counter: the outer phase's 6 GiB must be kept first
+            fake.alloc(1)
+            fake.free(1)
+    out = peaks.report()
+    assert out["perf/max_memory_allocated_gb/outer"] == pytest.approx(6)
+    assert out["perf/max_memory_allocated_gb/inner"] == pytest.approx(1)
+
+
+def test_a_phase_run_twice_in_a_step_reports_the_larger(setup):
+    fake, peaks = setup
+    for gib in (2, 7, 4):
+        with peaks.phase("compute_log_probs"):
+            fake.alloc(gib)
+            fake.free(gib)
+    assert peaks.report()["perf/max_memory_allocated_gb/compute_log_probs"] == pytest.approx(7)
+
+
+def test_a_phase_that_raises_still_records_its_peak(setup):
+    fake, peaks = setup
+    with pytest.raises(RuntimeError):
+        with peaks.phase("update_critic"):
+            fake.alloc(9)
+            raise RuntimeError("out of memory")
+    assert peaks.report()["perf/max_memory_allocated_gb/update_critic"] == pytest.approx(9)
+
+
+def test_on_the_cpu_nothing_is_read_or_reported():
+    peaks = PhasePeaks.for_device("cpu")
+    with peaks.phase("update_actor"):
+        pass
+    assert peaks.report() == {}
