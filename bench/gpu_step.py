@@ -157,6 +157,8 @@ def summarize(result: dict, params: int, peak_tflops: float) -> dict:
                mfu_actor=round(m.get("perf/mfu/actor", float("nan")), 4),
                mfu_critic=round(m.get("perf/mfu/critic", float("nan")), 4),
                peak_mem_gb=round(m.get("perf/max_memory_allocated_gb", 0.0), 2),
+               phase_peak_gb={k.rsplit("/", 1)[1]: round(v, 2) for k, v in m.items()
+                              if k.startswith("perf/max_memory_allocated_gb/")},
                weight_sync_s=round(m.get("weight_sync/time_s", 0.0), 3),
                gen_wait_s=round(m.get("timing_s/gen_wait", 0.0), 2),
                weight_transfer_s=round(m.get("timing_s/weight_transfer", 0.0), 2),
