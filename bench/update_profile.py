@@ -185,6 +185,7 @@ def main() -> int:
             "NO_FSDP", "actor_rollout_ref.model.enable_gradient_checkpointing=False"],
         "critic": [],
         "critic, transformers' checkpointing": ["HF_CKPT"],
+        "critic, reshard_after_forward=True": ["critic.model.fsdp_config.reshard_after_forward=True"],
         "critic, reduce and reshard after every micro-batch": ["PER_MICRO"],
         "before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
         "critic, before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
