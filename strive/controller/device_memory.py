@@ -24,8 +24,7 @@ class PhasePeaks:
         """read() -> (peak allocated, peak reserved) bytes since the last reset(); None for both on the CPU."""
         self._read, self._reset = read, reset
         self._lock = threading.Lock()
-        self._open: dict[int, str] = {}  # token -> phase name, for phases running now
-        self._phase_peak: dict[int, int] = {}  # token -> the phase's peak so far
+        self._running: dict[int, int] = {}  # token of each phase running now -> its peak so far
         self._next = 0
         self.total_allocated = self.total_reserved = 0
         self.reported: dict[str, int] = {}  # phase -> peak, phases ended since the last report()
@@ -43,8 +42,8 @@ class PhasePeaks:
         allocated, reserved = self._read()
         self.total_allocated = max(self.total_allocated, allocated)
         self.total_reserved = max(self.total_reserved, reserved)
-        for token in self._open:
-            self._phase_peak[token] = max(self._phase_peak[token], allocated)
+        for token, peak in self._running.items():
+            self._running[token] = max(peak, allocated)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -55,14 +54,13 @@ class PhasePeaks:
             self._fold()
             self._reset()
             token, self._next = self._next, self._next + 1
-            self._open[token], self._phase_peak[token] = name, 0
+            self._running[token] = 0
         try:
             yield
         finally:
             with self._lock:
                 self._fold()
-                del self._open[token]
-                peak = self._phase_peak.pop(token)
+                peak = self._running.pop(token)
                 self.reported[name] = max(self.reported.get(name, 0), peak)
 
     def report(self) -> dict[str, float]:

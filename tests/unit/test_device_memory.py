@@ -24,6 +24,13 @@ class FakeAllocator:
         self.peak = self.now
 
 
+def spike(peaks: PhasePeaks, fake: FakeAllocator, name: str, gib: float) -> None:
+    """A phase that allocates `gib` and frees it before it ends."""
+    with peaks.phase(name):
+        fake.alloc(gib)
+        fake.free(gib)
+
+
 @pytest.fixture
 def setup():
     fake = FakeAllocator()
@@ -33,12 +40,8 @@ def setup():
 def test_each_phase_reports_its_own_peak_and_the_total_keeps_the_largest(setup):
     fake, peaks = setup
     fake.alloc(10)  # model weights, before any phase
-    with peaks.phase("generate"):
-        fake.alloc(5)
-        fake.free(5)
-    with peaks.phase("update_actor"):
-        fake.alloc(3)
-        fake.free(3)
+    spike(peaks, fake, "generate", 5)
+    spike(peaks, fake, "update_actor", 3)
     out = peaks.report()
     assert out["perf/max_memory_allocated_gb/generate"] == pytest.approx(15)
     assert out["perf/max_memory_allocated_gb/update_actor"] == pytest.approx(13)
@@ -48,13 +51,9 @@ def test_each_phase_reports_its_own_peak_and_the_total_keeps_the_largest(setup):
 
 def test_per_phase_peaks_start_afresh_each_report_but_the_total_does_not(setup):
     fake, peaks = setup
-    with peaks.phase("update_actor"):
-        fake.alloc(8)
-        fake.free(8)
+    spike(peaks, fake, "update_actor", 8)
     peaks.report()
-    with peaks.phase("compute_values"):
-        fake.alloc(2)
-        fake.free(2)
+    spike(peaks, fake, "compute_values", 2)
     out = peaks.report()
     assert "perf/max_memory_allocated_gb/update_actor" not in out
     assert out["perf/max_memory_allocated_gb/compute_values"] == pytest.approx(2)
@@ -66,9 +65,7 @@ def test_a_phase_opened_inside_another_does_not_hide_the_outer_peak(setup):
     with peaks.phase("outer"):
         fake.alloc(6)
         fake.free(6)
-        with peaks.phase("inner"):  # resets the counter: the outer phase's 6 GiB must be kept first
-            fake.alloc(1)
-            fake.free(1)
+        spike(peaks, fake, "inner", 1)  # resets the counter: the outer phase's 6 GiB must be kept first
     out = peaks.report()
     assert out["perf/max_memory_allocated_gb/outer"] == pytest.approx(6)
     assert out["perf/max_memory_allocated_gb/inner"] == pytest.approx(1)
@@ -77,9 +74,7 @@ def test_a_phase_opened_inside_another_does_not_hide_the_outer_peak(setup):
 def test_a_phase_run_twice_in_a_step_reports_the_larger(setup):
     fake, peaks = setup
     for gib in (2, 7, 4):
-        with peaks.phase("compute_log_probs"):
-            fake.alloc(gib)
-            fake.free(gib)
+        spike(peaks, fake, "compute_log_probs", gib)
     assert peaks.report()["perf/max_memory_allocated_gb/compute_log_probs"] == pytest.approx(7)
 
 
