@@ -24,7 +24,8 @@ from strive.models.flops import forward_flops, mfu
 from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, enable_activation_checkpointing,
                                    hf_state_name)
 from strive.models.loading import load_causal_lm, resolve_model_path, torch_dtype
-from strive.workers.fsdp import accumulation_step, activation_offload, apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, free_gathered, offload_role,
+                                 reload_role)
 from strive.workers.microbatch import WeightedSums, mini_orders, on_device, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -66,6 +67,7 @@ def policy_log_probs(module: PolicyForward, batch: Batch, sizes: ForwardSizes, t
                            temperature=temperature, with_entropy=with_entropy, index=index)
         logps.append(logp)
         ents.append(ent if ent is not None else torch.zeros_like(logp))
+    free_gathered(module)
     return torch.cat(logps).cpu(), torch.cat(ents).cpu()  # one device read for all micro-batches
 
 

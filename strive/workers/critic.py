@@ -19,7 +19,8 @@ from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import TokenIndex, ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
-from strive.workers.fsdp import accumulation_step, activation_offload, apply_fsdp, offload_role, reload_role
+from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, free_gathered, offload_role,
+                                 reload_role)
 from strive.workers.microbatch import WeightedSums, on_device, split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -59,6 +60,7 @@ class CriticWorker:
                      for mb, _ in split_micro(batch, self.forward_sizes.micro_batch_per_rank,
                                               self.forward_sizes.max_token_len)]
             values = torch.cat(parts).cpu()  # one device read for all micro-batches
+        free_gathered(self.module)
         self._offload()
         return {"values": values}
 

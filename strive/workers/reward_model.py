@@ -18,7 +18,7 @@ from strive.config.sections import RewardModelConfig
 from strive.config.sizes import ForwardSizes
 from strive.models.forward import ScoreForward, decoder_layers
 from strive.models.loading import load_reward_model
-from strive.workers.fsdp import apply_fsdp, offload_params, reload_params
+from strive.workers.fsdp import apply_fsdp, free_gathered, offload_params, reload_params
 
 
 class RewardModelWorker:
@@ -50,6 +50,7 @@ class RewardModelWorker:
                 else:  # FSDP2 forwards are collective: a rank with fewer micro-batches keeps step with one token
                     one = torch.ones(1, 1, dtype=torch.long, device=self.device)  # (1, 1)
                     self.module(one * self.pad_id, one)
+        free_gathered(self.module)
         if offload:
             offload_params(self.module)
         return torch.cat(parts).cpu() if parts else torch.zeros(0)
