@@ -74,7 +74,28 @@ def no_fsdp(module, layers, mesh, fsdp, compile_layers=False):
     return module
 
 
+def attention_saving_checkpoint(extra_ops=()):
+    """Variant SAVE_ATTN: a selective checkpoint that keeps the attention op's outputs, so backward recomputes the
+    layer but not its attention. torch tags SDPA's ops nondeterministic_seeded, so under compile a plain checkpoint
+    wraps every recomputed attention in RNG-state save/replay operators (`rng_prims` in the host profile), even at
+    dropout 0; a saved attention is not recomputed and needs neither. Costs the attention outputs of each layer of
+    one micro-batch (about 180 MB at 4 x 1017 tokens)."""
+    import functools
+
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    keep = {aten._scaled_dot_product_cudnn_attention.default, aten._scaled_dot_product_flash_attention.default,
+            aten._scaled_dot_product_efficient_attention.default, *extra_ops}
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return functools.partial(checkpoint, context_fn=functools.partial(create_selective_checkpoint_contexts, policy))
+
+
 PATCHES = {"HF_CKPT": ("enable_activation_checkpointing", hf_checkpointing), "NO_FSDP": ("apply_fsdp", no_fsdp)}
+FLAGS = {"PER_MICRO", "SAVE_ATTN"}  # handled in main(), not overrides
 
 
 def build(model: str, extra: list[str]):
@@ -83,7 +104,7 @@ def build(model: str, extra: list[str]):
         if flag in extra:
             originals[name] = getattr(actor_module, name)
             setattr(actor_module, name, patch)
-    extra = [e for e in extra if e not in PATCHES and e != "PER_MICRO"]
+    extra = [e for e in extra if e not in PATCHES and e not in FLAGS]
     from torch.distributed.device_mesh import init_device_mesh
 
     run = prepare([f"actor_rollout_ref.model.path={model}", *OVERRIDES, *extra])
@@ -189,6 +210,8 @@ def main() -> int:
         "critic, reduce and reshard after every micro-batch": ["PER_MICRO"],
         "before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
         "critic, before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
+        "checkpoint keeps attention outputs": ["SAVE_ATTN"],
+        "critic, checkpoint keeps attention outputs": ["SAVE_ATTN"],
     }
     wanted = [a for a in sys.argv[1:] if not a.startswith("--")] or list(variants)
     micro = 4
@@ -196,16 +219,22 @@ def main() -> int:
     from strive.workers import critic as critic_module
 
     local_step = getattr(actor_module, "accumulation_step", None)  # absent from a --src older than it
+    from strive.models import forward as forward_module
+
+    plain_checkpoint = forward_module.checkpoint
     for name in wanted:
         extra = variants[name]
         try:
+            if "SAVE_ATTN" in extra:  # active from build to the last update: compilation traces it
+                torch._dynamo.reset()  # else an earlier variant's graphs of the same layer code are reused
+                forward_module.checkpoint = attention_saving_checkpoint()
             if "PER_MICRO" in extra:  # what FSDP2 did by default: reduce and reshard around every micro-batch
                 actor_module.accumulation_step = critic_module.accumulation_step = lambda *a, **k: None
             if name.startswith("critic"):
                 patched = critic_module.enable_activation_checkpointing
                 if "HF_CKPT" in extra:
                     critic_module.enable_activation_checkpointing = hf_checkpointing
-                worker = build_critic(model, [e for e in extra if e not in PATCHES and e != "PER_MICRO"])
+                worker = build_critic(model, [e for e in extra if e not in PATCHES and e not in FLAGS])
                 critic_module.enable_activation_checkpointing = patched
                 batch = critic_batch(batch)
             else:
@@ -214,6 +243,7 @@ def main() -> int:
             results[name] = {"first_s": round(first, 3), "steady_s": round(second, 3), "peak_gb": round(peak, 2)}
         except Exception as exc:  # one failing variant must not hide the others
             results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        forward_module.checkpoint = plain_checkpoint
         if local_step is not None:
             actor_module.accumulation_step = critic_module.accumulation_step = local_step
         print(f"{name}: {results[name]} (64 sequences, micro-batches of {micro})", flush=True)
