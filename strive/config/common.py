@@ -34,7 +34,8 @@ class FsdpConfig:
     wrap_policy: WrapPolicy = field(default_factory=WrapPolicy)
     """Which submodules become FSDP units."""
     model_dtype: str = "fp32"
-    """Dtype of the master weights and optimizer state (fp32 or bf16)."""
+    """Dtype of the master weights and optimizer state (fp32 or bf16). Unset, the reference and the reward model
+    (no optimizer) keep their weights in their compute dtype when it is 16-bit: same results, half the memory."""
     dtype: str = "bfloat16"
     """Compute dtype of forward and backward under mixed precision (bfloat16, float16 or float32)."""
     use_orig_params: bool = False

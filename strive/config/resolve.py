@@ -32,6 +32,7 @@ from strive.config.loader import ConfigError
 from strive.config.reward_model import check_reward_models
 from strive.config.schema import StriveConfig
 from strive.engines.base import ENGINES
+from strive.models.loading import DTYPES
 from strive.models.attention_names import BACKENDS as PACKED_ATTENTION
 from strive.reward.overlong import overlong_from_kwargs
 from strive.tracking.backends import BACKEND_NAMES
@@ -53,6 +54,7 @@ def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
     _interpolations(cfg)
     _single_rank_defaults(cfg, explicit, notes)
     cpu_compute_dtype(cfg, explicit, notes)
+    _forward_only_storage(cfg, explicit, notes)
     _compile_note(cfg, explicit, notes)
     _validate_choices(cfg, explicit, notes)
     check_reward_models(cfg, explicit, notes)
@@ -179,6 +181,26 @@ def _single_rank_defaults(cfg: StriveConfig, explicit: set[str], notes: list[str
             fsdp.reshard_after_forward = False
     notes.append("one worker: fsdp_config.reshard_after_forward defaults to False (nothing is sharded; set it to "
                  "True to free the gathered bf16 weights between forward and backward)")
+
+
+def _forward_only_storage(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
+    """The reference and the reward model have no optimizer, and every forward casts their weights to the compute
+    dtype. Unless `model_dtype` is set, they are stored in that dtype when it is 16-bit: the same numbers (the cast
+    happens once, at load) in half the memory of fp32 weights."""
+    roles = [("actor_rollout_ref.ref.fsdp_config", cfg.actor_rollout_ref.ref.fsdp_config,
+              needs_reference(cfg) and not uses_lora(cfg)),
+             ("reward_model.model.fsdp_config", cfg.reward_model.model.fsdp_config, bool(cfg.reward_model.enable))]
+    changed = []
+    for key, fsdp, used in roles:
+        compute = DTYPES.get(fsdp.dtype)
+        if used and f"{key}.model_dtype" not in explicit and compute in ("bfloat16", "float16") \
+                and DTYPES.get(fsdp.model_dtype) == "float32":
+            fsdp.model_dtype = compute
+            changed.append(f"{key}.model_dtype={compute}")
+    if changed:
+        notes.append(f"forward-only roles keep their weights in the compute dtype ({', '.join(changed)}): no "
+                     "optimizer reads fp32 copies, and their forward would cast to it anyway; set model_dtype=fp32 "
+                     "to keep fp32")
 
 
 def _compile_note(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:

@@ -341,3 +341,23 @@ def test_forward_only_passes_run_in_token_budgets_on_cuda():
     assert dyn.ref.max_token_len == 4096
     with pytest.raises(ConfigError, match="trainer.forward_min_tokens"):
         prepare(base + ["trainer.forward_min_tokens=-1"])
+
+
+def test_forward_only_roles_store_weights_in_the_compute_dtype_unless_set():
+    from strive.config import prepare
+
+    base = ["trainer.device=cuda", "trainer.n_gpus_per_node=1", "data.train_batch_size=4",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4"]
+    run = prepare(base + ["actor_rollout_ref.actor.use_kl_loss=True"])
+    arr = run.config.actor_rollout_ref
+    assert arr.ref.fsdp_config.model_dtype == "bfloat16" and arr.actor.fsdp_config.model_dtype == "fp32"
+    assert run.config.reward_model.model.fsdp_config.model_dtype == "fp32"  # no reward model in this run
+    assert any("actor_rollout_ref.ref.fsdp_config.model_dtype=bfloat16" in n for n in run.notes)
+    kept = prepare(base + ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.ref.fsdp_config.model_dtype=fp32"])
+    assert kept.config.actor_rollout_ref.ref.fsdp_config.model_dtype == "fp32"
+    fp32 = prepare(base + ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.ref.fsdp_config.dtype=float32"])
+    assert fp32.config.actor_rollout_ref.ref.fsdp_config.model_dtype == "fp32"  # fp32 compute: nothing to halve
+    no_ref = prepare(base)
+    assert not any("model_dtype" in n for n in no_ref.notes)
+    lora = prepare(base + ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.model.lora_rank=8"])
+    assert lora.config.actor_rollout_ref.ref.fsdp_config.model_dtype == "fp32"  # the reference is the actor itself
