@@ -32,8 +32,8 @@ from strive.config.loader import ConfigError
 from strive.config.reward_model import check_reward_models
 from strive.config.schema import StriveConfig
 from strive.engines.base import ENGINES
-from strive.models.loading import DTYPES
 from strive.models.attention_names import BACKENDS as PACKED_ATTENTION
+from strive.models.loading import DTYPES
 from strive.reward.overlong import overlong_from_kwargs
 from strive.tracking.backends import BACKEND_NAMES
 
