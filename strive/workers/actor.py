@@ -24,7 +24,7 @@ from strive.models.flops import forward_flops, mfu
 from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, enable_activation_checkpointing,
                                    hf_state_name)
 from strive.models.loading import load_causal_lm, resolve_model_path, torch_dtype
-from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, free_gathered, offload_role,
+from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, forward_only, offload_role,
                                  reload_role)
 from strive.workers.microbatch import WeightedSums, mini_orders, on_device, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
@@ -55,19 +55,17 @@ def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_che
     return apply_fsdp(wrapper, decoder_layers(hf), mesh, fsdp, compile_layers), peft_model
 
 
-@torch.no_grad()
 def policy_log_probs(module: PolicyForward, batch: Batch, sizes: ForwardSizes, temperature: float,
                      device: torch.device, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward-only log-probs (B, T) and entropy (B, T; zeros unless asked) in micro-batches."""
-    module.eval()
     logps, ents = [], []
-    for mb, _ in split_micro(batch, sizes.micro_batch_per_rank, sizes.max_token_len):
-        mb, index = on_device(mb, device)
-        logp, ent = module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
-                           temperature=temperature, with_entropy=with_entropy, index=index)
-        logps.append(logp)
-        ents.append(ent if ent is not None else torch.zeros_like(logp))
-    free_gathered(module)
+    with forward_only(module):
+        for mb, _ in split_micro(batch, sizes.micro_batch_per_rank, sizes.max_token_len):
+            mb, index = on_device(mb, device)
+            logp, ent = module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_mask,
+                               temperature=temperature, with_entropy=with_entropy, index=index)
+            logps.append(logp)
+            ents.append(ent if ent is not None else torch.zeros_like(logp))
     return torch.cat(logps).cpu(), torch.cat(ents).cpu()  # one device read for all micro-batches
 
 

@@ -19,7 +19,7 @@ from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
 from strive.models.forward import TokenIndex, ValueForward, decoder_layers, enable_activation_checkpointing
 from strive.models.loading import load_value_model, torch_dtype
-from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, free_gathered, offload_role,
+from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, forward_only, offload_role,
                                  reload_role)
 from strive.workers.microbatch import WeightedSums, on_device, split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
@@ -54,13 +54,11 @@ class CriticWorker:
 
     def compute_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._reload()
-        self.module.eval()
-        with torch.no_grad():
+        with forward_only(self.module):
             parts = [self._values(*on_device(mb, self.device))
                      for mb, _ in split_micro(batch, self.forward_sizes.micro_batch_per_rank,
                                               self.forward_sizes.max_token_len)]
             values = torch.cat(parts).cpu()  # one device read for all micro-batches
-        free_gathered(self.module)
         self._offload()
         return {"values": values}
 

@@ -49,15 +49,22 @@ def accumulation_step(module: nn.Module, last: bool, local: bool) -> None:
         module.set_reshard_after_backward(last)
 
 
-def free_gathered(module: nn.Module) -> None:
-    """After a forward-only pass (old log-probs, reference, values, reward scores): free every unit's gathered
-    weights. Under `reshard_after_forward=False` (one worker's default) a no-grad forward leaves each unit's
-    unsharded (compute-dtype) parameters allocated until that unit's next backward, which a forward-only role never
-    runs. All roles share one device, so each such copy (1 GB for the 0.5B model in bf16) would sit beside every
-    later phase, the other roles' updates included. The next pass gathers once per unit again."""
-    for unit in module.modules():
-        if isinstance(unit, FSDPModule):
-            unit.reshard()
+@contextlib.contextmanager
+def forward_only(module: nn.Module):
+    """A forward-only pass (old log-probs, reference, values, reward scores): eval mode and no autograd inside; on
+    the way out, every unit's gathered weights are freed. Under `reshard_after_forward=False` (one worker's default)
+    a no-grad forward leaves each unit's unsharded (compute-dtype) parameters allocated until that unit's next
+    backward, which a forward-only role never runs. All roles share one device, so each such copy (1 GB for the 0.5B
+    model in bf16) would sit beside every later phase, the other roles' updates included. The next pass gathers
+    once per unit again."""
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for unit in module.modules():
+            if isinstance(unit, FSDPModule):
+                unit.reshard()
 
 
 def compile_in_place(layers: list[nn.Module]) -> None:

@@ -18,7 +18,7 @@ from strive.config.sections import RewardModelConfig
 from strive.config.sizes import ForwardSizes
 from strive.models.forward import ScoreForward, decoder_layers
 from strive.models.loading import load_reward_model
-from strive.workers.fsdp import apply_fsdp, free_gathered, offload_params, reload_params
+from strive.workers.fsdp import apply_fsdp, forward_only, offload_params, reload_params
 
 
 class RewardModelWorker:
@@ -42,7 +42,7 @@ class RewardModelWorker:
             reload_params(self.module, self.device)
         parts = []
         chunks = micro_batches(inputs, self.sizes)
-        with torch.no_grad():
+        with forward_only(self.module):
             for k in range(self._forwards(len(chunks))):
                 if k < len(chunks):
                     ids, mask = right_pad(chunks[k], self.pad_id)  # (b, L) each
@@ -50,7 +50,6 @@ class RewardModelWorker:
                 else:  # FSDP2 forwards are collective: a rank with fewer micro-batches keeps step with one token
                     one = torch.ones(1, 1, dtype=torch.long, device=self.device)  # (1, 1)
                     self.module(one * self.pad_id, one)
-        free_gathered(self.module)
         if offload:
             offload_params(self.module)
         return torch.cat(parts).cpu() if parts else torch.zeros(0)

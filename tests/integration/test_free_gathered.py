@@ -1,4 +1,4 @@
-"""Forward-only passes leave no gathered weights behind (strive.workers.fsdp.free_gathered).
+"""Forward-only passes leave no gathered weights behind (strive.workers.fsdp.forward_only).
 
 On one worker `fsdp_config.reshard_after_forward` defaults to False, and FSDP2 then keeps each unit's unsharded
 weights after a no-grad forward until the unit's next backward. The reference and the reward model never run one,
