@@ -28,12 +28,12 @@ from strive.algos.names import (
     split_kl_kind,
 )
 from strive.config.cpu_dtype import cpu_compute_dtype
+from strive.config.fsdp_defaults import forward_only_storage, single_rank_defaults
 from strive.config.loader import ConfigError
 from strive.config.reward_model import check_reward_models
 from strive.config.schema import StriveConfig
 from strive.engines.base import ENGINES
 from strive.models.attention_names import BACKENDS as PACKED_ATTENTION
-from strive.models.loading import DTYPES
 from strive.reward.overlong import overlong_from_kwargs
 from strive.tracking.backends import BACKEND_NAMES
 
@@ -52,9 +52,9 @@ def resolve(cfg: StriveConfig, explicit: set[str]) -> list[str]:
     notes: list[str] = []
     _legacy_aliases(cfg, explicit, notes)
     _interpolations(cfg)
-    _single_rank_defaults(cfg, explicit, notes)
+    single_rank_defaults(cfg, explicit, notes)
     cpu_compute_dtype(cfg, explicit, notes)
-    _forward_only_storage(cfg, explicit, notes)
+    forward_only_storage(cfg, explicit, notes)
     _compile_note(cfg, explicit, notes)
     _validate_choices(cfg, explicit, notes)
     check_reward_models(cfg, explicit, notes)
@@ -166,41 +166,6 @@ def _interpolations(cfg: StriveConfig) -> None:
         cfg.trainer.console_verbose = list(cfg.trainer.logger) == ["console"]
     if critic.enable is None:
         critic.enable = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
-
-
-def _single_rank_defaults(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
-    """On one rank FSDP2 shards nothing, so resharding after forward frees only the bf16 copy of the weights and
-    costs a gather and a reshard per layer and micro-batch (bench/update_profile.py: 13% of an update at
-    micro-batches of 4 on an H200). Unless set, it is off there."""
-    if cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes != 1:
-        return
-    for key, fsdp in (("actor_rollout_ref.actor.fsdp_config", cfg.actor_rollout_ref.actor.fsdp_config),
-                      ("actor_rollout_ref.ref.fsdp_config", cfg.actor_rollout_ref.ref.fsdp_config),
-                      ("critic.model.fsdp_config", cfg.critic.model.fsdp_config)):
-        if f"{key}.reshard_after_forward" not in explicit and fsdp.reshard_after_forward:
-            fsdp.reshard_after_forward = False
-    notes.append("one worker: fsdp_config.reshard_after_forward defaults to False (nothing is sharded; set it to "
-                 "True to free the gathered bf16 weights between forward and backward)")
-
-
-def _forward_only_storage(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
-    """The reference and the reward model have no optimizer, and every forward casts their weights to the compute
-    dtype. Unless `model_dtype` is set, they are stored in that dtype when it is 16-bit: the same numbers (the cast
-    happens once, at load) in half the memory of fp32 weights."""
-    roles = [("actor_rollout_ref.ref.fsdp_config", cfg.actor_rollout_ref.ref.fsdp_config,
-              needs_reference(cfg) and not uses_lora(cfg)),
-             ("reward_model.model.fsdp_config", cfg.reward_model.model.fsdp_config, bool(cfg.reward_model.enable))]
-    changed = []
-    for key, fsdp, used in roles:
-        compute = DTYPES.get(fsdp.dtype)
-        if used and f"{key}.model_dtype" not in explicit and compute in ("bfloat16", "float16") \
-                and DTYPES.get(fsdp.model_dtype) == "float32":
-            fsdp.model_dtype = compute
-            changed.append(f"{key}.model_dtype={compute}")
-    if changed:
-        notes.append(f"forward-only roles keep their weights in the compute dtype ({', '.join(changed)}): no "
-                     "optimizer reads fp32 copies, and their forward would cast to it anyway; set model_dtype=fp32 "
-                     "to keep fp32")
 
 
 def _compile_note(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
