@@ -1,4 +1,4 @@
-"""The reference stored in its compute dtype (strive.config.resolve._forward_only_storage) gives exactly the
+"""The reference stored in its compute dtype (strive.config.fsdp_defaults.forward_only_storage) gives exactly the
 log-probs of fp32 storage, since FSDP2 casts fp32 weights to that dtype for every forward anyway; its weights take
 half the bytes (one process, gloo, bf16 compute)."""
 
