@@ -6,22 +6,8 @@ import os
 import pytest
 import torch
 
-from strive.batch import Batch
 from strive.config import prepare
-
-
-def _batch(vocab: int, B: int = 4, P: int = 6, T: int = 5) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(0, vocab - 3, (B, P), generator=g)
-    responses = torch.randint(0, vocab - 3, (B, T), generator=g)
-    attn = torch.ones(B, P + T, dtype=torch.long)
-    attn[0, :2] = 0
-    resp_mask = torch.ones(B, T)
-    resp_mask[1, 3:] = 0
-    attn[1, P + 3:] = 0
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    adv = torch.randn(B, T, generator=g) * resp_mask
-    return Batch(prompts, responses, attn, pos, resp_mask, advantages=adv)
+from token_batches import token_batch
 
 
 def test_merged_checkpoint_gives_actor_logprobs(tiny_model_dir, tmp_path, process_group):
@@ -40,7 +26,7 @@ def test_merged_checkpoint_gives_actor_logprobs(tiny_model_dir, tmp_path, proces
     mesh = init_device_mesh("cpu", (1,))
     actor = ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob, mesh,
                         torch.device("cpu"), total_steps=2)
-    batch = _batch(259)
+    batch = token_batch()
     before = actor.compute_log_probs(batch)["old_log_probs"]
     metrics, _ = actor.update(batch.with_fields(old_log_probs=before), step=1)
     assert metrics["actor/grad_norm"] > 0
@@ -74,7 +60,7 @@ def test_on_policy_bypass_gives_the_same_update_and_old_log_probs(tiny_model_dir
                    "actor_rollout_ref.actor.shuffle=True"])
     assert run.sizes.bypass_old_log_probs
     mesh = init_device_mesh("cpu", (1,))
-    batch = _batch(259)
+    batch = token_batch()
     results = []
     for bypass in (False, True):
         torch.manual_seed(0)

@@ -11,8 +11,8 @@ import torch
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
-from strive.batch import Batch
 from strive.config import prepare
+from token_batches import token_batch
 
 OVERRIDES = ["trainer.n_gpus_per_node=1", "trainer.device=cpu", "data.train_batch_size=4",
              "algorithm.adv_estimator=gae", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
@@ -20,15 +20,6 @@ OVERRIDES = ["trainer.n_gpus_per_node=1", "trainer.device=cpu", "data.train_batc
              "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
              "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2", "critic.ppo_mini_batch_size=4",
              "critic.ppo_micro_batch_size_per_gpu=2", "critic.forward_micro_batch_size_per_gpu=2"]
-
-
-def _batch(vocab: int, B: int = 4, P: int = 5, T: int = 4) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    attn = torch.ones(B, P + T, dtype=torch.long)
-    attn[0, :2] = 0
-    return Batch(torch.randint(0, vocab - 3, (B, P), generator=g), torch.randint(0, vocab - 3, (B, T), generator=g),
-                 attn, (attn.cumsum(-1) - 1).clamp(min=0), torch.ones(B, T),
-                 advantages=torch.randn(B, T, generator=g), old_log_probs=torch.randn(B, T, generator=g) - 5)
 
 
 def _gathered(module) -> list[str]:
@@ -55,7 +46,7 @@ def test_policy_passes_free_their_weights_and_gather_again(run, process_group):
     cfg = run.config.actor_rollout_ref
     actor = ActorWorker(cfg, run.sizes.actor, run.sizes.old_log_prob, mesh, torch.device("cpu"), total_steps=2)
     ref = RefWorker(cfg, run.sizes.ref, mesh, torch.device("cpu"))
-    batch = _batch(259)
+    batch = token_batch(T=4)
 
     first = actor.compute_log_probs(batch)["old_log_probs"]
     assert _gathered(actor.module) == []
@@ -77,7 +68,7 @@ def test_values_pass_frees_the_critic_weights(run, process_group):
 
     critic = CriticWorker(run.config.critic, run.sizes.critic, run.sizes.values, init_device_mesh("cpu", (1,)),
                           torch.device("cpu"), total_steps=2)
-    batch = _batch(259)
+    batch = token_batch(T=4)
     values = critic.compute_values(batch)["values"]
     assert _gathered(critic.module) == []
     assert values.shape == batch.responses.shape

@@ -5,22 +5,8 @@ weights as with a reduce and reshard around every micro-batch (one process, gloo
 import pytest
 import torch
 
-from strive.batch import Batch
 from strive.config import prepare
-
-
-def _batch(vocab: int, B: int = 6, P: int = 6, T: int = 5) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    attn = torch.ones(B, P + T, dtype=torch.long)
-    attn[0, :2] = 0
-    resp_mask = torch.ones(B, T)
-    resp_mask[1, 3:] = 0
-    attn[1, P + 3:] = 0
-    return Batch(torch.randint(0, vocab - 3, (B, P), generator=g), torch.randint(0, vocab - 3, (B, T), generator=g),
-                 attn, (attn.cumsum(-1) - 1).clamp(min=0), resp_mask,
-                 advantages=torch.randn(B, T, generator=g) * resp_mask,
-                 old_log_probs=torch.randn(B, T, generator=g) - 5, values=torch.randn(B, T, generator=g),
-                 returns=torch.randn(B, T, generator=g))
+from token_batches import token_batch
 
 
 def _updates(worker_module, build, update, monkeypatch):
@@ -76,9 +62,9 @@ def _critic(run, mesh):
 
 
 ROLES = {  # role: (its worker module, build, one update's metrics, metrics compared)
-    "actor": ("strive.workers.actor", _actor, lambda w: w.update(_batch(259), step=1)[0],
+    "actor": ("strive.workers.actor", _actor, lambda w: w.update(token_batch(B=6), step=1)[0],
               ("actor/pg_loss", "actor/grad_norm", "actor/pg_clipfrac")),
-    "critic": ("strive.workers.critic", _critic, lambda w: w.update(_batch(259), step=1),
+    "critic": ("strive.workers.critic", _critic, lambda w: w.update(token_batch(B=6), step=1),
                ("critic/vf_loss", "critic/grad_norm")),
 }
 

@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from strive.batch import Batch
 from strive.config import prepare
+from token_batches import token_batch
 
 pytest.importorskip("peft")
 
@@ -21,20 +22,6 @@ def process_group(tmp_path_factory):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path_factory.mktemp('pg')}/pg", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
-
-
-def _batch(vocab: int, B: int = 4, P: int = 6, T: int = 5) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(0, vocab - 3, (B, P), generator=g)
-    responses = torch.randint(0, vocab - 3, (B, T), generator=g)
-    attn = torch.ones(B, P + T, dtype=torch.long)
-    attn[0, :2] = 0
-    resp_mask = torch.ones(B, T)
-    resp_mask[1, 3:] = 0
-    attn[1, P + 3:] = 0
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    adv = torch.randn(B, T, generator=g) * resp_mask
-    return Batch(prompts, responses, attn, pos, resp_mask, advantages=adv)
 
 
 def _actor(model_dir, *extra):
@@ -72,7 +59,7 @@ def _logp(model, batch: Batch) -> torch.Tensor:
 def trained(tiny_model_dir, process_group):
     """An actor whose first forward is the reference's (adapter off), then one update; and its weights before."""
     actor = _actor(tiny_model_dir)
-    batch = _batch(259)
+    batch = token_batch()
     before = _full(actor.module)
     ref_first = actor.compute_ref_log_probs(batch)["ref_log_probs"]
     old = actor.compute_log_probs(batch)["old_log_probs"]

@@ -5,22 +5,13 @@ half the bytes (one process, gloo, bf16 compute)."""
 import torch
 from torch.distributed.device_mesh import init_device_mesh
 
-from strive.batch import Batch
 from strive.config import prepare
+from token_batches import token_batch
 
 BASE = ["trainer.n_gpus_per_node=1", "trainer.device=cpu", "data.train_batch_size=4",
         "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.use_kl_loss=True",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.ref.fsdp_config.dtype=bfloat16"]  # set: a CPU without bf16 units would compute in fp32
-
-
-def _batch(vocab: int, B: int = 4, P: int = 5, T: int = 6) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    attn = torch.ones(B, P + T, dtype=torch.long)
-    attn[0, :2] = 0
-    attn[1, P + 4:] = 0
-    return Batch(torch.randint(0, vocab - 3, (B, P), generator=g), torch.randint(0, vocab - 3, (B, T), generator=g),
-                 attn, (attn.cumsum(-1) - 1).clamp(min=0), attn[:, P:].float())
 
 
 def _reference(model_dir, *extra):
@@ -35,7 +26,7 @@ def _bytes(module) -> int:
 
 
 def test_reference_in_compute_dtype_gives_the_same_log_probs(tiny_qwen_dir, process_group):
-    batch = _batch(259)
+    batch = token_batch(T=6)
     default = _reference(tiny_qwen_dir)
     fp32 = _reference(tiny_qwen_dir, "actor_rollout_ref.ref.fsdp_config.model_dtype=fp32")
     assert {p.dtype for p in default.module.parameters()} == {torch.bfloat16}
