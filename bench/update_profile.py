@@ -95,7 +95,32 @@ def attention_saving_checkpoint(extra_ops=()):
 
 
 PATCHES = {"HF_CKPT": ("enable_activation_checkpointing", hf_checkpointing), "NO_FSDP": ("apply_fsdp", no_fsdp)}
-FLAGS = {"PER_MICRO", "SAVE_ATTN"}  # handled in main(), not overrides
+# Inductor settings a variant turns on for its own compilation (torch._dynamo.reset() first, restored after):
+# CPP_WRAPPER calls the compiled graph's kernels from generated C++ instead of Python (less host time a launch),
+# COMBO fuses independent small kernels into one launch, CUDAGRAPHS replays each compiled graph as a CUDA graph
+# (what mode="reduce-overhead" turns on).
+INDUCTOR = {"CPP_WRAPPER": ("cpp_wrapper", True), "COMBO": ("combo_kernels", True),
+            "CUDAGRAPHS": ("triton.cudagraphs", True)}
+FLAGS = {"PER_MICRO", "SAVE_ATTN", *INDUCTOR}  # handled in main(), not overrides
+
+
+def set_inductor(flags: list[str]):
+    """Turn on the INDUCTOR flags among `flags`; returns the patch to undo with restore_inductor (or None)."""
+    import torch._inductor.config as inductor
+
+    wanted = dict(INDUCTOR[f] for f in flags if f in INDUCTOR)
+    if not wanted:
+        return None
+    patch = inductor.patch(wanted)
+    patch.__enter__()
+    torch._dynamo.reset()  # compile again under the new settings
+    return patch
+
+
+def restore_inductor(patch) -> None:
+    if patch is not None:
+        patch.__exit__(None, None, None)
+        torch._dynamo.reset()
 
 
 def build(model: str, extra: list[str]):
@@ -130,16 +155,20 @@ def build_critic(model: str, extra: list[str]):
                         total_steps=10)
 
 
-def timed_update(worker, batch: Batch, repeats: int = 3) -> tuple[float, float, float]:
-    """(first update incl. warm-up/compile, median of the next `repeats` updates, peak GB)."""
+def timed_update(worker, batch: Batch, repeats: int = 3) -> tuple[float, float, float, list]:
+    """(first update incl. warm-up/compile, median of the next `repeats` updates, peak GB, each update's gradient
+    norm). The same weights and batch give the same first norm in every variant, to bf16 rounding: a variant whose
+    norms differ computes something else."""
     torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, norms = [], []
     for step in range(1, repeats + 2):
         start = time.perf_counter()
-        worker.update(batch, step=step)
+        out = worker.update(batch, step=step)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return times[0], sorted(times[1:])[len(times[1:]) // 2], torch.cuda.max_memory_allocated() / 2**30
+        metrics = out[0] if isinstance(out, tuple) else out
+        norms.append(round(float(next((v for k, v in metrics.items() if k.endswith("grad_norm")), float("nan"))), 4))
+    return times[0], sorted(times[1:])[len(times[1:]) // 2], torch.cuda.max_memory_allocated() / 2**30, norms
 
 
 def host_profile(model: str, batch: Batch, out_dir: str) -> None:
@@ -212,6 +241,11 @@ def main() -> int:
         "critic, before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
         "checkpoint keeps attention outputs": ["SAVE_ATTN"],
         "critic, checkpoint keeps attention outputs": ["SAVE_ATTN"],
+        "C++ wrapper": ["CPP_WRAPPER"],
+        "C++ wrapper, checkpoint keeps attention outputs": ["CPP_WRAPPER", "SAVE_ATTN"],
+        "combo kernels": ["COMBO"],
+        "CUDA graphs of the compiled layers": ["CUDAGRAPHS"],
+        "critic, C++ wrapper": ["CPP_WRAPPER"],
     }
     wanted = [a for a in sys.argv[1:] if not a.startswith("--")] or list(variants)
     micro = 4
@@ -224,7 +258,9 @@ def main() -> int:
     plain_checkpoint = forward_module.checkpoint
     for name in wanted:
         extra = variants[name]
+        previous = None
         try:
+            previous = set_inductor(extra)
             if "SAVE_ATTN" in extra:  # active from build to the last update: compilation traces it
                 torch._dynamo.reset()  # else an earlier variant's graphs of the same layer code are reused
                 forward_module.checkpoint = attention_saving_checkpoint()
@@ -239,11 +275,13 @@ def main() -> int:
                 batch = critic_batch(batch)
             else:
                 worker = build(model, extra + [f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}"])
-            first, second, peak = timed_update(worker, batch)
-            results[name] = {"first_s": round(first, 3), "steady_s": round(second, 3), "peak_gb": round(peak, 2)}
+            first, second, peak, norms = timed_update(worker, batch)
+            results[name] = {"first_s": round(first, 3), "steady_s": round(second, 3), "peak_gb": round(peak, 2),
+                             "grad_norms": norms}
         except Exception as exc:  # one failing variant must not hide the others
             results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         forward_module.checkpoint = plain_checkpoint
+        restore_inductor(previous)
         if local_step is not None:
             actor_module.accumulation_step = critic_module.accumulation_step = local_step
         print(f"{name}: {results[name]} (64 sequences, micro-batches of {micro})", flush=True)
