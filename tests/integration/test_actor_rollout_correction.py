@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from strive.config import prepare
-from tests.integration.test_actor_merge import _batch
+from token_batches import token_batch
 
 BASE = ["trainer.n_gpus_per_node=1", "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "actor_rollout_ref.actor.optim.lr=1e-2",
@@ -26,7 +26,7 @@ def _actor(model_dir, extra):
 
 
 def test_decoupled_weights_scale_the_policy_loss(tiny_model_dir, process_group):
-    batch = _batch(259)
+    batch = token_batch()
     actor = _actor(tiny_model_dir, ["algorithm.rollout_correction.rollout_is=token"])
     old = actor.compute_log_probs(batch)["old_log_probs"]
     plain, _ = actor.update(batch.with_fields(old_log_probs=old), step=1)
@@ -38,7 +38,7 @@ def test_decoupled_weights_scale_the_policy_loss(tiny_model_dir, process_group):
 
 
 def test_bypass_mode_ratio_is_against_the_engine_log_probs(tiny_model_dir, process_group):
-    batch = _batch(259)
+    batch = token_batch()
     rc = "algorithm.rollout_correction."
     actor = _actor(tiny_model_dir, [rc + "bypass_mode=True", rc + "rollout_is=token", rc + "rollout_rs=token_k1",
                                     rc + "rollout_rs_threshold=1.5"])
