@@ -5,30 +5,26 @@ compiled region, AOTAutograd's partitioner wraps it in `run_and_save_rng_state` 
 `run_with_rng_state` (recompute), whatever the dropout. bench/README.md's host profile at micro-batches of 4 on an
 H100 counted 768 such calls per update. This script builds a tiny Qwen2 model, checkpoints its layers as strive does
 (strive.models.forward.enable_activation_checkpointing), compiles them (strive.workers.fsdp.compile_in_place), and
-counts those operators over one forward and backward: with strive's plain checkpoint, and with update_profile.py's
-SAVE_ATTN variant (a selective checkpoint that keeps the attention op's outputs). It also checks that both give the
-eager, un-checkpointed gradients.
+counts those operators over one forward and backward: with the plain checkpoint and with the selective one that keeps
+the attention op's outputs (`enable_activation_checkpointing(keep_attention=True)`), each with Inductor's Python and
+C++ wrappers (`compile_in_place(cpp_wrapper=...)`; the CUDA default is both on, fsdp_config.compile_cpp_wrapper).
+It also checks each against the eager, un-checkpointed gradients.
 
-    python bench/checkpoint_rng_probe.py        # ~1 min on 2 cores; writes bench/results/checkpoint_rng_probe.json
+    python bench/checkpoint_rng_probe.py        # a few minutes on 2 cores; writes bench/results/checkpoint_rng_probe.json
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 
-sys.argv = sys.argv[:1]  # update_profile reads --src/--name from the command line at import
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
+import torch._prims.rng_prims as rng_prims
 
-import torch  # noqa: E402
-import torch._prims.rng_prims as rng_prims  # noqa: E402
-
-import update_profile  # noqa: E402
-from strive.models import forward as forward_module  # noqa: E402
-from strive.models.tiny import make_tiny_model  # noqa: E402
-from strive.workers.fsdp import compile_in_place  # noqa: E402
+from strive.models import forward as forward_module
+from strive.models.tiny import make_tiny_model
+from strive.workers.fsdp import compile_in_place
 
 COUNTS = {"run_and_save_rng_state": 0, "run_with_rng_state": 0}
 
@@ -52,16 +48,18 @@ def gradients(model, ids) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.parameters()]
 
 
-def variant(model_dir: str, ids, checkpoint_fn, reference) -> dict:
+def variant(model_dir: str, ids, keep_attention: bool, cpp_wrapper: bool, reference) -> dict:
     from transformers import AutoModelForCausalLM
 
     torch._dynamo.reset()  # dynamo would reuse the previous variant's graphs: the layer's code is the same
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
-    forward_module.checkpoint = checkpoint_fn
-    forward_module.enable_activation_checkpointing(model)
-    compile_in_place(forward_module.decoder_layers(model))
-    gradients(model, ids)  # compiles
+    forward_module.enable_activation_checkpointing(model, keep_attention=keep_attention)
+    compile_in_place(forward_module.decoder_layers(model), cpp_wrapper=cpp_wrapper)
+    try:
+        gradients(model, ids)  # compiles
+    except Exception as exc:  # the C++ wrapper cannot lower the RNG-state operators
+        return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     for name in COUNTS:
         COUNTS[name] = 0
     grads = gradients(model, ids)
@@ -78,12 +76,11 @@ def main() -> int:
     eager = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
     reference = gradients(eager, ids)
     count_rng_operators()
-    plain = forward_module.checkpoint
-    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
-    results = {"checkpoint (strive's default)": variant(model_dir, ids, plain, reference),
-               "checkpoint keeps attention outputs (SAVE_ATTN)": variant(
-                   model_dir, ids, update_profile.attention_saving_checkpoint([cpu_attention]), reference)}
-    forward_module.checkpoint = plain
+    results = {"plain checkpoint": variant(model_dir, ids, False, False, reference),
+               "checkpoint keeps attention outputs": variant(model_dir, ids, True, False, reference),
+               "plain checkpoint, C++ wrapper": variant(model_dir, ids, False, True, reference),
+               "checkpoint keeps attention outputs, C++ wrapper (the CUDA default)": variant(
+                   model_dir, ids, True, True, reference)}
     for name, row in results.items():
         print(f"{name}: {row}")
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "checkpoint_rng_probe.json")

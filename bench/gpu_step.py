@@ -44,6 +44,9 @@ SHARED = ["actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", 
           "trainer.max_staleness=1"]
 RESHARD = [f"{k}.fsdp_config.reshard_after_forward=True"
            for k in ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic.model")]
+# the compiled layers with Inductor's Python wrapper and the plain checkpoint (what ran before compile_cpp_wrapper)
+PYWRAP = [f"{k}.fsdp_config.compile_cpp_wrapper=False"
+          for k in ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic.model")]
 CONFIGS = {
     "ppo_hf": dict(n=1, estimator="gae", fast="off"),
     "ppo_fast": dict(n=1, estimator="gae", fast="on"),
@@ -55,6 +58,8 @@ CONFIGS = {
     # verl's settings with FSDP2 resharding after forward, as on several workers (the one-worker default is off)
     "ppo_fast_reshard": dict(n=1, estimator="gae", fast="on", extra=RESHARD),
     "grpo_fast_reshard": dict(n=5, estimator="grpo", fast="on", extra=RESHARD),
+    "ppo_fast_pywrap": dict(n=1, estimator="gae", fast="on", extra=PYWRAP),
+    "grpo_fast_pywrap": dict(n=5, estimator="grpo", fast="on", extra=PYWRAP),
     "ppo_budget": dict(n=1, estimator="gae", fast="on", extra=BUDGETS),
     "grpo_budget": dict(n=5, estimator="grpo", fast="on", extra=BUDGETS),
     "grpo_split_shared": dict(n=5, estimator="grpo", fast="on", extra=SHARED),
@@ -142,6 +147,7 @@ def run_config(name: str, gpus: int, model: str, data: str, work: str, steps: in
     last = rows[step]
     return {"config": name, "gpus": gpus, "rollout_gpus": rollout_gpus if name == "grpo_split" else 0,
             "n": spec["n"], "fast": spec["fast"], "wall_s": wall, "step": step,
+            "first_step_s": rows[min(rows)].get("timing_s/step"),  # compilation included
             "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
 
 
@@ -151,6 +157,7 @@ def summarize(result: dict, params: int, peak_tflops: float) -> dict:
     flops = 6.0 * params * tokens  # one PPO epoch over every token (model FLOPs; no recompute counted)
     row = {f"{p}_s": round(m.get(f"timing_s/{p}", 0.0), 2) for p in PHASES}
     row.update(config=result["config"], gpus=result["gpus"], rollout_gpus=result.get("rollout_gpus", 0),
+               first_step_s=round(result.get("first_step_s") or 0.0, 2),
                tokens=int(tokens),
                throughput_tok_s_gpu=round(m["perf/throughput"], 1),
                actor_mfu=round(flops / max(m.get("timing_s/update_actor", 1e-9), 1e-9) / result["gpus"] / (peak_tflops * 1e12), 4),

@@ -74,34 +74,14 @@ def no_fsdp(module, layers, mesh, fsdp, compile_layers=False):
     return module
 
 
-def attention_saving_checkpoint(extra_ops=()):
-    """Variant SAVE_ATTN: a selective checkpoint that keeps the attention op's outputs, so backward recomputes the
-    layer but not its attention. torch tags SDPA's ops nondeterministic_seeded, so under compile a plain checkpoint
-    wraps every recomputed attention in RNG-state save/replay operators (`rng_prims` in the host profile), even at
-    dropout 0; a saved attention is not recomputed and needs neither. Costs the attention outputs of each layer of
-    one micro-batch (about 180 MB at 4 x 1017 tokens)."""
-    import functools
-
-    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
-
-    aten = torch.ops.aten
-    keep = {aten._scaled_dot_product_cudnn_attention.default, aten._scaled_dot_product_flash_attention.default,
-            aten._scaled_dot_product_efficient_attention.default, *extra_ops}
-
-    def policy(ctx, op, *args, **kwargs):
-        return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
-
-    return functools.partial(checkpoint, context_fn=functools.partial(create_selective_checkpoint_contexts, policy))
-
-
 PATCHES = {"HF_CKPT": ("enable_activation_checkpointing", hf_checkpointing), "NO_FSDP": ("apply_fsdp", no_fsdp)}
 # Inductor settings a variant turns on for its own compilation (torch._dynamo.reset() first, restored after):
-# CPP_WRAPPER calls the compiled graph's kernels from generated C++ instead of Python (less host time a launch),
+# (fsdp_config.compile_cpp_wrapper, on by default, is the scoped C++ wrapper that 2026-12-07's CPP_WRAPPER tried):
 # COMBO fuses independent small kernels into one launch, CUDAGRAPHS replays each compiled graph as a CUDA graph
 # (what mode="reduce-overhead" turns on).
-INDUCTOR = {"CPP_WRAPPER": ("cpp_wrapper", True), "COMBO": ("combo_kernels", True),
+INDUCTOR = {"COMBO": ("combo_kernels", True),
             "CUDAGRAPHS": ("triton.cudagraphs", True)}
-FLAGS = {"PER_MICRO", "SAVE_ATTN", *INDUCTOR}  # handled in main(), not overrides
+FLAGS = {"PER_MICRO", *INDUCTOR}  # handled in main(), not overrides
 
 
 def set_inductor(flags: list[str]):
@@ -239,13 +219,11 @@ def main() -> int:
         "critic, reduce and reshard after every micro-batch": ["PER_MICRO"],
         "before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
         "critic, before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
-        "checkpoint keeps attention outputs": ["SAVE_ATTN"],
-        "critic, checkpoint keeps attention outputs": ["SAVE_ATTN"],
-        "C++ wrapper": ["CPP_WRAPPER"],
-        "C++ wrapper, checkpoint keeps attention outputs": ["CPP_WRAPPER", "SAVE_ATTN"],
+        "Python wrapper, plain checkpoint (compile_cpp_wrapper=False)": [
+            "actor_rollout_ref.actor.fsdp_config.compile_cpp_wrapper=False"],
+        "critic, Python wrapper, plain checkpoint": ["critic.model.fsdp_config.compile_cpp_wrapper=False"],
         "combo kernels": ["COMBO"],
         "CUDA graphs of the compiled layers": ["CUDAGRAPHS"],
-        "critic, C++ wrapper": ["CPP_WRAPPER"],
     }
     wanted = [a for a in sys.argv[1:] if not a.startswith("--")] or list(variants)
     micro = 4
@@ -253,17 +231,11 @@ def main() -> int:
     from strive.workers import critic as critic_module
 
     local_step = getattr(actor_module, "accumulation_step", None)  # absent from a --src older than it
-    from strive.models import forward as forward_module
-
-    plain_checkpoint = forward_module.checkpoint
     for name in wanted:
         extra = variants[name]
         previous = None
         try:
             previous = set_inductor(extra)
-            if "SAVE_ATTN" in extra:  # active from build to the last update: compilation traces it
-                torch._dynamo.reset()  # else an earlier variant's graphs of the same layer code are reused
-                forward_module.checkpoint = attention_saving_checkpoint()
             if "PER_MICRO" in extra:  # what FSDP2 did by default: reduce and reshard around every micro-batch
                 actor_module.accumulation_step = critic_module.accumulation_step = lambda *a, **k: None
             if name.startswith("critic"):
@@ -280,7 +252,6 @@ def main() -> int:
                              "grad_norms": norms}
         except Exception as exc:  # one failing variant must not hide the others
             results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        forward_module.checkpoint = plain_checkpoint
         restore_inductor(previous)
         if local_step is not None:
             actor_module.accumulation_step = critic_module.accumulation_step = local_step

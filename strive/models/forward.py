@@ -16,11 +16,12 @@ Exercised by: pytest tests/unit/test_forward.py
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from strive.algos import entropy_from_logits, logprobs_from_logits
 from strive.models.attention import packed_kwargs, use_packed_attention
@@ -216,22 +217,34 @@ def _packing(wrapper: nn.Module, input_ids: torch.Tensor) -> Optional[str]:
     return wrapper.packed_backend
 
 
-def enable_activation_checkpointing(hf_model: nn.Module) -> None:
+def enable_activation_checkpointing(hf_model: nn.Module, keep_attention: bool = False) -> None:
     """Recompute each decoder layer in backward: strive wraps each layer's `forward` in a non-reentrant
     torch.utils.checkpoint itself instead of calling transformers' switch, whose place moved between versions (5.17
     wraps `__call__`, so FSDP2's hooks ran again in the recompute and the checkpoint sat outside a compiled layer;
     5.25 wraps `forward`). Inside `forward`, FSDP2's hooks stay outside the checkpoint and a compiled layer traces
-    the checkpoint into its graphs: its backward graph recomputes the forward and takes the gradient in one."""
+    the checkpoint into its graphs: its backward graph recomputes the forward and takes the gradient in one.
+
+    keep_attention: a selective checkpoint that keeps the outputs of the ops torch tags `nondeterministic_seeded`
+    (the attention kernels, whatever their dropout), so backward recomputes the layer but not its attention.
+    Under compilation a plain checkpoint wraps each recomputed seeded op in RNG-state save/replay operators,
+    which Inductor's C++ wrapper cannot lower and which cost host time (bench/checkpoint_rng_probe.py). Costs
+    one micro-batch's attention outputs per layer (about 180 MB for the 0.5B shape at 4 × 1,017 tokens)."""
     for layer in decoder_layers(hf_model):
-        _checkpoint_forward(layer)
+        _checkpoint_forward(layer, keep_attention)
 
 
-def _checkpoint_forward(layer: nn.Module) -> None:
+def _keep_seeded(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    seeded = torch.Tag.nondeterministic_seeded in getattr(op, "tags", ())
+    return CheckpointPolicy.MUST_SAVE if seeded else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _checkpoint_forward(layer: nn.Module, keep_attention: bool) -> None:
     inner = layer.forward  # the class's forward, bound
+    extra = {"context_fn": partial(create_selective_checkpoint_contexts, _keep_seeded)} if keep_attention else {}
 
     def forward(*args, **kwargs):
         if layer.training and torch.is_grad_enabled():
-            return checkpoint(inner, *args, use_reentrant=False, **kwargs)
+            return checkpoint(inner, *args, use_reentrant=False, **extra, **kwargs)
         return inner(*args, **kwargs)  # no backward to replay: forward-only passes and generation
 
     layer.forward = forward

@@ -39,8 +39,9 @@ def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_che
     hf = load_causal_lm(model.path, dtype=fsdp.model_dtype, override_config=model.override_config,
                         trust_remote_code=model.trust_remote_code)
     hf.config.use_cache = False
-    if gradient_checkpointing:
-        enable_activation_checkpointing(hf)
+    if gradient_checkpointing:  # the C++ wrapper of compiled layers needs the checkpoint that keeps attention
+        enable_activation_checkpointing(hf, keep_attention=compile_layers and device.type == "cuda"
+                                        and fsdp.compile_cpp_wrapper)
     peft_model = None
     if lora:
         from strive.models.lora import apply_lora

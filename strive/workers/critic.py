@@ -34,16 +34,16 @@ class CriticWorker:
         hf = load_value_model(model.path, dtype=model.fsdp_config.model_dtype, override_config=model.override_config,
                               trust_remote_code=bool(model.trust_remote_code))
         hf.config.use_cache = False
-        if model.enable_gradient_checkpointing:
-            enable_activation_checkpointing(hf)
+        compile_layers = model.fsdp_config.use_torch_compile and not model.enable_activation_offload
+        if model.enable_gradient_checkpointing:  # the C++ wrapper needs the checkpoint that keeps attention
+            enable_activation_checkpointing(hf, keep_attention=compile_layers and device.type == "cuda"
+                                            and model.fsdp_config.compile_cpp_wrapper)
         backend = None
         if model.use_remove_padding:
             backend = resolve_backend(model.packed_attention, device, torch_dtype(model.fsdp_config.dtype),
                                       key="critic.model.packed_attention")
         wrapper = ValueForward(hf, backend, padded_up_to(model.packed_attention, device))
-        self.module = apply_fsdp(wrapper, decoder_layers(hf), mesh, model.fsdp_config,
-                                 compile_layers=model.fsdp_config.use_torch_compile
-                                 and not model.enable_activation_offload)
+        self.module = apply_fsdp(wrapper, decoder_layers(hf), mesh, model.fsdp_config, compile_layers=compile_layers)
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
         self._offload()

@@ -34,7 +34,7 @@ def apply_fsdp(module: nn.Module, layers: Iterable[nn.Module], mesh, fsdp: FsdpC
         fully_shard(layer, reshard_after_forward=fsdp.reshard_after_forward, **kwargs)
     fully_shard(module, reshard_after_forward=fsdp.reshard_after_forward, **kwargs)
     if compile_layers and mesh.device_type == "cuda":
-        compile_in_place(layers)
+        compile_in_place(layers, cpp_wrapper=fsdp.compile_cpp_wrapper)
     return module
 
 
@@ -67,20 +67,25 @@ def forward_only(module: nn.Module):
                 unit.reshard()
 
 
-def compile_in_place(layers: list[nn.Module]) -> None:
+def compile_in_place(layers: list[nn.Module], cpp_wrapper: bool = False) -> None:
     """torch.compile each decoder layer in place (`use_torch_compile`, CUDA only): parameter names stay, FSDP2's
     hooks stay eager (dynamo skips them), and activation checkpointing (wrapped around each layer's forward,
     strive.models.forward.enable_activation_checkpointing) is traced into the layer's graphs. Fewer, fused
     kernels: an update at micro-batches of 4 takes 26% less time on an H200 (bench/update_profile.py); the first
     step pays ~10 s of compilation. The CPU is not compiled: unmeasured there,
-    and compiling takes minutes on a small machine."""
+    and compiling takes minutes on a small machine.
+
+    cpp_wrapper (`fsdp_config.compile_cpp_wrapper`): the graphs launch their kernels from generated C++, for these
+    layers only (a compile option, not Inductor's global config; it covers the backward graphs too). It needs the
+    checkpoint that keeps attention outputs (`enable_activation_checkpointing(keep_attention=True)`)."""
     import torch._dynamo
 
     # transformers records layer outputs through a context variable; a recomputed forward need not replay that,
     # and without this flag dynamo falls back to eager under activation checkpointing
     torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+    options = {"cpp_wrapper": True} if cpp_wrapper else None
     for layer in layers:
-        layer.compile()
+        layer.compile(options=options)
 
 
 def offload_params(module: nn.Module) -> None:
