@@ -44,9 +44,10 @@ SHARED = ["actor_rollout_ref.hybrid_engine=False", "rollout.n_gpus_per_node=1", 
           "trainer.max_staleness=1"]
 RESHARD = [f"{k}.fsdp_config.reshard_after_forward=True"
            for k in ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic.model")]
-# the compiled layers with Inductor's Python wrapper and the plain checkpoint (what ran before compile_cpp_wrapper)
-PYWRAP = [f"{k}.fsdp_config.compile_cpp_wrapper=False"
-          for k in ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic.model")]
+# the compiled layers with Inductor's C++ wrapper (fsdp_config.compile_cpp_wrapper, opt-in; it needs the padded path)
+CPP = [f"{k}.fsdp_config.compile_cpp_wrapper=True"
+       for k in ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic.model")] + [
+    "actor_rollout_ref.model.use_remove_padding=False"]
 CONFIGS = {
     "ppo_hf": dict(n=1, estimator="gae", fast="off"),
     "ppo_fast": dict(n=1, estimator="gae", fast="on"),
@@ -58,8 +59,8 @@ CONFIGS = {
     # verl's settings with FSDP2 resharding after forward, as on several workers (the one-worker default is off)
     "ppo_fast_reshard": dict(n=1, estimator="gae", fast="on", extra=RESHARD),
     "grpo_fast_reshard": dict(n=5, estimator="grpo", fast="on", extra=RESHARD),
-    "ppo_fast_pywrap": dict(n=1, estimator="gae", fast="on", extra=PYWRAP),
-    "grpo_fast_pywrap": dict(n=5, estimator="grpo", fast="on", extra=PYWRAP),
+    "ppo_fast_cpp": dict(n=1, estimator="gae", fast="on", extra=CPP),
+    "grpo_fast_cpp": dict(n=5, estimator="grpo", fast="on", extra=CPP),
     "ppo_budget": dict(n=1, estimator="gae", fast="on", extra=BUDGETS),
     "grpo_budget": dict(n=5, estimator="grpo", fast="on", extra=BUDGETS),
     "grpo_split_shared": dict(n=5, estimator="grpo", fast="on", extra=SHARED),

@@ -76,7 +76,7 @@ def no_fsdp(module, layers, mesh, fsdp, compile_layers=False):
 
 PATCHES = {"HF_CKPT": ("enable_activation_checkpointing", hf_checkpointing), "NO_FSDP": ("apply_fsdp", no_fsdp)}
 # Inductor settings a variant turns on for its own compilation (torch._dynamo.reset() first, restored after):
-# (fsdp_config.compile_cpp_wrapper, on by default, is the scoped C++ wrapper that 2026-12-07's CPP_WRAPPER tried):
+# (fsdp_config.compile_cpp_wrapper, opt-in, is the scoped C++ wrapper that 2026-12-07's CPP_WRAPPER tried):
 # COMBO fuses independent small kernels into one launch, CUDAGRAPHS replays each compiled graph as a CUDA graph
 # (what mode="reduce-overhead" turns on).
 INDUCTOR = {"COMBO": ("combo_kernels", True),
@@ -219,9 +219,10 @@ def main() -> int:
         "critic, reduce and reshard after every micro-batch": ["PER_MICRO"],
         "before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
         "critic, before 2026-12-05 (both)": ["HF_CKPT", "PER_MICRO"],
-        "Python wrapper, plain checkpoint (compile_cpp_wrapper=False)": [
-            "actor_rollout_ref.actor.fsdp_config.compile_cpp_wrapper=False"],
-        "critic, Python wrapper, plain checkpoint": ["critic.model.fsdp_config.compile_cpp_wrapper=False"],
+        "C++ wrapper, checkpoint keeps attention (compile_cpp_wrapper=True)": [
+            "actor_rollout_ref.actor.fsdp_config.compile_cpp_wrapper=True",
+            "actor_rollout_ref.model.use_remove_padding=False"],
+        "critic, C++ wrapper, checkpoint keeps attention": ["critic.model.fsdp_config.compile_cpp_wrapper=True"],
         "combo kernels": ["COMBO"],
         "CUDA graphs of the compiled layers": ["CUDAGRAPHS"],
     }

@@ -51,12 +51,13 @@ class FsdpConfig:
     use_torch_compile: bool = True
     """torch.compile this model's decoder layers on CUDA (no effect on the CPU). The critic reads it here; the actor
     and the reference need it and their own use_torch_compile."""
-    compile_cpp_wrapper: bool = True
-    """strive: where the decoder layers are compiled (CUDA), their kernels are called from generated C++ (Inductor's
-    cpp_wrapper) instead of Python, and activation checkpointing keeps the attention outputs (a plain checkpoint
-    wraps the recomputed attention in RNG-state operators that have no C++ lowering). Less host time per kernel:
-    an actor update at verl's micro-batches of 4 takes about a fifth less time on an H200; the first step compiles
-    longer (bench/README.md). False: the Python wrapper and the plain checkpoint."""
+    compile_cpp_wrapper: bool = False
+    """strive, opt-in: where the decoder layers are compiled (CUDA), their kernels are called from generated C++
+    (Inductor's cpp_wrapper) instead of Python, and activation checkpointing keeps the attention outputs (a plain
+    checkpoint wraps the recomputed attention in RNG-state operators that have no C++ lowering). Less host time per
+    kernel: at verl's micro-batches of 4 an update takes 31-39% less time on an H100; the first update compiles
+    about a minute longer (bench/README.md). Needs the padded path (model.use_remove_padding=False): torch's
+    varlen attention kernel does not compile under the C++ wrapper, and the start-up check says so."""
     entropy_checkpointing: bool = False
     """Recompute entropy in backward instead of storing it."""
     forward_only: bool = False

@@ -170,10 +170,18 @@ def _interpolations(cfg: StriveConfig) -> None:
 
 def _compile_note(cfg: StriveConfig, explicit: set[str], notes: list[str]) -> None:
     """use_torch_compile compiles decoder layers on CUDA only: say so when a CPU run asks for it by name."""
-    asked = [k for k in explicit if k.endswith("use_torch_compile")]
+    asked = [k for k in explicit if k.endswith(("use_torch_compile", "compile_cpp_wrapper"))]
     if cfg.trainer.device == "cpu" and asked:
         notes.append(f"{', '.join(sorted(asked))}: torch.compile runs on CUDA only; no effect with trainer.device=cpu")
     arr = cfg.actor_rollout_ref
+    for prefix, fsdp, packed, key in (
+            ("actor_rollout_ref.actor", arr.actor.fsdp_config, arr.actor.use_remove_padding, "actor_rollout_ref.model"),
+            ("actor_rollout_ref.ref", arr.ref.fsdp_config, arr.actor.use_remove_padding, "actor_rollout_ref.model"),
+            ("critic.model", cfg.critic.model.fsdp_config, cfg.critic.model.use_remove_padding, "critic.model")):
+        _check(cfg.trainer.device != "cuda" or not (fsdp.compile_cpp_wrapper and packed),
+               f"{prefix}.fsdp_config.compile_cpp_wrapper=True needs the padded path ({key}.use_remove_padding=False): "
+               "Inductor's C++ wrapper cannot compile packed attention through torch's varlen kernel (a List[int] "
+               "argument it has no C++ lowering for; torch 2.11)")
     for prefix, model in (("actor_rollout_ref", arr.model), ("critic", cfg.critic.model)):
         if cfg.trainer.device == "cuda" and model.enable_activation_offload:
             notes.append(f"{prefix}.model.enable_activation_offload=True: that model's layers run eager "

@@ -83,9 +83,22 @@ def compile_in_place(layers: list[nn.Module], cpp_wrapper: bool = False) -> None
     # transformers records layer outputs through a context variable; a recomputed forward need not replay that,
     # and without this flag dynamo falls back to eager under activation checkpointing
     torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
-    options = {"cpp_wrapper": True} if cpp_wrapper else None
+    options = _cpp_wrapper_options() if cpp_wrapper else None
     for layer in layers:
         layer.compile(options=options)
+
+
+def _cpp_wrapper_options() -> dict:
+    """Inductor options for the C++ wrapper: cpp_wrapper plus the Triton settings it needs (kernel binaries kept
+    for the C++ launcher). Inductor adds those itself around the forward's compilation; torch 2.11 does not around
+    a backward compiled later, which then fails ("CudaKernelParamCache not populated"), so they are passed here."""
+    from torch._inductor import compile_fx
+
+    options = {"cpp_wrapper": True}
+    settings = getattr(compile_fx, "get_cpp_wrapper_config", None)
+    if settings is not None:
+        options.update(settings())
+    return options
 
 
 def offload_params(module: nn.Module) -> None:

@@ -1,6 +1,6 @@
-"""fsdp_config.compile_cpp_wrapper (the default on CUDA): the actor's compiled, checkpointed layers launch their
-kernels from generated C++ and keep their attention outputs; an update gives the numbers of the Python wrapper with
-the plain checkpoint, on varied-length rows (one process, world size 1, the 0.5B shape)."""
+"""fsdp_config.compile_cpp_wrapper (opt-in, with the padded path): the actor's compiled, checkpointed layers launch
+their kernels from generated C++ and keep their attention outputs; an update gives the numbers of the Python wrapper
+with the plain checkpoint, on varied-length rows (one process, world size 1, the 0.5B shape)."""
 
 import gc
 
@@ -22,6 +22,7 @@ def _actor(model_dir, cpp_wrapper: bool):
                    "actor_rollout_ref.actor.ppo_mini_batch_size=8", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
                    "actor_rollout_ref.model.enable_gradient_checkpointing=True",
                    f"actor_rollout_ref.actor.fsdp_config.compile_cpp_wrapper={cpp_wrapper}",
+                   "actor_rollout_ref.model.use_remove_padding=False",
                    "algorithm.adv_estimator=grpo"])
     return ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob,
                        init_device_mesh("cuda", (1,)), torch.device("cuda", 0), total_steps=2)

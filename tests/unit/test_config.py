@@ -319,6 +319,32 @@ def test_torch_compile_is_noted_on_the_cpu_only_when_asked_by_name():
     assert asked.config.actor_rollout_ref.ref.use_torch_compile is True  # the reference follows the actor
 
 
+def test_cpp_wrapper_needs_the_padded_path_on_cuda():
+    """fsdp_config.compile_cpp_wrapper is off by default; on CUDA it is refused, naming both keys, where that role
+    packs its sequences (torch's varlen kernel does not compile under the C++ wrapper), and taken with the padded
+    path; on the CPU, asked by name, it is noted as having no effect."""
+    from strive.config import prepare
+
+    base = ["trainer.n_gpus_per_node=1", "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4"]
+    default = prepare(base).config
+    assert not default.actor_rollout_ref.actor.fsdp_config.compile_cpp_wrapper
+    assert not default.critic.model.fsdp_config.compile_cpp_wrapper
+    actor_key = "actor_rollout_ref.actor.fsdp_config.compile_cpp_wrapper=True"
+    with pytest.raises(ConfigError, match=r"actor_rollout_ref\.actor\.fsdp_config\.compile_cpp_wrapper=True needs "
+                                          r"the padded path \(actor_rollout_ref\.model\.use_remove_padding=False\)"):
+        prepare([*base, "trainer.device=cuda", actor_key])
+    with pytest.raises(ConfigError, match=r"critic\.model\.fsdp_config\.compile_cpp_wrapper=True needs the padded "
+                                          r"path \(critic\.model\.use_remove_padding=False\)"):
+        prepare([*base, "trainer.device=cuda", "critic.model.use_remove_padding=True",
+                 "critic.model.fsdp_config.compile_cpp_wrapper=True"])
+    padded = prepare([*base, "trainer.device=cuda", actor_key, "actor_rollout_ref.model.use_remove_padding=False",
+                      "critic.model.fsdp_config.compile_cpp_wrapper=True"]).config
+    assert padded.actor_rollout_ref.actor.fsdp_config.compile_cpp_wrapper
+    assert not padded.actor_rollout_ref.ref.fsdp_config.compile_cpp_wrapper  # each role has its own key
+    on_cpu = prepare([*base, "trainer.device=cpu", actor_key])
+    assert any(f"{actor_key.split('=')[0]}: torch.compile runs on CUDA only" in n for n in on_cpu.notes)
+
+
 def test_forward_only_passes_run_in_token_budgets_on_cuda():
     """verl's micro-batches of 4 for old log-probs/ref/values become trainer.forward_min_tokens budgets on CUDA, with
     a note; the CPU, an explicit 0, dynamic budgets and micro-batches already that large keep theirs."""
