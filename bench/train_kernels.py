@@ -19,6 +19,7 @@ strive/config/cpu_dtype.py), or `--dtype`.
 
     python bench/train_kernels.py                           # GPU: Qwen2.5-0.5B shape, random weights
     python bench/train_kernels.py --model ~/.cache/strive/models/smollm2-135m-instruct-b179c9523d0e   # CPU
+    python bench/train_kernels.py --model ... --variants padded --compile cpp    # layers compiled, C++ wrapper
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from strive.config.cpu_dtype import dtype_for_this_cpu  # noqa: E402
 from strive.models import forward as fw  # noqa: E402
 from strive.models.attention import padded_up_to, resolve_backend  # noqa: E402
 from strive.models.flops import forward_flops, mfu  # noqa: E402
-from strive.models.forward import PolicyForward, enable_activation_checkpointing  # noqa: E402
+from strive.models.forward import PolicyForward, decoder_layers, enable_activation_checkpointing  # noqa: E402
 from strive.models.loading import load_causal_lm  # noqa: E402
+from strive.workers.fsdp import compile_in_place  # noqa: E402
 
 
 def make_batch(n: int, P: int, T: int, vocab: int, seed: int):
@@ -139,6 +141,10 @@ def main() -> int:
     parser.add_argument("--response", type=int, default=None)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--compile", choices=("none", "python", "cpp"), default="none",
+                        help="torch.compile each decoder layer as use_torch_compile does on CUDA (python), or with the "
+                        "C++ wrapper and the attention-keeping checkpoint (cpp: fsdp_config.compile_cpp_wrapper); "
+                        "the warm-up run of each shape includes its compilation")
     parser.add_argument("--dtype", default=None, help="bfloat16 or float32 (default: what the trainer computes in "
                                                        "here: bf16 on CUDA, float32 on a CPU without bf16 units)")
     parser.add_argument("--variants", nargs="*", default=None, help="only these variants (default: all that run here)")
@@ -161,7 +167,9 @@ def main() -> int:
     model = load_causal_lm(path, dtype=dtype, device=device)
     model.config.use_cache = False
     if not args.no_checkpointing:
-        enable_activation_checkpointing(model)
+        enable_activation_checkpointing(model, keep_attention=args.compile == "cpp")
+    if args.compile != "none":
+        compile_in_place(decoder_layers(model), cpp_wrapper=args.compile == "cpp")
     backends = []
     for name in ("sdpa_loop", "varlen", "flash_attn"):
         try:
@@ -187,7 +195,7 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     card = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     out = {"card": card, "model": os.path.basename(path.rstrip("/")), "prompt": P, "response": T, "dtype": dtype,
-           "checkpointing": not args.no_checkpointing, "torch": torch.__version__, "rows": rows}
+           "checkpointing": not args.no_checkpointing, "compile": args.compile, "torch": torch.__version__, "rows": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=1)
