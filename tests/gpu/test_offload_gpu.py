@@ -4,23 +4,18 @@ import pytest
 import torch
 
 from strive.batch import Batch
-from strive.config import prepare
+from tests.gpu.workers import one_gpu_actor
 
 pytestmark = pytest.mark.gpu
 
 
 def _actor(model_dir, offload: bool):
-    from torch.distributed.device_mesh import init_device_mesh
-
-    from strive.workers.actor import ActorWorker
-
     o = str(offload)
-    run = prepare([f"actor_rollout_ref.model.path={model_dir}", "trainer.n_gpus_per_node=1", "data.train_batch_size=4",
-                   "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-                   f"actor_rollout_ref.actor.fsdp_config.param_offload={o}",
-                   f"actor_rollout_ref.actor.fsdp_config.optimizer_offload={o}", "algorithm.adv_estimator=grpo"])
-    return ActorWorker(run.config.actor_rollout_ref, run.sizes.actor, run.sizes.old_log_prob,
-                       init_device_mesh("cuda", (1,)), torch.device("cuda", 0), total_steps=2)
+    return one_gpu_actor(model_dir, [
+        "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        f"actor_rollout_ref.actor.fsdp_config.param_offload={o}",
+        f"actor_rollout_ref.actor.fsdp_config.optimizer_offload={o}"])
 
 
 def _batch(B=4, P=32, T=16):
