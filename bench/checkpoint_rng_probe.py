@@ -7,10 +7,10 @@ H100 counted 768 such calls per update. This script builds a tiny Qwen2 model, c
 (strive.models.forward.enable_activation_checkpointing), compiles them (strive.workers.fsdp.compile_in_place), and
 counts those operators over one forward and backward: with the plain checkpoint and with the selective one that keeps
 the attention op's outputs (`enable_activation_checkpointing(keep_attention=True)`), each with Inductor's Python and
-C++ wrappers (`compile_in_place(cpp_wrapper=...)`; the CUDA default is both on, fsdp_config.compile_cpp_wrapper).
+C++ wrappers (`compile_in_place(cpp_wrapper=...)`; fsdp_config.compile_cpp_wrapper=True, opt-in on CUDA, is both on).
 It also checks each against the eager, un-checkpointed gradients.
 
-    python bench/checkpoint_rng_probe.py        # a few minutes on 2 cores; writes bench/results/checkpoint_rng_probe.json
+    python bench/checkpoint_rng_probe.py        # ~30 s on 2 cores; writes bench/results/checkpoint_rng_probe.json
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> int:
     results = {"plain checkpoint": variant(model_dir, ids, False, False, reference),
                "checkpoint keeps attention outputs": variant(model_dir, ids, True, False, reference),
                "plain checkpoint, C++ wrapper": variant(model_dir, ids, False, True, reference),
-               "checkpoint keeps attention outputs, C++ wrapper (the CUDA default)": variant(
+               "checkpoint keeps attention outputs, C++ wrapper (compile_cpp_wrapper=True)": variant(
                    model_dir, ids, True, True, reference)}
     for name, row in results.items():
         print(f"{name}: {row}")

@@ -75,12 +75,11 @@ def no_fsdp(module, layers, mesh, fsdp, compile_layers=False):
 
 
 PATCHES = {"HF_CKPT": ("enable_activation_checkpointing", hf_checkpointing), "NO_FSDP": ("apply_fsdp", no_fsdp)}
-# Inductor settings a variant turns on for its own compilation (torch._dynamo.reset() first, restored after):
-# (fsdp_config.compile_cpp_wrapper, opt-in, is the scoped C++ wrapper that 2026-12-07's CPP_WRAPPER tried):
+# Inductor settings a variant turns on for its own compilation (torch._dynamo.reset() first, restored after; the C++
+# wrapper is no longer one of them: strive's fsdp_config.compile_cpp_wrapper scopes it to the layers):
 # COMBO fuses independent small kernels into one launch, CUDAGRAPHS replays each compiled graph as a CUDA graph
 # (what mode="reduce-overhead" turns on).
-INDUCTOR = {"COMBO": ("combo_kernels", True),
-            "CUDAGRAPHS": ("triton.cudagraphs", True)}
+INDUCTOR = {"COMBO": ("combo_kernels", True), "CUDAGRAPHS": ("triton.cudagraphs", True)}
 FLAGS = {"PER_MICRO", *INDUCTOR}  # handled in main(), not overrides
 
 

@@ -72,8 +72,9 @@ def compile_in_place(layers: list[nn.Module], cpp_wrapper: bool = False) -> None
     hooks stay eager (dynamo skips them), and activation checkpointing (wrapped around each layer's forward,
     strive.models.forward.enable_activation_checkpointing) is traced into the layer's graphs. Fewer, fused
     kernels: an update at micro-batches of 4 takes 26% less time on an H200 (bench/update_profile.py); the first
-    step pays ~10 s of compilation. The CPU is not compiled: unmeasured there,
-    and compiling takes minutes on a small machine.
+    step pays ~10 s of compilation. The CPU is not compiled: on 2 cores it cut a forward and backward's peak memory
+    but not reliably its time, and compiling the packed path took minutes (bench/README.md, "Compiled layers on the
+    CPU").
 
     cpp_wrapper (`fsdp_config.compile_cpp_wrapper`): the graphs launch their kernels from generated C++, for these
     layers only (a compile option, not Inductor's global config; it covers the backward graphs too). It needs the
