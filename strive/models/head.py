@@ -13,10 +13,12 @@ each of those ops (a zero-filled scatter for the gather, one more for the sum). 
 On CUDA, with `compile=True`, the per-chunk elementwise work (the statistics; the gradient of the logits) is one
 torch.compile'd function each, so the fp32 logits never reach memory. Elsewhere it runs eagerly, in place.
 The numbers are the same as the autograd version's: logits in the weight's dtype, then fp32 (tests compare both
-with float64 references). One exception, on the CPU: a bf16/fp16 head does its three matrix products in fp32
-(one fp32 copy of the weight per call, the weight's gradient accumulated in fp32), because CPUs without native
-bf16 units run a bf16 (n, V)·(V, H) product up to ~100× slower than fp32 (bench/head_kernels.py; 13.8 s vs 0.1 s
-for 256 tokens of SmolLM2's head on the 2-core AVX2 machine).
+with float64 references). One exception, on the CPU: an fp16 head, and a bf16 head on a CPU without bf16 units
+(strive.config.cpu_dtype.cpu_has_bf16), does its three matrix products in fp32 (one fp32 copy of the weight per
+call, the weight's gradient accumulated in fp32), because such CPUs run a bf16 (n, V)·(V, H) product up to ~100×
+slower than fp32 (bench/head_kernels.py; 13.8 s vs 0.1 s for 256 tokens of SmolLM2's head on the 2-core AVX2
+machine). A CPU with bf16 units keeps bf16 products, which there are 2-4× faster than fp32 and need no copy
+(bench/README.md, "The head on a CPU with bf16 units").
 
 Shapes: hidden (N, H), weight (V, H), labels (N,) → log-probs (N,), entropy (N,) fp32.
 Exercised by: pytest tests/unit/test_head.py
@@ -24,6 +26,7 @@ Exercised by: pytest tests/unit/test_head.py
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional
 
 import torch
@@ -72,10 +75,20 @@ _COMPILED: dict[str, Callable] = {}
 
 
 def _product_dtype(weight: torch.Tensor) -> torch.dtype:
-    """The dtype of the head's matrix products: fp32 for a half-precision head on the CPU (module doc)."""
-    if weight.device.type == "cpu" and weight.dtype in (torch.bfloat16, torch.float16):
-        return torch.float32
-    return weight.dtype
+    """The dtype of the head's matrix products: fp32 for a half-precision head on a CPU that would emulate it
+    (module doc), else the weight's."""
+    if weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float16):
+        return weight.dtype
+    if weight.dtype == torch.bfloat16 and _cpu_has_bf16():
+        return weight.dtype
+    return torch.float32
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
+    from strive.config.cpu_dtype import cpu_has_bf16
+
+    return cpu_has_bf16()
 
 
 def _kernels(compiled: bool) -> tuple[Callable, Callable]:
@@ -92,7 +105,7 @@ class _LinearLogProbs(torch.autograd.Function):
     def forward(ctx, hidden, weight, labels, temperature, chunk, with_entropy, entropy_grad, compiled):
         stats, _ = _kernels(compiled)
         n, mm = hidden.shape[0], _product_dtype(weight)
-        w = weight.to(mm)  # (V, H); a copy only on the CPU path
+        w = weight.to(mm)  # (V, H); a copy only where the products run in fp32
         logp = hidden.new_empty(n, dtype=torch.float32)  # (N,)
         lse = torch.empty_like(logp)  # (N,)
         ent = torch.empty_like(logp) if with_entropy else logp.new_empty(0)  # (N,) or (0,)
@@ -122,7 +135,7 @@ class _LinearLogProbs(torch.autograd.Function):
         if not ctx.entropy_grad:
             g_ent = None
         mm = _product_dtype(weight)
-        w = weight.to(mm)  # (V, H); a copy only on the CPU path
+        w = weight.to(mm)  # (V, H); a copy only where the products run in fp32
         grad_h = torch.empty_like(hidden) if want_h else None  # (N, H)
         grad_w = torch.zeros_like(w) if want_w else None  # (V, H), accumulated chunk by chunk
         for s in range(0, hidden.shape[0], ctx.chunk):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from strive.models.forward import _autograd_head
+from strive.models import head
 from strive.models.head import linear_log_probs
 
 
@@ -99,15 +100,29 @@ def _bf16_pair(device, compiled=False, old_dtype=torch.bfloat16):
     return old, new
 
 
-def test_bf16_on_the_cpu_computes_in_fp32():
-    """On the CPU a bf16 head multiplies in fp32 (head.py's doc): the numbers of the fp32 autograd head on the same
-    bf16 values, gradients back in bf16."""
+def test_bf16_on_a_cpu_without_bf16_units_computes_in_fp32(monkeypatch):
+    """On a CPU without bf16 units a bf16 head multiplies in fp32 (head.py's doc): the numbers of the fp32 autograd
+    head on the same bf16 values, gradients back in bf16."""
+    monkeypatch.setattr(head, "_cpu_has_bf16", lambda: False)
     (old_lp, old_ent, old_gh, old_gw), (lp, ent, gh, gw) = _bf16_pair("cpu", old_dtype=torch.float32)
     torch.testing.assert_close(lp, old_lp, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ent, old_ent, atol=1e-5, rtol=1e-5)
     assert gh.dtype == gw.dtype == torch.bfloat16
     torch.testing.assert_close(gh, old_gh.bfloat16(), atol=1e-2, rtol=1e-2)  # one bf16 rounding apart
     torch.testing.assert_close(gw, old_gw.bfloat16(), atol=1e-2, rtol=1e-2)
+
+
+def test_bf16_on_a_cpu_with_bf16_units_keeps_bf16_products(monkeypatch):
+    """With bf16 units the products stay bf16, as on a GPU: the forward gives the bf16 autograd head's log-probs
+    (same bf16 logits, same fp32 statistics), not the fp32 head's."""
+    monkeypatch.setattr(head, "_cpu_has_bf16", lambda: True)
+    (old_lp, old_ent, _, _), (lp, ent, gh, gw) = _bf16_pair("cpu")
+    (fp32_lp, _, _, _), _ = _bf16_pair("cpu", old_dtype=torch.float32)
+    torch.testing.assert_close(lp, old_lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent, old_ent, atol=1e-5, rtol=1e-5)
+    assert (lp - fp32_lp).abs().max() > 1e-4  # bf16 logits differ from fp32 ones: the check above can tell them apart
+    assert gh.dtype == gw.dtype == torch.bfloat16
+    assert head._product_dtype(torch.zeros(2, 2, dtype=torch.float16)) == torch.float32  # fp16 stays emulated
 
 
 def test_bf16_matches_the_autograd_head_within_bf16():
