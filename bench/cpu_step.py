@@ -34,6 +34,9 @@ def summarize(run_dir: str, skip: int) -> dict:
     out.update(steps=[r["step"] for r in rows], throughput_tok_s_worker=round(mean("perf/throughput"), 1),
                response_length=round(mean("response_length/mean"), 1),
                peak_rss_gb_per_worker=round(max(r.get("perf/cpu_memory_used_gb", 0.0) for r in rows), 2),
+               peak_rss_gb_per_phase={k.rsplit("/", 1)[1]: round(max(r.get(k, 0.0) for r in rows), 2)
+                                      for k in sorted({k for r in rows for k in r})
+                                      if k.startswith("perf/cpu_memory_used_gb/")},
                weight_sync_s=round(mean("weight_sync/time_s"), 3),
                weight_sync_mb=round(mean("weight_sync/bytes") / 2**20, 1))
     return out

@@ -37,6 +37,27 @@ def malloc_trim() -> Optional[Callable[[int], int]]:
         return None
 
 
+def peak_rss_counter() -> Optional[tuple[Callable[[], tuple[int, int]], Callable[[], None]]]:
+    """(read, reset) of this process's peak resident memory, for device_memory.PhasePeaks: read() -> (VmHWM, VmHWM)
+    bytes; reset() brings VmHWM down to the resident memory now (writing 5 to /proc/self/clear_refs, Linux). None
+    where either cannot be done. A reset also lowers getrusage's ru_maxrss, so whoever resets must keep the
+    run's peak itself (PhasePeaks does)."""
+    def read() -> tuple[int, int]:
+        with open("/proc/self/status") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+        return kib * 1024, kib * 1024
+
+    def reset() -> None:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
+    try:
+        read()
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return (read, reset) if os.access("/proc/self/clear_refs", os.W_OK) else None
+
+
 def trims_heap(phase: Callable[P, R]) -> Callable[P, R]:
     """Decorator: after `phase` returns, give the heap's free pages back to the OS."""
     @functools.wraps(phase)

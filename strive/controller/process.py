@@ -34,13 +34,13 @@ M = TypeVar("M", bound=Callable)
 
 def phase(method: M) -> M:
     """A worker phase: the test hook's fault first (faults.py, inert unless STRIVE_FAULT_INJECT is set), then the
-    method under the host-memory budget with its peak GPU memory recorded (device_memory.py), then a heap trim and the
-    budget's check of what is still held."""
+    method under the host-memory budget with its peak host and GPU memory recorded (device_memory.py), then a heap
+    trim and the budget's check of what is still held."""
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         name = method.__name__
         inject(name, self.spec.rank)
-        with self.gpu_peaks.phase(name):
+        with self.host_peaks.phase(name), self.gpu_peaks.phase(name):
             result = self.budget.run(name, trims_heap(method), self, *args, **kwargs)
         self.budget.check(name)
         return result
@@ -70,6 +70,7 @@ class WorkerProcess:
         self.actor = self.rollout = self.ref = self.critic = self.reward_model = self.judge = None
         self.budget = MemoryBudget(None, spec.rank)
         self.gpu_peaks = PhasePeaks.for_device(spec.device)
+        self.host_peaks = PhasePeaks.for_host()
         self.weight_version = -1
         """Split placement, rollout ranks: the policy version the engine holds (-1: none pushed yet)."""
 
@@ -317,7 +318,10 @@ class WorkerProcess:
         rss = current_rss_gb()
         if rss is not None:
             out["perf/cpu_memory_rss_gb"] = rss
-        out.update(self.gpu_peaks.report())  # GPU: the peak since start-up and each phase's since the last report
+        # the peak since start-up and each phase's since the last report: the host's (replacing ru_maxrss, which
+        # the per-phase resets lower) and the GPU's
+        out.update(self.host_peaks.report())
+        out.update(self.gpu_peaks.report())
         return out
 
     def node_id(self) -> str:

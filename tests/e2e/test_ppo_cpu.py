@@ -1,6 +1,7 @@
 """The seed's command line, and GRPO with a KL loss, run for real on CPU: Ray, two FSDP2 ranks (gloo), the hf
 engine, a tiny model. Each run goes through `python -m strive.trainer.main_ppo` like a user's would."""
 
+import os
 
 import pytest
 
@@ -55,6 +56,10 @@ def test_seed_command_ppo_with_critic(tiny_model_dir, data_dir, tmp_path):
     assert "val-core/strive/arithmetic/reward/mean@1" in rows[2]
     assert rows[1]["critic/score/mean"] > 0  # the letter reward is non-trivial, so gradients flow
     assert rows[1]["actor/grad_norm"] > 0 and rows[1]["critic/grad_norm"] > 0
+    if os.access("/proc/self/clear_refs", os.W_OK):  # Linux: each phase's peak host memory (device_memory.py)
+        phases = {k.rsplit("/", 1)[1]: v for k, v in rows[2].items() if k.startswith("perf/cpu_memory_used_gb/")}
+        assert {"generate", "update_critic"} <= set(phases), sorted(phases)
+        assert 0 < max(phases.values()) <= rows[2]["perf/cpu_memory_used_gb"] + 1e-6
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "3"
     for role in ("actor", "critic"):
         for rank in (0, 1):

@@ -92,3 +92,22 @@ def test_on_the_cpu_nothing_is_read_or_reported():
     with peaks.phase("update_actor"):
         pass
     assert peaks.report() == {}
+
+
+@pytest.mark.skipif(PhasePeaks.for_host()._read is None, reason="needs Linux's VmHWM and /proc/self/clear_refs")
+def test_host_peaks_per_phase_from_the_process_resident_peak():
+    """The real counter: a phase that touches 300 MiB and frees it reports that peak; a later small phase reports
+    less; the run's peak survives the resets (which also lower getrusage's ru_maxrss)."""
+    import numpy as np
+
+    peaks = PhasePeaks.for_host()
+    peaks.report()
+    with peaks.phase("big"):
+        block = np.ones(300 * 2**20, dtype=np.uint8)  # touched, so resident
+        del block
+    with peaks.phase("small"):
+        pass
+    out = peaks.report()
+    assert set(out) == {"perf/cpu_memory_used_gb", "perf/cpu_memory_used_gb/big", "perf/cpu_memory_used_gb/small"}
+    assert out["perf/cpu_memory_used_gb/big"] - out["perf/cpu_memory_used_gb/small"] > 0.25
+    assert out["perf/cpu_memory_used_gb"] >= out["perf/cpu_memory_used_gb/big"]
