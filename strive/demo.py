@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         extra = argv[argv.index("--") + 1:]
         argv = argv[: argv.index("--")]
-    parser = argparse.ArgumentParser(prog="strive demo", description="A real GRPO run on the CPU in minutes.")
+    parser = argparse.ArgumentParser(prog="strive demo", description="A real GRPO run on the CPU in minutes.",
+                                     epilog="Anything after `--` is passed to the trainer as key=value overrides, "
+                                            "e.g. `strive demo -- actor_rollout_ref.actor.optim.lr=2e-5`.")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="strive_demo", help="run folder (logs, curves, data)")
