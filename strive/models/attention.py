@@ -121,14 +121,21 @@ def packed_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
 
 def _sdpa_loop(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
                scaling: Optional[float]) -> torch.Tensor:
-    """Causal SDPA per sequence: q (H, N, D), k/v (Hkv, N, D) → (H, N, D)."""
-    groups = q.shape[0] // k.shape[0]
-    if groups > 1:  # CPU SDPA's fused kernels do not take GQA; the copy is one layer's K/V
-        k, v = k.repeat_interleave(groups, dim=0), v.repeat_interleave(groups, dim=0)
+    """Causal SDPA per sequence: q (H, N, D), k/v (Hkv, N, D) → (H, N, D).
+
+    Grouped-query attention as a 4-D batch: K/V head j and its G query heads are batch entry j, K/V expanded (a view,
+    no copy) over G. 4-D inputs take the CPU's flash kernel, which saves only the output and the log-normaliser for
+    backward. 3-D inputs with K/V copied per query head took the math kernel, which saves each sequence's (H, n, n)
+    attention weights: in the bf16 demo that put the update's peak 0.4 GB higher and was no faster
+    (bench/README.md, "CPU: the demo step side by side on a CPU with bf16 units")."""
+    hkv, n, d = k.shape
+    groups = q.shape[0] // hkv
+    q4 = q.view(hkv, groups, n, d)  # (Hkv, G, N, D): query head j·G + g reads K/V head j
+    k4, v4 = (x[:, None].expand(hkv, groups, n, d) for x in (k, v))  # (Hkv, G, N, D), views
     bounds = cu.tolist()
-    outs = [F.scaled_dot_product_attention(q[:, a:b], k[:, a:b], v[:, a:b], is_causal=True, scale=scaling)
+    outs = [F.scaled_dot_product_attention(q4[:, :, a:b], k4[:, :, a:b], v4[:, :, a:b], is_causal=True, scale=scaling)
             for a, b in zip(bounds, bounds[1:])]
-    return torch.cat(outs, dim=1)
+    return torch.cat(outs, dim=2).view(q.shape)
 
 
 def _varlen_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, longest: int,

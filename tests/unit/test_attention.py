@@ -98,3 +98,28 @@ def test_auto_runs_small_cuda_micro_batches_padded(tiny_model_dir, monkeypatch):
     wrapper(*varied_batch(260, [12, 3, 7], [8, 2, 4]))  # 3 rows × 20 = 60 tokens: padded
     wrapper(*varied_batch(260, [12, 3, 7, 5], [8, 2, 4, 1]))  # 80 tokens: packed
     assert seen == [None, "sdpa_loop"]
+
+
+def test_sdpa_loop_grouped_query_attention_against_float64_and_without_saved_weights():
+    """The CPU path's grouped-query attention: K/V head j serves query heads j·G … j·G+G-1 (checked against a float64
+    per-sequence reference with K/V repeated), and backward keeps no (n, n) attention weights of any sequence
+    (the math kernel's, which cost the bf16 demo 0.4 GB of peak memory)."""
+    g = torch.Generator().manual_seed(0)
+    H, Hkv, D, lens = 8, 2, 16, [40, 24]
+    N = sum(lens)
+    q, k, v = (torch.randn(h, N, D, generator=g, requires_grad=True) for h in (H, Hkv, Hkv))
+    cu = torch.tensor([0, lens[0], N])
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        out = attention._sdpa_loop(q, k, v, cu, None)  # (H, N, D)
+    assert not [s for s in shapes if len(s) >= 2 and s[-1] == s[-2] and s[-1] in lens], shapes
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    kr, vr = k64.repeat_interleave(H // Hkv, 0), v64.repeat_interleave(H // Hkv, 0)  # (H, N, D)
+    ref = torch.cat([F.scaled_dot_product_attention(q64[:, a:b], kr[:, a:b], vr[:, a:b], is_causal=True)
+                     for a, b in ((0, lens[0]), (lens[0], N))], dim=1)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q64, k64, v64))
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
