@@ -312,15 +312,14 @@ class WorkerProcess:
     def memory(self) -> dict[str, float]:
         import resource
 
-        # peak resident memory of this process so far, and what it holds now (a "now" that climbs step after step
-        # is a leak or a heap that never shrinks)
-        out = {"perf/cpu_memory_used_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        # peak resident memory since start-up and each phase's since the last report (where the kernel's peak cannot
+        # be reset, getrusage's peak alone), what the process holds now (a "now" that climbs step after step is a
+        # leak or a heap that never shrinks), and the GPU's peaks
+        out = self.host_peaks.report() or {
+            "perf/cpu_memory_used_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
         rss = current_rss_gb()
         if rss is not None:
             out["perf/cpu_memory_rss_gb"] = rss
-        # the peak since start-up and each phase's since the last report: the host's (replacing ru_maxrss, which
-        # the per-phase resets lower) and the GPU's
-        out.update(self.host_peaks.report())
         out.update(self.gpu_peaks.report())
         return out
 
