@@ -21,11 +21,10 @@ from strive.config.common import FsdpConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
-from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, enable_activation_checkpointing,
-                                   hf_state_name)
+from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, hf_state_name)
 from strive.models.loading import load_causal_lm, resolve_model_path, torch_dtype
-from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, forward_only, offload_role,
-                                 reload_role)
+from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, checkpoint_layers, forward_only,
+                                 offload_role, reload_role)
 from strive.workers.microbatch import WeightedSums, mini_orders, on_device, split_micro
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -39,9 +38,8 @@ def build_policy_module(model: ModelConfig, fsdp: FsdpConfig, mesh, gradient_che
     hf = load_causal_lm(model.path, dtype=fsdp.model_dtype, override_config=model.override_config,
                         trust_remote_code=model.trust_remote_code)
     hf.config.use_cache = False
-    if gradient_checkpointing:  # the C++ wrapper of compiled layers needs the checkpoint that keeps attention
-        enable_activation_checkpointing(hf, keep_attention=compile_layers and device.type == "cuda"
-                                        and fsdp.compile_cpp_wrapper)
+    if gradient_checkpointing:
+        checkpoint_layers(hf, fsdp, compile_layers, device)
     peft_model = None
     if lora:
         from strive.models.lora import apply_lora

@@ -17,10 +17,10 @@ from strive.config.sections import CriticConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
-from strive.models.forward import TokenIndex, ValueForward, decoder_layers, enable_activation_checkpointing
+from strive.models.forward import TokenIndex, ValueForward, decoder_layers
 from strive.models.loading import load_value_model, torch_dtype
-from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, forward_only, offload_role,
-                                 reload_role)
+from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, checkpoint_layers, forward_only,
+                                 offload_role, reload_role)
 from strive.workers.microbatch import WeightedSums, on_device, split_micro, split_mini
 from strive.workers.optim import build_optimizer, build_scheduler
 
@@ -35,9 +35,8 @@ class CriticWorker:
                               trust_remote_code=bool(model.trust_remote_code))
         hf.config.use_cache = False
         compile_layers = model.fsdp_config.use_torch_compile and not model.enable_activation_offload
-        if model.enable_gradient_checkpointing:  # the C++ wrapper needs the checkpoint that keeps attention
-            enable_activation_checkpointing(hf, keep_attention=compile_layers and device.type == "cuda"
-                                            and model.fsdp_config.compile_cpp_wrapper)
+        if model.enable_gradient_checkpointing:
+            checkpoint_layers(hf, model.fsdp_config, compile_layers, device)
         backend = None
         if model.use_remove_padding:
             backend = resolve_backend(model.packed_attention, device, torch_dtype(model.fsdp_config.dtype),

@@ -18,6 +18,7 @@ from torch import nn
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
 from strive.config.common import FsdpConfig
+from strive.models.forward import enable_activation_checkpointing
 from strive.models.loading import torch_dtype
 
 
@@ -65,6 +66,14 @@ def forward_only(module: nn.Module):
         for unit in module.modules():
             if isinstance(unit, FSDPModule):
                 unit.reshard()
+
+
+def checkpoint_layers(hf_model: nn.Module, fsdp: FsdpConfig, compile_layers: bool, device: torch.device) -> None:
+    """Gradient checkpointing of each decoder layer, in the form the layers' compilation needs: Inductor's C++
+    wrapper (`fsdp_config.compile_cpp_wrapper`, compiled layers on CUDA) needs the checkpoint that keeps attention
+    outputs; everything else recomputes the whole layer."""
+    enable_activation_checkpointing(hf_model, keep_attention=compile_layers and device.type == "cuda"
+                                    and fsdp.compile_cpp_wrapper)
 
 
 def compile_in_place(layers: list[nn.Module], cpp_wrapper: bool = False) -> None:
