@@ -21,7 +21,7 @@ from strive.config.common import FsdpConfig
 from strive.config.sizes import ForwardSizes, TrainSizes
 from strive.models.attention import padded_up_to, resolve_backend
 from strive.models.flops import forward_flops, mfu
-from strive.models.forward import (PolicyForward, TokenIndex, decoder_layers, hf_state_name)
+from strive.models.forward import PolicyForward, TokenIndex, decoder_layers, hf_state_name
 from strive.models.loading import load_causal_lm, resolve_model_path, torch_dtype
 from strive.workers.fsdp import (accumulation_step, activation_offload, apply_fsdp, checkpoint_layers, forward_only,
                                  offload_role, reload_role)
