@@ -8,7 +8,8 @@ in the trainer. Variants:
 - padded: the padded batch with its attention mask (use_remove_padding=False);
 - packed_dense: the real tokens packed into one row and handed to transformers' SDPA, which builds an N × N
   block mask (what use_remove_padding=True did before strive.models.attention);
-- packed_<backend>: packed, attention per sequence (sdpa_loop, varlen, flash_attn: whichever can run here);
+- packed_<backend>: packed, attention per sequence (sdpa_loop, varlen, varlen_aten, flash_attn: whichever can run
+  here; varlen_aten is varlen's kernel through its aten op, what `--compile cpp` needs);
 - auto: what use_remove_padding=True does by default (packed_attention=auto: the backend auto picks, and on CUDA
   micro-batches of at most CUDA_PADDED_UP_TO padded tokens run padded).
 
@@ -20,6 +21,7 @@ strive/config/cpu_dtype.py), or `--dtype`.
     python bench/train_kernels.py                           # GPU: Qwen2.5-0.5B shape, random weights
     python bench/train_kernels.py --model ~/.cache/strive/models/smollm2-135m-instruct-b179c9523d0e   # CPU
     python bench/train_kernels.py --model ... --variants padded --compile cpp    # layers compiled, C++ wrapper
+    python bench/train_kernels.py --variants padded packed_varlen_aten auto --compile cpp   # the same, packed (GPU)
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def peak_memory_gb(device: torch.device) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 2**20
 
 
-def time_variant(model, variant: str, batch, device: torch.device, iters: int) -> dict:
+def time_variant(model, variant: str, batch, device: torch.device, iters: int, cpp_wrapper: bool = False) -> dict:
     dtype = next(model.parameters()).dtype
     original = fw.response_hidden
     if variant == "packed_dense":
@@ -101,7 +103,8 @@ def time_variant(model, variant: str, batch, device: torch.device, iters: int) -
         model.set_attn_implementation("sdpa")
         fw.response_hidden = dense_packed_hidden
     elif variant == "auto":
-        wrapper = PolicyForward(model, resolve_backend("auto", device, dtype), padded_up_to("auto", device))
+        wrapper = PolicyForward(model, resolve_backend("auto", device, dtype, cpp_wrapper=cpp_wrapper),
+                                padded_up_to("auto", device))
     else:
         wrapper = PolicyForward(model, None if variant == "padded" else variant.removeprefix("packed_"))
     ids, am, pos, rm = (x.to(device) for x in batch)
@@ -171,9 +174,9 @@ def main() -> int:
     if args.compile != "none":
         compile_in_place(decoder_layers(model), cpp_wrapper=args.compile == "cpp")
     backends = []
-    for name in ("sdpa_loop", "varlen", "flash_attn"):
-        try:
-            backends.append(resolve_backend(name, device, getattr(torch, dtype)))
+    for name, cpp in (("sdpa_loop", False), ("varlen", False), ("varlen", True), ("flash_attn", False)):
+        try:  # ("varlen", True): varlen_aten, the kernel the C++ wrapper's compiled layers call
+            backends.append(resolve_backend(name, device, getattr(torch, dtype), cpp_wrapper=cpp))
         except ValueError:
             pass
     variants = ["padded", "packed_dense"] + [f"packed_{b}" for b in backends] + ["auto"]
@@ -188,7 +191,7 @@ def main() -> int:
             if variant == "packed_dense" and int(batch[1].sum()) > args.dense_max_tokens:
                 result = {"error": f"skipped: above --dense-max-tokens {args.dense_max_tokens}"}
             else:
-                result = time_variant(model, variant, batch, device, args.iters)
+                result = time_variant(model, variant, batch, device, args.iters, cpp_wrapper=args.compile == "cpp")
             row = {"kind": kind, "size": size, "sequences": len(batch[0]), "tokens": int(batch[1].sum()),
                    "variant": variant, **result}
             rows.append(row)

@@ -7,6 +7,7 @@ packed row's sequence boundaries (`cu_seqlens`, from the per-row lengths) go to 
 sequence only. Backends (`actor_rollout_ref.model.packed_attention`, `critic.model.packed_attention`):
 
 - `varlen`: `torch.nn.attention.varlen.varlen_attn`, flash kernels shipped inside torch (CUDA only, bf16/fp16);
+  where the layers are compiled with Inductor's C++ wrapper, the same kernel through its aten op (`varlen_aten`);
 - `flash_attn`: flash-attn's `flash_attn_varlen_func`, where that package is installed (CUDA only);
 - `sdpa_loop`: `scaled_dot_product_attention` once per sequence, causal, no mask (any device; the CPU choice);
 - `auto` (default): `flash_attn` if installed, else `varlen` on CUDA in bf16/fp16, else `sdpa_loop`; on CUDA a
@@ -41,9 +42,16 @@ saves (one H200, Qwen2.5-0.5B shape: 4 × 1024 tokens 0.095 s padded vs 0.106 s 
 0.148 s padded vs 0.127 s packed; bench/train_kernels.py)."""
 
 
-def resolve_backend(name: str, device: torch.device, dtype: torch.dtype, key: str = "packed_attention") -> str:
+def resolve_backend(name: str, device: torch.device, dtype: torch.dtype, key: str = "packed_attention",
+                    cpp_wrapper: bool = False) -> str:
     """The backend `name` (the value of config key `key`) stands for on this device and compute dtype; an error
-    naming the key for one that cannot run there."""
+    naming the key for one that cannot run there. cpp_wrapper (layers compiled with Inductor's C++ wrapper): `varlen`
+    becomes `varlen_aten`, the same flash kernel called without varlen_attn's custom op (`_flash_varlen`)."""
+    resolved = _resolve(name, device, dtype, key)
+    return "varlen_aten" if cpp_wrapper and resolved == "varlen" else resolved
+
+
+def _resolve(name: str, device: torch.device, dtype: torch.dtype, key: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"{key}={name!r}: choose one of {', '.join(BACKENDS)}")
     half = dtype in (torch.bfloat16, torch.float16)
@@ -114,6 +122,8 @@ def packed_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
         from flash_attn import flash_attn_varlen_func
 
         out = flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, causal=True, softmax_scale=scaling)
+    elif backend == "varlen_aten":
+        out = _flash_varlen(q, k, v, cu, longest, scaling)
     else:
         out = _varlen_causal(q, k, v, cu, longest, scaling)
     return out.unsqueeze(0), None  # (1, N, H, D)
@@ -149,6 +159,18 @@ def _varlen_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.
     # torch 2.10 spells causality is_causal=True; later releases a (left, right) window of (-1, 0)
     extra.update({"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True})
     return fn(q, k, v, cu, cu, longest, longest, scale=scaling, **extra)
+
+
+def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, longest: int,
+                  scaling: Optional[float]) -> torch.Tensor:
+    """torch's flash kernel, causal, as the aten op itself: q (N, H, D), k/v (N, Hkv, D) → (N, H, D); the kernel
+    takes grouped K/V heads as they are. It is the kernel varlen_attn runs on CUDA (torch 2.13 calls it from its
+    Python custom op `torch_attn::_varlen_attn`), but every argument is a tensor, int, float or bool, which Inductor's
+    C++ wrapper can pass: the custom op's causal window is a List[int], which it cannot ("arg type List[int] is not
+    yet supported by custom_op_wrapper"). Its backward is aten's own (C++) derivative. Used where the layers are
+    compiled with the C++ wrapper; not measured on a GPU yet (bench/README.md)."""
+    out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, longest, longest, 0.0, True, False, scale=scaling)
+    return out[0]  # (output, log-sum-exp, rng state, unused, debug mask)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,5 +1,7 @@
 """Packed attention (strive/models/attention.py): equal to the padded forward, per-sequence, never an N × N mask."""
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,3 +125,48 @@ def test_sdpa_loop_grouped_query_attention_against_float64_and_without_saved_wei
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
+
+
+def test_cpp_wrapper_takes_varlens_kernel_through_its_aten_op():
+    """Under the C++ wrapper, `varlen` (and `auto` on CUDA without flash-attn) resolve to `varlen_aten`; other
+    backends and the CPU are unchanged. Resolving touches no CUDA runtime, so this runs anywhere."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_backend("varlen", cuda, torch.bfloat16) == "varlen"
+    assert resolve_backend("varlen", cuda, torch.bfloat16, cpp_wrapper=True) == "varlen_aten"
+    assert resolve_backend("sdpa_loop", cuda, torch.bfloat16, cpp_wrapper=True) == "sdpa_loop"
+    assert resolve_backend("auto", cpu, torch.bfloat16, cpp_wrapper=True) == "sdpa_loop"
+    auto = resolve_backend("auto", cuda, torch.bfloat16, cpp_wrapper=True)
+    assert auto == ("flash_attn" if importlib.util.find_spec("flash_attn") else "varlen_aten")
+
+
+def test_varlen_aten_traces_whole_with_only_scalar_arguments():
+    """`varlen_aten` on meta tensors (shapes only; the kernel itself is CUDA-only, tests/gpu has its numbers):
+    dynamo and AOT autograd trace packed attention with grouped K/V heads, forward and backward, as one graph each,
+    and the attention ops in them take no list argument (Inductor's C++ wrapper has none for a custom op: torch's
+    varlen_attn, whose window is a List[int], failed there)."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = []
+
+    def keep(gm, _inputs):
+        graphs.append(gm)
+        return gm
+
+    H, Hkv, N, D = 4, 2, 37, 64
+    q, k, v = (torch.randn(1, h, N, D, device="meta", dtype=torch.bfloat16, requires_grad=True) for h in (H, Hkv, Hkv))
+    cu = torch.tensor([0, 5, 20, 37], dtype=torch.int32).to("meta")
+
+    def packed(q, k, v, cu):
+        out, _ = attention.packed_attention_forward(None, q, k, v, None, scaling=D ** -0.5, cu_seq_lens_q=cu,
+                                                    max_length_q=15, packed_backend="varlen_aten")
+        return out  # (1, N, H, D)
+
+    torch._dynamo.reset()
+    out = torch.compile(packed, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)(q, k, v, cu)
+    out.sum().backward()
+    assert out.shape == (1, N, H, D) and q.grad.shape == q.shape and k.grad.shape == k.shape
+    calls = [n for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    attn = [n for n in calls if "flash_attention" in str(n.target) or "torch_attn" in str(n.target)]
+    assert {str(n.target) for n in attn} == {"aten._flash_attention_forward.default",
+                                             "aten._flash_attention_backward.default"}
+    assert not [a for n in attn for a in (*n.args, *n.kwargs.values()) if isinstance(a, (list, tuple))]
