@@ -124,6 +124,9 @@ def time_variant(model, variant: str, batch, device: torch.device, iters: int, c
                 times.append(time.perf_counter() - start)
     except torch.OutOfMemoryError:
         return {"error": "out of memory"}
+    except Exception as exc:  # e.g. a backend the C++ wrapper cannot compile: a row saying so, the next variant runs
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return {"error": f"{type(exc).__name__}: {first[:300]}"}
     finally:
         fw.response_hidden = original
         model.zero_grad(set_to_none=True)
