@@ -170,3 +170,33 @@ def test_varlen_aten_traces_whole_with_only_scalar_arguments():
     assert {str(n.target) for n in attn} == {"aten._flash_attention_forward.default",
                                              "aten._flash_attention_backward.default"}
     assert not [a for n in attn for a in (*n.args, *n.kwargs.values()) if isinstance(a, (list, tuple))]
+
+
+def test_sdpa_loop_backward_work_does_not_grow_with_sequences():
+    """The per-sequence attention's backward makes a constant number of full-size (packed N) gradient buffers, not
+    one per sequence (slicing each sequence out zero-filled a full gradient per sequence and added them up)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class FullSize(TorchDispatchMode):
+        def __init__(self, numels):
+            super().__init__()
+            self.numels, self.count = numels, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            self.count += sum(isinstance(o, torch.Tensor) and o.numel() in self.numels for o in outs)
+            return out
+
+    counts = []
+    for n_seq in (3, 12):
+        lengths = torch.full((n_seq,), 5)
+        cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+        N, D = int(lengths.sum()), 8
+        q, k, v = (torch.randn(h, N, D, requires_grad=True) for h in (4, 2, 2))  # (H, N, D), grouped K/V
+        out = attention._sdpa_loop(q, k, v, cu, None)
+        mode = FullSize({4 * N * D, 2 * N * D})
+        with mode:
+            out.sum().backward()
+        counts.append(mode.count)
+    assert counts[1] == counts[0], counts
