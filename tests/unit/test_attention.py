@@ -158,7 +158,7 @@ def test_varlen_aten_traces_whole_with_only_scalar_arguments():
 
     def packed(q, k, v, cu):
         out, _ = attention.packed_attention_forward(None, q, k, v, None, scaling=D ** -0.5, cu_seq_lens_q=cu,
-                                                    max_length_q=15, packed_backend="varlen_aten")
+                                                    max_length_q=17, packed_backend="varlen_aten")
         return out  # (1, N, H, D)
 
     torch._dynamo.reset()
@@ -199,4 +199,4 @@ def test_sdpa_loop_backward_work_does_not_grow_with_sequences():
         with mode:
             out.sum().backward()
         counts.append(mode.count)
-    assert counts[1] == counts[0], counts
+    assert counts[1] == counts[0], counts  # 13 and 13; slicing made 25 and 79
