@@ -4,8 +4,8 @@ The demo's shape (`strive demo`): SmolLM2-135M, GRPO, 8 prompts × n=4 = 32 sequ
 2 workers of one thread each (16 sequences per worker in one micro-batch), the on-policy bypass (the update's
 forward gives the old log-probs), compute dtype as the demo picks it on this CPU. Prompts of 60-90 tokens (the
 demo's questions in ChatML) and 64-token responses. Times the first update and the median of the next `--updates`,
-with each worker's peak RSS; `--profile` also runs one update of rank 0 under torch.profiler and prints its top
-operators by own CPU time (collectives included: `c10d::` and `gloo` rows).
+with each worker's peak RSS; `--profile` also runs one more update of every rank under torch.profiler and prints
+rank 0's top operators by own CPU time (collectives included: `c10d::` and `FSDP::` rows).
 
     python bench/cpu_update_profile.py --model ~/.cache/strive/models/smollm2-135m-instruct-b179c9523d0e --profile
 
@@ -30,16 +30,10 @@ import torch.multiprocessing as mp  # noqa: E402
 
 
 def overrides(model: str, workers: int, dtype: str, extra: list[str]) -> list[str]:
-    """The demo's actor settings (strive/demo.py), without data files: the worker reads none."""
-    from strive.demo import PRESETS
+    """The demo's own settings (strive.demo.demo_overrides); its data and output folders are never read here."""
+    from strive.demo import demo_overrides
 
-    lr, checkpointing = PRESETS[dtype]
-    return [f"actor_rollout_ref.model.path={model}", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4",
-            "data.train_batch_size=8", "data.max_prompt_length=256", "data.max_response_length=64",
-            f"actor_rollout_ref.actor.optim.lr={lr}", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
-            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
-            f"actor_rollout_ref.model.enable_gradient_checkpointing={checkpointing}", "trainer.device=cpu",
-            f"trainer.n_gpus_per_node={workers}", "trainer.nnodes=1", "trainer.total_training_steps=10", *extra]
+    return demo_overrides("/nonexistent/data", "/tmp/strive_cpu_update_profile", model, 10, 0, workers, dtype) + extra
 
 
 def make_batch(n: int, vocab: int, seed: int, P: int = 128, T: int = 64):
@@ -49,7 +43,7 @@ def make_batch(n: int, vocab: int, seed: int, P: int = 128, T: int = 64):
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(60, 91, (n,), generator=g)
     cols = torch.arange(P + T)
-    attn = ((cols >= P - lens[:, None])).long()
+    attn = (cols >= P - lens[:, None]).long()
     prompts = torch.randint(0, vocab, (n, P), generator=g) * attn[:, :P]
     return Batch(prompts, torch.randint(0, vocab, (n, T), generator=g), attn, (attn.cumsum(-1) - 1).clamp(min=0),
                  torch.ones(n, T), advantages=torch.randn(n, T, generator=g))
